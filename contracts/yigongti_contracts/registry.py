@@ -1,0 +1,33 @@
+"""Every contract by its `ce_type`, and which of them are frozen (DESIGN §4)."""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from . import common
+from .base import StrictModel
+from .lab import v1 as lab_v1
+
+# Each module lists its models in CONTRACTS and says whether they are FROZEN.
+CONTRACT_MODULES: tuple[ModuleType, ...] = (common, lab_v1)
+
+
+def _index(modules: tuple[ModuleType, ...]) -> dict[str, type[StrictModel]]:
+    index: dict[str, type[StrictModel]] = {}
+    for module in modules:
+        for model in module.CONTRACTS:
+            if model.CE_TYPE in index:
+                raise RuntimeError(f"two contracts share ce_type {model.CE_TYPE}")
+            index[model.CE_TYPE] = model
+    return index
+
+
+MODELS: dict[str, type[StrictModel]] = _index(CONTRACT_MODULES)
+FROZEN: dict[str, type[StrictModel]] = _index(
+    tuple(m for m in CONTRACT_MODULES if m.FROZEN)
+)
+
+
+def model_for(ce_type: str) -> type[StrictModel] | None:
+    """The model of a `ce_type`, or None when the type is unknown."""
+    return MODELS.get(ce_type)

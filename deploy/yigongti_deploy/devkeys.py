@@ -1,0 +1,78 @@
+"""Development keys for one run of the stack (or the tests): never used in production.
+
+Writes into a directory:
+- `auth_private.pem` / `auth_public.pem`: the Ed25519 pair that signs and
+  verifies HTTP bearer tokens (services get the public PEM as AUTH_PUBLIC_KEY);
+- `terminal_<id>.key`: the demo terminal's Ed25519 private key (PEM);
+- `terminals.yaml`: the registry (TERMINALS_FILE) with the demo terminal's
+  public key as base64 of its raw 32 bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from yigongti_kit.auth import generate_keypair
+from yigongti_kit.intake_auth import TerminalSigner
+
+DEMO_TERMINAL_ID = "demo-terminal-1"
+# A township branch of the Changji medical community; the demo's orders come from it.
+DEMO_INSTITUTION_ID = "652325-B01"  # 奇台县总医院乔仁乡分院 (refdata)
+
+
+@dataclass(frozen=True)
+class DevKeys:
+    directory: Path
+    auth_private_pem: str
+    auth_public_pem: str
+    terminal_id: str
+    institution_id: str
+    terminal_private_pem: str
+    terminals_file: Path
+
+    def signer(self) -> TerminalSigner:
+        """The demo terminal's signing side."""
+        return TerminalSigner(self.terminal_id, self.terminal_private_pem)
+
+
+def write_dev_keys(
+    directory: Path | str,
+    *,
+    terminal_id: str = DEMO_TERMINAL_ID,
+    institution_id: str = DEMO_INSTITUTION_ID,
+) -> DevKeys:
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    auth_private, auth_public = generate_keypair()
+    _write(directory / "auth_private.pem", auth_private, secret=True)
+    _write(directory / "auth_public.pem", auth_public)
+
+    terminal_key = Ed25519PrivateKey.generate()
+    terminal_pem = terminal_key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    _write(directory / f"terminal_{terminal_id}.key", terminal_pem, secret=True)
+    entry = TerminalSigner(terminal_id, terminal_key).registry_entry(institution_id)
+    terminals_file = directory / "terminals.yaml"
+    _write(terminals_file, yaml.safe_dump({"terminals": [entry]}, sort_keys=False))
+    return DevKeys(
+        directory,
+        auth_private,
+        auth_public,
+        terminal_id,
+        institution_id,
+        terminal_pem,
+        terminals_file,
+    )
+
+
+def _write(path: Path, text: str, *, secret: bool = False) -> None:
+    path.write_text(text)
+    if secret:
+        path.chmod(0o600)

@@ -1,0 +1,430 @@
+"""The intake consumer: decode → verify → handle in one transaction → commit offset.
+
+Failure handling (DESIGN §6):
+- infrastructure faults (database or broker away) are retried with backoff for
+  as long as they last; the partitions are paused meanwhile and readiness
+  reports 503; nothing is dead-lettered for them;
+- a record that can never succeed is answered with `IntakeRejected` (reason
+  names fields and codes, never values); when it could not even be decoded, a
+  copy also goes to the service's dead-letter topic with the error and its
+  origin in the headers;
+- a handler bug is retried a few times, then treated like an undecodable record.
+Offsets are committed only after the database commit, so a crash in between
+redelivers, and the inbox makes the redelivery harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import CommitFailedError, KafkaError
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind
+from pydantic import ValidationError
+from yigongti_contracts.base import StrictModel
+from yigongti_contracts.common import (
+    ID_PATTERN,
+    SOURCE_PATTERN,
+    TYPE_PATTERN,
+    FieldError,
+    IntakeRejected,
+    field_errors,
+)
+from yigongti_contracts.envelope import Envelope, EnvelopeError, from_headers
+from yigongti_contracts.registry import model_for
+
+from . import inbox
+from .db import is_infra_error
+from .faults import fault_point
+from .outbox import add_event
+
+log = logging.getLogger(__name__)
+tracer = trace.get_tracer("yigongti.consumer")
+
+APP_RETRIES = 3  # a handler bug is tried this often before the record is dead-lettered
+
+
+class Rejection(Exception):
+    """Raised by a handler or verifier: the record is refused for good.
+
+    `code` is a reason code; `fields` are (field path, error code) pairs.
+    Neither may carry a value from the record.
+    """
+
+    def __init__(self, code: str, fields: list[tuple[str, str]] | None = None) -> None:
+        super().__init__(code)
+        self.code = code
+        self.fields = fields or []
+
+
+class Undecodable(Exception):
+    def __init__(self, code: str, fields: list[tuple[str, str]] | None = None,
+                 envelope: Envelope | None = None) -> None:
+        super().__init__(code)
+        self.code = code
+        self.fields = fields or []
+        self.envelope = envelope
+
+
+@dataclass
+class Intake:
+    """What a handler gets: the decoded record and a way to emit events."""
+
+    conn: asyncpg.Connection
+    envelope: Envelope
+    event: StrictModel
+    record: ConsumerRecord
+    consumer: IntakeConsumer
+    sender: Sender | None = None
+    emitted: list[str] = field(default_factory=list)
+
+    async def emit(self, event: StrictModel, *, key: str | None = None,
+                   aggregatetype: str | None = None) -> str:
+        ce_id = await add_event(
+            self.conn, event, topic=self.consumer.events_topic, source=self.consumer.source,
+            aggregatetype=aggregatetype or self.consumer.aggregatetype, key=key,
+        )
+        self.emitted.append(ce_id)
+        return ce_id
+
+
+Handler = Callable[[Intake], Awaitable[None]]
+
+
+class Guard(Protocol):
+    """Checks what an intake record claims about its sender (DESIGN §6 security)."""
+
+    async def check(self, conn: asyncpg.Connection, envelope: Envelope,
+                    record: ConsumerRecord) -> Sender:
+        """Signature, known terminal, fresh time; raises Rejection. Before the inbox."""
+
+    async def remember(self, conn: asyncpg.Connection, envelope: Envelope,
+                       record: ConsumerRecord) -> None:
+        """Nonce bookkeeping for a record seen for the first time; raises Rejection."""
+
+
+@dataclass(frozen=True)
+class Sender:
+    """Who sent an intake record, as its signature proves."""
+
+    terminal_id: str
+    institution_id: str
+
+
+class _Conflict(Exception):
+    pass
+
+# Readiness callback: (component, ready, reason)
+ReadySink = Callable[[str, bool, str], None]
+
+
+def _record_key(record: ConsumerRecord) -> str | None:
+    if record.key is None:
+        return None
+    try:
+        return record.key.decode()
+    except UnicodeDecodeError:
+        return None
+
+
+def _safe(value: str | None, pattern: str) -> str | None:
+    return value if value and re.fullmatch(pattern, value) else None
+
+
+def _answer_key(record: ConsumerRecord, envelope: Envelope | None) -> str:
+    """Where the sender looks for the answer: the record's key, else its ce_id,
+    else its coordinates (when neither is a usable identifier)."""
+    for candidate in (_record_key(record), envelope.id if envelope else None):
+        if candidate and re.fullmatch(ID_PATTERN, candidate):
+            return candidate
+    return f"{record.topic}:{record.partition}:{record.offset}"[-64:].lstrip(".:-_")
+
+
+class IntakeConsumer:
+    def __init__(
+        self,
+        *,
+        pool: asyncpg.Pool,
+        consumer_factory: Callable[[], AIOKafkaConsumer],
+        producer: AIOKafkaProducer,
+        topic: str,
+        events_topic: str,
+        dlq_topic: str,
+        source: str,
+        service: str,
+        aggregatetype: str,
+        handlers: dict[str, Handler],
+        guard: Guard | None = None,
+        max_record_bytes: int = 256 * 1024,
+        max_batch: int = 200,
+        on_ready: ReadySink | None = None,
+    ) -> None:
+        self.pool = pool
+        self.consumer_factory = consumer_factory
+        self.producer = producer
+        self.topic = topic
+        self.events_topic = events_topic
+        self.dlq_topic = dlq_topic
+        self.source = source
+        self.service = service
+        self.aggregatetype = aggregatetype
+        self.handlers = handlers
+        self.guard = guard
+        self.max_record_bytes = max_record_bytes
+        self.max_batch = max_batch
+        self.on_ready = on_ready or (lambda *_: None)
+        self.processed = 0
+        self._stopping = asyncio.Event()
+        self._consumer: AIOKafkaConsumer | None = None
+        self.assigned = asyncio.Event()
+
+    def stop(self) -> None:
+        """Finish the record in hand, commit, and leave."""
+        self._stopping.set()
+
+    # -- the loop -------------------------------------------------------------
+
+    async def run(self) -> None:
+        consumer = self.consumer_factory()
+        self._consumer = consumer
+        consumer.subscribe([self.topic], listener=_AssignmentListener(self.assigned))
+        await consumer.start()
+        self.on_ready("consumer", True, "")
+        try:
+            while not self._stopping.is_set():
+                batches = await consumer.getmany(timeout_ms=100, max_records=self.max_batch)
+                for tp, records in batches.items():
+                    done = None
+                    for record in records:
+                        if self._stopping.is_set():
+                            break
+                        await self._process_until_done(consumer, record)
+                        done = record.offset
+                    if done is not None:
+                        await self._commit(consumer, tp, done + 1)
+                    if self._stopping.is_set():
+                        break
+        finally:
+            await consumer.stop()
+
+    async def _commit(self, consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int) -> None:
+        try:
+            await consumer.commit({tp: offset})
+        except (CommitFailedError, KafkaError) as exc:
+            # After a rebalance the new owner redelivers; the inbox makes that harmless.
+            log.warning("offset commit failed on %s: %s", tp, type(exc).__name__)
+
+    async def _process_until_done(self, consumer: AIOKafkaConsumer, record: ConsumerRecord) -> None:
+        backoff = 0.1
+        app_failures = 0
+        paused = False
+        while True:
+            try:
+                await self.process(record)
+                if paused:
+                    consumer.resume(*consumer.assignment())
+                    self.on_ready("consumer", True, "")
+                return
+            except Exception as exc:
+                if is_infra_error(exc) or isinstance(exc, KafkaError):
+                    if not paused:
+                        log.warning("infrastructure fault, pausing: %s", type(exc).__name__)
+                        consumer.pause(*consumer.assignment())
+                        self.on_ready("consumer", False, f"infrastructure: {type(exc).__name__}")
+                        paused = True
+                    await self._idle(consumer, backoff)
+                    backoff = min(backoff * 2, 5.0)
+                    continue
+                app_failures += 1
+                log.exception("handler failed (%d/%d) at %s-%d@%d", app_failures, APP_RETRIES,
+                              record.topic, record.partition, record.offset)
+                if app_failures < APP_RETRIES:
+                    await asyncio.sleep(0.05 * app_failures)
+                    continue
+                err = Undecodable("processing_error", [("value", "exception")])
+                try:
+                    await self._answer_undecodable(record, err)
+                    return
+                except Exception as again:  # noqa: BLE001
+                    if not (is_infra_error(again) or isinstance(again, KafkaError)):
+                        raise
+                    await self._idle(consumer, backoff)
+
+    async def _idle(self, consumer: AIOKafkaConsumer, seconds: float) -> None:
+        """Wait while paused, still polling so the group keeps us."""
+        end = asyncio.get_running_loop().time() + seconds
+        while asyncio.get_running_loop().time() < end and not self._stopping.is_set():
+            stray = await consumer.getmany(timeout_ms=50)
+            # Partitions assigned during the pause are not paused: rewind what they gave.
+            for tp, records in stray.items():
+                consumer.seek(tp, records[0].offset)
+                consumer.pause(tp)
+
+    # -- one record -----------------------------------------------------------
+
+    def decode(self, record: ConsumerRecord) -> tuple[Envelope, StrictModel]:
+        """Envelope and model, or Undecodable / Rejection (schema violation)."""
+        value = record.value or b""
+        if len(value) > self.max_record_bytes:
+            raise Undecodable("oversized", [("value", "max_bytes")])
+        try:
+            envelope = from_headers(record.headers or [])
+        except EnvelopeError as exc:
+            raise Undecodable(exc.code, [(name, exc.code) for name in exc.fields]) from None
+        model = model_for(envelope.type)
+        if model is None or envelope.type not in self.handlers:
+            raise Undecodable("unknown_type", [("ce_type", "unknown")], envelope)
+        try:
+            data = json.loads(value)
+        except (ValueError, UnicodeDecodeError):
+            raise Undecodable("malformed_json", [("value", "json")], envelope) from None
+        try:
+            event = model.model_validate(data)
+        except ValidationError as exc:
+            raise Rejection("schema_violation",
+                            [(f.field, f.code) for f in field_errors(exc)]) from None
+        return envelope, event
+
+    async def process(self, record: ConsumerRecord) -> None:
+        parent = propagate.extract(
+            {k: v.decode("latin-1") for k, v in (record.headers or []) if v is not None
+             and k in ("traceparent", "tracestate")}
+        )
+        with tracer.start_as_current_span(
+            f"{record.topic} process", context=parent, kind=SpanKind.CONSUMER,
+            attributes={"messaging.system": "kafka", "messaging.destination.name": record.topic,
+                        "messaging.kafka.partition": record.partition,
+                        "messaging.kafka.offset": record.offset},
+        ) as span:
+            try:
+                envelope, event = self.decode(record)
+            except Undecodable as exc:
+                span.set_attribute("yigongti.outcome", exc.code)
+                await self._answer_undecodable(record, exc)
+                return
+            except Rejection as exc:
+                span.set_attribute("yigongti.outcome", exc.code)
+                await self._answer_rejection(record, exc, _partial_envelope(record))
+                return
+            span.set_attribute("cloudevents.event_type", envelope.type)
+            outcome = await self._apply(record, envelope, event)
+            span.set_attribute("yigongti.outcome", outcome)
+        fault_point("consumer.after_db_commit")
+        self.processed += 1
+
+    async def _apply(self, record: ConsumerRecord, envelope: Envelope, event: StrictModel) -> str:
+        digest = inbox.payload_hash(envelope.type, record.value or b"")
+        async with self.pool.acquire() as conn, conn.transaction():
+            try:
+                # One savepoint: a refused record leaves no trace but its answer.
+                async with conn.transaction():
+                    sender = await self.guard.check(conn, envelope, record) if self.guard else None
+                    claim = await inbox.claim(conn, envelope.source, envelope.id, digest)
+                    if claim == "duplicate":
+                        return "duplicate"
+                    if claim == "conflict":
+                        raise _Conflict()
+                    if self.guard:
+                        await self.guard.remember(conn, envelope, record)
+                    intake = Intake(conn=conn, envelope=envelope, event=event, record=record,
+                                    consumer=self, sender=sender)
+                    await self.handlers[envelope.type](intake)
+            except Rejection as exc:
+                await self._write_rejection(conn, record, exc, envelope)
+                return exc.code
+            except _Conflict:
+                await inbox.record_conflict(
+                    conn, source=envelope.source, ce_id=envelope.id, ce_type=envelope.type,
+                    digest=digest, topic=record.topic, partition=record.partition,
+                    offset=record.offset,
+                )
+                await self._write_rejection(
+                    conn, record, Rejection("duplicate_id_conflict", [("ce_id", "reused")]),
+                    envelope,
+                )
+                return "conflict"
+            return "applied"
+
+    # -- answers --------------------------------------------------------------
+
+    async def _answer_rejection(self, record: ConsumerRecord, exc: Rejection,
+                                envelope: Envelope | None) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            await self._write_rejection(conn, record, exc, envelope)
+
+    async def _write_rejection(self, conn: asyncpg.Connection, record: ConsumerRecord,
+                               exc: Rejection | Undecodable, envelope: Envelope | None) -> None:
+        # Refused records are deduplicated by their Kafka coordinates, not by the
+        # ce_id they claim: a forged record must not take a genuine record's id.
+        claim = await inbox.claim(conn, f"kafka:{record.topic}",
+                                  f"{record.partition}:{record.offset}",
+                                  inbox.payload_hash("", record.value or b""))
+        if claim != "new":
+            return
+        key = _answer_key(record, envelope)
+        rejected = IntakeRejected(
+            key=key,
+            service=self.service,
+            # What the envelope claims is echoed only when well-formed.
+            rejected_id=_safe(envelope and envelope.id, ID_PATTERN),
+            rejected_type=_safe(envelope and envelope.type, TYPE_PATTERN),
+            sender=_safe(envelope and envelope.source, SOURCE_PATTERN),
+            reason=exc.code,
+            fields=[FieldError(field=f, code=c) for f, c in exc.fields][:50],
+            rejected_at=datetime.now(UTC),
+        )
+        await add_event(conn, rejected, topic=self.events_topic, source=self.source,
+                        aggregatetype="intake", key=key)
+        log.info("intake rejected: %s at %s-%d@%d", exc.code, record.topic, record.partition,
+                 record.offset)
+
+    async def _answer_undecodable(self, record: ConsumerRecord, exc: Undecodable) -> None:
+        envelope = exc.envelope or _partial_envelope(record)
+        await self.dead_letter(record, exc.code, exc.fields)
+        await self._answer_rejection(record, Rejection(exc.code, exc.fields), envelope)
+
+    async def dead_letter(self, record: ConsumerRecord, code: str,
+                          fields: list[tuple[str, str]]) -> None:
+        detail = ",".join(f"{f}:{c}" for f, c in fields)
+        headers = [(k, v) for k, v in (record.headers or []) if not k.startswith("dlq-")]
+        headers += [
+            ("dlq-error", code.encode()),
+            ("dlq-error-detail", detail.encode()),
+            ("dlq-source-topic", record.topic.encode()),
+            ("dlq-source-partition", str(record.partition).encode()),
+            ("dlq-source-offset", str(record.offset).encode()),
+            ("dlq-consumer", self.service.encode()),
+            ("dlq-at", datetime.now(UTC).isoformat().encode()),
+        ]
+        await self.producer.send_and_wait(self.dlq_topic, value=record.value, key=record.key,
+                                          headers=headers)
+
+
+def _partial_envelope(record: ConsumerRecord) -> Envelope | None:
+    """Whatever the headers say, for the sender's benefit, without validating."""
+    try:
+        return from_headers(record.headers or [])
+    except EnvelopeError:
+        return None
+
+
+class _AssignmentListener(ConsumerRebalanceListener):
+    def __init__(self, event: asyncio.Event) -> None:
+        self.event = event
+
+    async def on_partitions_revoked(self, revoked) -> None:  # noqa: D401
+        pass
+
+    async def on_partitions_assigned(self, assigned) -> None:
+        if assigned:
+            self.event.set()

@@ -1,0 +1,105 @@
+"""The HTTP side of a service: a FastAPI app with health, auth and tracing wired,
+served by uvicorn inside the service's own event loop.
+
+    app = create_http_app("lab", settings)
+    app.include_router(api.router)
+    server, task = await serve(app, settings.HTTP_HOST, settings.HTTP_PORT)
+    ...
+    await shutdown(server, task)   # stop accepting, finish in-flight requests
+
+The service owns its signals: uvicorn's own SIGINT/SIGTERM handlers are not
+installed; the service's handler calls `shutdown` (or sets `server.should_exit`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI
+
+from yigongti_kit.health import Health
+from yigongti_kit.telemetry import instrument_fastapi
+
+
+def create_http_app(title: str, settings: Any, *, health: Health | None = None) -> FastAPI:
+    """A FastAPI app with /healthz and /readyz, bearer-token settings and tracing.
+
+    `app.state` holds `settings`, `health` (given, or a new one),
+    `auth_public_key` (settings.auth_public_key) and `auth_audience`
+    (settings.service_name), which `yigongti_kit.auth.require_principal` reads.
+    """
+    app = FastAPI(title=title)
+    health = health if health is not None else Health()
+    app.state.settings = settings
+    app.state.health = health
+    app.state.auth_public_key = getattr(settings, "auth_public_key", None)
+    app.state.auth_audience = getattr(settings, "service_name", None)
+    app.include_router(health.router())
+    instrument_fastapi(app)
+    return app
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without signal handling: the service decides when to stop."""
+
+    @contextlib.contextmanager
+    def capture_signals(self):
+        yield
+
+
+async def _run(server: uvicorn.Server) -> None:
+    try:
+        await server.serve()
+    except SystemExit as exc:  # uvicorn exits on a failed bind or startup
+        raise RuntimeError(f"HTTP server failed to start (exit {exc.code})") from None
+
+
+async def serve(
+    app: FastAPI,
+    host: str,
+    port: int,
+    *,
+    graceful_timeout_s: float = 10,
+    startup_timeout_s: float = 10,
+) -> tuple[uvicorn.Server, asyncio.Task[None]]:
+    """Start serving `app` in the running loop; returns once it listens.
+
+    Port 0 picks a free port: see `bound_port(server)`. Access logs are off
+    (URLs may carry identifiers); requests are traced instead.
+    """
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        lifespan="auto",
+        timeout_graceful_shutdown=graceful_timeout_s,
+    )
+    server = _Server(config)
+    task = asyncio.create_task(_run(server), name=f"http:{host}:{port}")
+    deadline = asyncio.get_running_loop().time() + startup_timeout_s
+    while not server.started:
+        if task.done():
+            task.result()  # raises the startup failure
+            raise RuntimeError("HTTP server stopped during startup")
+        if asyncio.get_running_loop().time() > deadline:
+            server.should_exit = True
+            raise TimeoutError("HTTP server did not start in time")
+        await asyncio.sleep(0.01)
+    return server, task
+
+
+def bound_port(server: uvicorn.Server) -> int:
+    """The port the server actually listens on."""
+    return server.servers[0].sockets[0].getsockname()[1]
+
+
+async def shutdown(server: uvicorn.Server, task: asyncio.Task[None]) -> None:
+    """Stop accepting connections and wait for in-flight requests to finish
+    (up to the graceful timeout given to `serve`)."""
+    server.should_exit = True
+    await task

@@ -1,0 +1,240 @@
+"""Transactional outbox: events are written with the change that caused them,
+and one relay per service publishes them to Kafka in order.
+
+`add_event` runs inside the caller's transaction: the `ce_id` is fixed there
+and never regenerated, the per-aggregate `ce_sequence` is taken there, and the
+current trace context is stored so the trace crosses the outbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind
+from yigongti_contracts.base import StrictModel
+from yigongti_contracts.envelope import Envelope, to_headers
+
+from .db import connect, is_infra_error
+from .faults import fault_point
+
+log = logging.getLogger(__name__)
+tracer = trace.get_tracer("yigongti.outbox")
+
+_INSERT = """
+WITH s AS (
+    INSERT INTO outbox_sequence (aggregatetype, aggregateid, last) VALUES ($2, $3, 1)
+    ON CONFLICT (aggregatetype, aggregateid) DO UPDATE SET last = outbox_sequence.last + 1
+    RETURNING last
+)
+INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload, topic, source, subject,
+                    sequence, traceparent, tracestate)
+SELECT $1, $2, $3, $4, $5, $6, $7, $8, s.last, $9, $10 FROM s
+RETURNING sequence
+"""
+
+
+async def add_event(
+    conn: asyncpg.Connection,
+    event: StrictModel,
+    *,
+    topic: str,
+    source: str,
+    aggregatetype: str,
+    key: str | None = None,
+    subject: str | None = None,
+) -> str:
+    """Store `event` for publishing; returns its ce_id. Caller owns the transaction."""
+    ce_id = str(uuid.uuid4())
+    key = key if key is not None else event.kafka_key()
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    await conn.fetchval(
+        _INSERT,
+        ce_id,
+        aggregatetype,
+        key,
+        event.CE_TYPE,
+        event.model_dump(mode="json"),
+        topic,
+        source,
+        subject if subject is not None else key,
+        carrier.get("traceparent"),
+        carrier.get("tracestate"),
+    )
+    # Wakes the relay; PostgreSQL folds identical notifications of one transaction.
+    await conn.execute("SELECT pg_notify(current_schema() || '_outbox', '')")
+    return ce_id
+
+
+async def prune(conn: asyncpg.Connection, *, outbox_retention: timedelta,
+                inbox_retention: timedelta) -> tuple[int, int]:
+    """Delete published outbox rows, old inbox rows and intake nonces past their
+    retention. A nonce older than the inbox retention can no longer pass the
+    intake time check, so it need not be kept longer."""
+    sent = await conn.execute(
+        "DELETE FROM outbox WHERE sent_at < db_now() - $1::interval", outbox_retention
+    )
+    seen = await conn.execute(
+        "DELETE FROM processed_events WHERE processed_at < db_now() - $1::interval",
+        inbox_retention,
+    )
+    await conn.execute(
+        "DELETE FROM intake_nonces WHERE signed_at < db_now() - $1::interval", inbox_retention
+    )
+    return int(sent.split()[-1]), int(seen.split()[-1])
+
+
+class Relay:
+    """Publishes the outbox of one schema. A session advisory lock makes it the
+    only active relay; others wait idle and take over when it dies."""
+
+    def __init__(
+        self,
+        *,
+        database_url: str,
+        schema: str,
+        producer_factory: Callable[[], AIOKafkaProducer],
+        batch_size: int = 500,
+        poll_interval: float = 1.0,
+        prune_every: float = 600.0,
+        outbox_retention: timedelta = timedelta(days=7),
+        inbox_retention: timedelta = timedelta(days=7),
+    ) -> None:
+        self.database_url = database_url
+        self.schema = schema
+        self.producer_factory = producer_factory
+        self.batch_size = batch_size
+        self.poll_interval = poll_interval
+        self.prune_every = prune_every
+        self.outbox_retention = outbox_retention
+        self.inbox_retention = inbox_retention
+        self.is_leader = False
+        self.published = 0
+        self.last_error: str | None = None
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+
+    async def run(self) -> None:
+        backoff = 0.2
+        while not self._stopping.is_set():
+            try:
+                await self._lead()
+                backoff = 0.2
+            except Exception as exc:  # noqa: BLE001 - the relay must outlive any fault
+                self.is_leader = False
+                self.last_error = type(exc).__name__
+                if not is_infra_error(exc):
+                    log.exception("relay error")
+                else:
+                    log.warning("relay infrastructure fault: %s", type(exc).__name__)
+                await self._sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def _sleep(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._wake.wait(), seconds)
+        except TimeoutError:
+            pass
+        self._wake.clear()
+
+    async def _lead(self) -> None:
+        conn = await connect(self.database_url, self.schema)
+        producer = None
+        try:
+            while not await conn.fetchval(
+                "SELECT pg_try_advisory_lock(hashtext('outbox-relay:' || current_schema()))"
+            ):
+                self.is_leader = False
+                await self._sleep(self.poll_interval)
+                if self._stopping.is_set():
+                    return
+            self.is_leader = True
+            await conn.add_listener(f"{self.schema}_outbox", lambda *_: self._wake.set())
+            producer = self.producer_factory()
+            await producer.start()
+            loop = asyncio.get_running_loop()
+            next_prune = loop.time()
+            while not self._stopping.is_set():
+                sent = await self.publish_batch(conn, producer)
+                if loop.time() >= next_prune:
+                    await prune(conn, outbox_retention=self.outbox_retention,
+                                inbox_retention=self.inbox_retention)
+                    next_prune = loop.time() + self.prune_every
+                if sent < self.batch_size:
+                    # Polling fallback: a lost notification costs at most poll_interval.
+                    await self._sleep(self.poll_interval)
+        finally:
+            self.is_leader = False
+            if producer is not None:
+                await producer.stop()
+            await conn.close()
+
+    async def publish_batch(self, conn: asyncpg.Connection, producer: AIOKafkaProducer) -> int:
+        rows = await conn.fetch(
+            """SELECT seq, id, aggregateid, type, payload, topic, source, subject, sequence,
+                      traceparent, tracestate, created_at
+               FROM outbox WHERE sent_at IS NULL ORDER BY seq LIMIT $1""",
+            self.batch_size,
+        )
+        if not rows:
+            return 0
+        futures = []
+        for row in rows:
+            futures.append(await self._send(producer, row))
+        # aiokafka keeps one batch in flight per partition, so per-key order holds
+        # even when a batch is retried.
+        half = len(futures) // 2
+        for i, fut in enumerate(futures):
+            await fut
+            if i == half:
+                fault_point("relay.mid_batch")
+        await conn.execute(
+            "UPDATE outbox SET sent_at = now() WHERE seq = ANY($1::bigint[])",
+            [r["seq"] for r in rows],
+        )
+        self.published += len(rows)
+        return len(rows)
+
+    async def _send(self, producer: AIOKafkaProducer, row: asyncpg.Record):
+        parent = propagate.extract(
+            {k: row[k] for k in ("traceparent", "tracestate") if row[k]}
+        )
+        with tracer.start_as_current_span(
+            f"{row['topic']} publish", context=parent, kind=SpanKind.PRODUCER,
+            attributes={"messaging.system": "kafka", "messaging.destination.name": row["topic"],
+                        "cloudevents.event_id": str(row["id"]),
+                        "cloudevents.event_type": row["type"]},
+        ):
+            carrier: dict[str, str] = {}
+            propagate.inject(carrier)
+            envelope = Envelope(
+                id=str(row["id"]),
+                source=row["source"],
+                type=row["type"],
+                time=row["created_at"],
+                subject=row["subject"],
+                sequence=row["sequence"],
+                traceparent=carrier.get("traceparent"),
+                tracestate=carrier.get("tracestate"),
+            )
+            value = _json_bytes(row["payload"])
+            return await producer.send(
+                row["topic"], value=value, key=row["aggregateid"].encode(),
+                headers=to_headers(envelope),
+            )
+
+
+def _json_bytes(payload) -> bytes:
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()

@@ -1,0 +1,169 @@
+"""Runs one service: pool and migrations, the intake consumer, the outbox
+relay, the timer poller and the HTTP app, in one process; stops them in order
+on SIGTERM, finishing the work in hand."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from fastapi import FastAPI
+from yigongti_contracts.topics import topic_name
+
+from .consumer import Handler, IntakeConsumer
+from .db import connect, create_pool
+from .health import Health
+from .http import create_http_app, serve
+from .intake_auth import load_terminals
+from .intake_guard import TerminalGuard
+from .migrations import kit_migrations, migrate
+from .outbox import Relay
+from .settings import KitSettings, kafka_client_kwargs
+from .telemetry import configure_logging, instrument_asyncpg, setup_telemetry
+from .timers import TimerHandler, TimerPoller
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServiceSpec:
+    """What a service brings; the runtime brings the rest."""
+
+    name: str
+    aggregatetype: str
+    migrations: Path
+    handlers: dict[str, Handler]
+    timer_handlers: dict[str, TimerHandler] = field(default_factory=dict)
+    routes: Callable[[FastAPI], None] | None = None
+    signed_intake: bool = True
+
+
+class ServiceRuntime:
+    def __init__(self, spec: ServiceSpec, settings: KitSettings, *, span_exporter=None) -> None:
+        self.spec = spec
+        self.settings = settings
+        self.span_exporter = span_exporter
+        self.health = Health()
+        self.pool: asyncpg.Pool | None = None
+        self.producer: AIOKafkaProducer | None = None
+        self.consumer: IntakeConsumer | None = None
+        self.relay: Relay | None = None
+        self.poller: TimerPoller | None = None
+        self.app: FastAPI | None = None
+        self._server = None
+        self._tasks: list[asyncio.Task] = []
+
+    def topic(self, kind: str) -> str:
+        return topic_name(f"{self.spec.name}.{kind}.v1", self.settings.topic_prefix)
+
+    @property
+    def source(self) -> str:
+        return f"/yigongti/{self.spec.name}"
+
+    async def start(self) -> None:
+        s = self.settings
+        setup_telemetry(self.spec.name, s, span_exporter=self.span_exporter)
+        instrument_asyncpg()
+        conn = await connect(s.database_url, s.db_schema)
+        try:
+            await migrate(conn, s.db_schema, [("kit", kit_migrations()),
+                                              (self.spec.name, self.spec.migrations)])
+            if s.terminals_file:
+                await load_terminals(conn, s.terminals_file)
+        finally:
+            await conn.close()
+        self.pool = await create_pool(s.database_url, s.db_schema)
+
+        self.producer = AIOKafkaProducer(**kafka_client_kwargs(s, "producer"))
+        await self.producer.start()
+
+        def consumer_factory() -> AIOKafkaConsumer:
+            return AIOKafkaConsumer(group_id=s.consumer_group or self.spec.name,
+                                    **kafka_client_kwargs(s, "consumer"))
+
+        self.consumer = IntakeConsumer(
+            pool=self.pool,
+            consumer_factory=consumer_factory,
+            producer=self.producer,
+            topic=self.topic("intake"),
+            events_topic=self.topic("events"),
+            dlq_topic=self.topic("dlq"),
+            source=self.source,
+            service=self.spec.name,
+            aggregatetype=self.spec.aggregatetype,
+            handlers=self.spec.handlers,
+            guard=TerminalGuard(max_skew_s=s.intake_max_skew_s) if self.spec.signed_intake
+            else None,
+            max_record_bytes=s.max_record_bytes,
+            on_ready=self.health.set_ready,
+        )
+        self.relay = Relay(
+            database_url=s.database_url,
+            schema=s.db_schema,
+            producer_factory=lambda: AIOKafkaProducer(**kafka_client_kwargs(s, "producer")),
+            outbox_retention=timedelta(hours=s.outbox_retention_h),
+            inbox_retention=timedelta(hours=s.inbox_retention_h),
+        )
+        self.poller = TimerPoller(self.pool, self.spec.timer_handlers)
+        self.health.set_ready("consumer", False, "starting")
+
+        self.app = create_http_app(f"yigongti {self.spec.name}", s, health=self.health)
+        self.app.state.pool = self.pool
+        self.app.state.runtime = self
+        if self.spec.routes:
+            self.spec.routes(self.app)
+        for name, coro in (("consumer", self.consumer.run()), ("relay", self.relay.run()),
+                           ("timers", self.poller.run())):
+            task = asyncio.create_task(coro, name=f"{self.spec.name}-{name}")
+            task.add_done_callback(self._task_done)
+            self._tasks.append(task)
+        self._server, server_task = await serve(self.app, s.http_host, s.http_port)
+        self._tasks.append(server_task)
+        log.info("%s started on %s:%s", self.spec.name, s.http_host, s.http_port)
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s stopped: %r", task.get_name(), task.exception())
+            self.health.set_ready(task.get_name(), False, "stopped")
+
+    async def stop(self) -> None:
+        """Graceful: stop taking work, finish what is in hand, then close."""
+        if self._server is not None:
+            self._server.should_exit = True
+        for part in (self.consumer, self.poller, self.relay):
+            if part is not None:
+                part.stop()
+        if self._tasks:
+            done, pending = await asyncio.wait(self._tasks, timeout=self.settings.graceful_timeout_s)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        if self.producer is not None:
+            await self.producer.stop()
+        if self.pool is not None:
+            await self.pool.close()
+
+    async def run_until_signalled(self) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await self.start()
+        await stop.wait()
+        log.info("%s stopping", self.spec.name)
+        await self.stop()
+
+
+def run_service(spec_factory: Callable[[], ServiceSpec]) -> None:
+    """Console-script entry point of a service."""
+    spec = spec_factory()
+    settings = KitSettings(service_name=spec.name)
+    configure_logging(spec.name)
+    asyncio.run(ServiceRuntime(spec, settings).run_until_signalled())

@@ -1,0 +1,321 @@
+"""OpenTelemetry for a service: traces, metrics, trace context in Kafka headers, logs.
+
+- `setup_telemetry(service, settings)` once at start (safe to call again): traces
+  and metrics go to OTLP/HTTP when OTEL_EXPORTER_OTLP_ENDPOINT is set; tests pass
+  an in-memory span exporter / metric reader instead.
+- `instrument_asyncpg()` and `instrument_fastapi(app)` trace SQL and HTTP. SQL
+  spans carry the statement, never its parameters.
+- Kafka records carry W3C `traceparent`/`tracestate` headers: `inject_headers`
+  on publish, `extract_context` on consume; the outbox stores the pair with
+  `current_trace_headers()` and the relay resumes it with `context_from_traceparent`.
+- `metrics()` holds the kit's instruments.
+- `configure_logging(service)`: JSON lines on stderr with trace_id/span_id.
+
+Personal data never goes into logs, span attributes or metric attributes: no
+payloads, no header values other than ids, no names or national ID numbers.
+Log identifiers (ce_id, order id, terminal id) and codes, nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cache
+from typing import Any
+
+from opentelemetry import metrics as otel_metrics
+from opentelemetry import propagate, trace
+from opentelemetry.context import Context
+from opentelemetry.propagators.textmap import Getter, Setter
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    SimpleSpanProcessor,
+    SpanExporter,
+)
+
+INSTRUMENTATION_NAME = "yigongti_kit"
+TRACE_HEADERS = ("traceparent", "tracestate")
+
+Headers = list[tuple[str, bytes]]
+
+
+@dataclass
+class Telemetry:
+    """The process's providers (one pair per process)."""
+
+    tracer_provider: TracerProvider
+    meter_provider: MeterProvider
+    service_name: str
+
+    def force_flush(self, timeout_ms: int = 5000) -> None:
+        self.tracer_provider.force_flush(timeout_ms)
+        self.meter_provider.force_flush(timeout_ms)
+
+    def shutdown(self) -> None:
+        """Flush and stop exporting (at process exit)."""
+        self.tracer_provider.shutdown()
+        self.meter_provider.shutdown()
+
+
+_state: Telemetry | None = None
+_span_exporters: list[int] = []
+_metric_readers: list[int] = []
+
+
+def setup_telemetry(
+    service_name: str,
+    settings: Any = None,
+    span_exporter: SpanExporter | None = None,
+    metric_reader: MetricReader | None = None,
+) -> Telemetry:
+    """Install the global tracer and meter providers; returns them.
+
+    `settings` is a KitSettings (or None): its OTEL_EXPORTER_OTLP_ENDPOINT turns on
+    batched OTLP/HTTP export. `span_exporter` is attached with a SimpleSpanProcessor
+    (synchronous, for tests), `metric_reader` as an extra reader. Calling again in
+    the same process returns the same providers, attaching any exporter or reader
+    not attached yet; the service name of the first call stays.
+    """
+    global _state
+    if _state is None:
+        resource = Resource.create({"service.name": service_name})
+        tracer_provider = TracerProvider(resource=resource)
+        readers: list[MetricReader] = []
+        endpoint = getattr(settings, "otel_exporter_otlp_endpoint", None)
+        if endpoint:
+            from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
+                OTLPMetricExporter,
+            )
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+                OTLPSpanExporter,
+            )
+
+            base = endpoint.rstrip("/")
+            tracer_provider.add_span_processor(
+                BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{base}/v1/traces"))
+            )
+            readers.append(
+                PeriodicExportingMetricReader(OTLPMetricExporter(endpoint=f"{base}/v1/metrics"))
+            )
+        meter_provider = MeterProvider(resource=resource, metric_readers=readers)
+        trace.set_tracer_provider(tracer_provider)
+        otel_metrics.set_meter_provider(meter_provider)
+        _state = Telemetry(tracer_provider, meter_provider, service_name)
+    if span_exporter is not None and id(span_exporter) not in _span_exporters:
+        _state.tracer_provider.add_span_processor(SimpleSpanProcessor(span_exporter))
+        _span_exporters.append(id(span_exporter))
+    if metric_reader is not None and id(metric_reader) not in _metric_readers:
+        _state.meter_provider.add_metric_reader(metric_reader)
+        _metric_readers.append(id(metric_reader))
+    return _state
+
+
+def tracer() -> trace.Tracer:
+    """The kit's tracer (from the global provider)."""
+    return trace.get_tracer(INSTRUMENTATION_NAME)
+
+
+def instrument_asyncpg() -> None:
+    """Trace every asyncpg query (statement only, no parameters). Idempotent."""
+    from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
+
+    instrumentor = AsyncPGInstrumentor(capture_parameters=False)
+    if not instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.instrument()
+
+
+def instrument_fastapi(app: Any) -> None:
+    """Trace the app's HTTP requests (health probes excluded). Idempotent per app."""
+    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+    if getattr(app, "_is_instrumented_by_opentelemetry", False):
+        return
+    FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz")
+
+
+# --- trace context in Kafka headers ------------------------------------------------
+
+
+class _HeaderSetter(Setter[Headers]):
+    def set(self, carrier: Headers, key: str, value: str) -> None:
+        carrier.append((key, value.encode()))
+
+
+class _HeaderGetter(Getter[Sequence[tuple[str, bytes | None]]]):
+    def get(self, carrier: Sequence[tuple[str, bytes | None]], key: str) -> list[str] | None:
+        values = [v.decode("utf-8", "replace") for k, v in carrier if k == key and v is not None]
+        return values or None
+
+    def keys(self, carrier: Sequence[tuple[str, bytes | None]]) -> list[str]:
+        return [k for k, _ in carrier]
+
+
+_SETTER = _HeaderSetter()
+_GETTER = _HeaderGetter()
+
+
+def inject_headers(headers: Iterable[tuple[str, bytes]], context: Context | None = None) -> Headers:
+    """`headers` with the current (or given) trace context as traceparent/tracestate.
+
+    Any trace headers already there are replaced; without an active span none are added.
+    """
+    carrier: Headers = [(k, v) for k, v in headers if k not in TRACE_HEADERS]
+    propagate.inject(carrier, context=context, setter=_SETTER)
+    return carrier
+
+
+def extract_context(headers: Sequence[tuple[str, bytes | None]]) -> Context:
+    """The trace context a Kafka record carries (an empty context when it has none)."""
+    return propagate.extract(headers, context=Context(), getter=_GETTER)
+
+
+def current_trace_headers() -> tuple[str | None, str | None]:
+    """(traceparent, tracestate) of the current span, for storing in the outbox."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier.get("traceparent"), carrier.get("tracestate") or None
+
+
+def context_from_traceparent(traceparent: str | None, tracestate: str | None = None) -> Context:
+    """The context to continue a stored trace in (empty when there is none)."""
+    carrier: dict[str, str] = {}
+    if traceparent:
+        carrier["traceparent"] = traceparent
+        if tracestate:
+            carrier["tracestate"] = tracestate
+    return propagate.extract(carrier, context=Context())
+
+
+# --- metrics -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """The kit's instruments. Attributes are codes and names only (topic, reason,
+    component…), never identifiers of patients or free text."""
+
+    records_consumed: otel_metrics.Counter  # attrs: topic
+    records_rejected: otel_metrics.Counter  # attrs: topic, reason
+    dead_lettered: otel_metrics.Counter  # attrs: topic, reason
+    outbox_published: otel_metrics.Counter  # attrs: topic
+    outbox_backlog: otel_metrics.Gauge  # unsent outbox rows, set by the relay
+    handler_duration: otel_metrics.Histogram  # seconds; attrs: topic, ce_type
+    consumer_paused: otel_metrics.UpDownCounter  # paused partitions; attrs: topic
+    consumer_lag: otel_metrics.Gauge  # records behind the end; attrs: topic, partition
+    timers_fired: otel_metrics.Counter  # attrs: kind
+
+
+@cache
+def metrics() -> Metrics:
+    """The kit's instruments, created once on the global meter provider (they
+    forward to the provider `setup_telemetry` installs, even if created before)."""
+    meter = otel_metrics.get_meter(INSTRUMENTATION_NAME)
+    return Metrics(
+        records_consumed=meter.create_counter(
+            "yigongti.records_consumed", unit="{record}", description="Intake records handled"
+        ),
+        records_rejected=meter.create_counter(
+            "yigongti.records_rejected",
+            unit="{record}",
+            description="Intake records answered with IntakeRejected, by reason",
+        ),
+        dead_lettered=meter.create_counter(
+            "yigongti.dead_lettered",
+            unit="{record}",
+            description="Records copied to the dead-letter topic",
+        ),
+        outbox_published=meter.create_counter(
+            "yigongti.outbox_published",
+            unit="{event}",
+            description="Outbox rows published by the relay",
+        ),
+        outbox_backlog=meter.create_gauge(
+            "yigongti.outbox_backlog", unit="{event}", description="Outbox rows not yet published"
+        ),
+        handler_duration=meter.create_histogram(
+            "yigongti.handler_duration",
+            unit="s",
+            description="Time to handle one intake record (decode, domain, transaction)",
+        ),
+        consumer_paused=meter.create_up_down_counter(
+            "yigongti.consumer_paused",
+            unit="{partition}",
+            description="Partitions paused by an infrastructure fault",
+        ),
+        consumer_lag=meter.create_gauge(
+            "yigongti.consumer_lag",
+            unit="{record}",
+            description="Records between the committed offset and the end of a partition",
+        ),
+        timers_fired=meter.create_counter(
+            "yigongti.timers_fired", unit="{timer}", description="Durable timers fired"
+        ),
+    )
+
+
+# --- logging -----------------------------------------------------------------------
+
+_STANDARD_ATTRS = frozenset(
+    logging.LogRecord("", 0, "", 0, "", (), None).__dict__.keys() | {"message", "asctime"}
+)
+_SCALARS = (str, int, float, bool, type(None))
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, service, trace ids,
+    and any scalar `extra=` fields. Callers log identifiers and codes only."""
+
+    def __init__(self, service: str):
+        super().__init__()
+        self.service = service
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "service": self.service,
+        }
+        span_context = trace.get_current_span().get_span_context()
+        if span_context.is_valid:
+            entry["trace_id"] = format(span_context.trace_id, "032x")
+            entry["span_id"] = format(span_context.span_id, "016x")
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD_ATTRS and not key.startswith("_") and key not in entry:
+                if isinstance(value, _SCALARS):
+                    entry[key] = value
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+class _KitHandler(logging.StreamHandler):
+    """Marker so a second configure_logging replaces, not adds."""
+
+
+def configure_logging(service: str, level: str | int = "INFO") -> None:
+    """Root logging as JSON lines on stderr. Idempotent (replaces its own handler only).
+
+    Never log payloads, record values, header values other than ids, names or
+    national ID numbers: the logs hold no personal data.
+    """
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, _KitHandler)]:
+        root.removeHandler(old)
+    handler = _KitHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter(service))
+    root.addHandler(handler)
+    root.setLevel(level if isinstance(level, int) else level.upper())
+    # uvicorn and aiokafka log through the root handler, in the same format.
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).handlers.clear()
+        logging.getLogger(name).propagate = True

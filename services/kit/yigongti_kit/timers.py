@@ -1,0 +1,151 @@
+"""Durable timers in PostgreSQL, fired by a poller on the database clock.
+
+A timer is (kind, key) → due_at. The poller takes due timers with
+`FOR UPDATE SKIP LOCKED`, so several pollers (replicas) never fire one twice;
+the handler runs in the same transaction as the "fired" mark, so a crash
+before commit leaves the timer due. A handler may schedule the same timer
+again (escalation that repeats). Tests move time with `shift_clock`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from .db import is_infra_error
+
+log = logging.getLogger(__name__)
+
+TimerHandler = Callable[[asyncpg.Connection, asyncpg.Record], Awaitable[None]]
+
+
+async def schedule(
+    conn: asyncpg.Connection,
+    kind: str,
+    key: str,
+    *,
+    at: datetime | None = None,
+    after: timedelta | None = None,
+    payload: dict[str, Any] | None = None,
+) -> None:
+    """Set (or move) the timer (kind, key). Give `at` or `after` (from db_now())."""
+    if (at is None) == (after is None):
+        raise ValueError("give exactly one of at= or after=")
+    await conn.execute(
+        """INSERT INTO timers (kind, key, due_at, payload)
+           VALUES ($1, $2, coalesce($3, db_now() + $4::interval), $5)
+           ON CONFLICT (kind, key) DO UPDATE
+             SET due_at = excluded.due_at, payload = excluded.payload,
+                 fired_at = NULL, cancelled_at = NULL, attempts = 0, last_error = NULL""",
+        kind,
+        key,
+        at,
+        after,
+        payload or {},
+    )
+
+
+async def cancel(conn: asyncpg.Connection, kind: str, key: str) -> bool:
+    status = await conn.execute(
+        """UPDATE timers SET cancelled_at = db_now()
+           WHERE kind = $1 AND key = $2 AND fired_at IS NULL AND cancelled_at IS NULL""",
+        kind,
+        key,
+    )
+    return status.endswith(" 1")
+
+
+async def db_now(conn: asyncpg.Connection) -> datetime:
+    return await conn.fetchval("SELECT db_now()")
+
+
+async def shift_clock(conn: asyncpg.Connection, by: timedelta) -> None:
+    """Move the database clock forward (tests only; production never sets it)."""
+    await conn.execute(
+        """INSERT INTO clock_offset (only_row, shift) VALUES (true, $1)
+           ON CONFLICT (only_row) DO UPDATE SET shift = clock_offset.shift + excluded.shift""",
+        by,
+    )
+
+
+class TimerPoller:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        handlers: dict[str, TimerHandler],
+        *,
+        interval: float = 0.5,
+        batch_size: int = 100,
+        max_attempts: int = 5,
+    ) -> None:
+        self.pool = pool
+        self.handlers = handlers
+        self.interval = interval
+        self.batch_size = batch_size
+        self.max_attempts = max_attempts
+        self.fired = 0
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                fired = await self.run_once()
+            except Exception as exc:  # noqa: BLE001 - keep polling through faults
+                if not is_infra_error(exc):
+                    log.exception("timer poller error")
+                fired = 0
+            if fired < self.batch_size:
+                try:
+                    await asyncio.wait_for(self._stopping.wait(), self.interval)
+                except TimeoutError:
+                    pass
+
+    async def run_once(self) -> int:
+        """Fire what is due now; returns how many fired."""
+        fired = 0
+        async with self.pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                """SELECT * FROM timers
+                   WHERE fired_at IS NULL AND cancelled_at IS NULL AND due_at <= db_now()
+                     AND kind = ANY($2::text[])
+                   ORDER BY due_at LIMIT $1 FOR UPDATE SKIP LOCKED""",
+                self.batch_size,
+                list(self.handlers),
+            )
+            for row in rows:
+                # Marked fired before the handler so that it may schedule itself again.
+                await conn.execute("UPDATE timers SET fired_at = db_now() WHERE id = $1", row["id"])
+                try:
+                    async with conn.transaction():
+                        await self.handlers[row["kind"]](conn, row)
+                    fired += 1
+                except Exception as exc:
+                    if is_infra_error(exc):
+                        raise
+                    log.exception("timer %s failed", row["kind"])
+                    await self._retry_later(conn, row, exc)
+        return fired
+
+    async def _retry_later(self, conn: asyncpg.Connection, row: asyncpg.Record, exc: Exception):
+        attempts = row["attempts"] + 1
+        if attempts >= self.max_attempts:
+            # Leave it fired with the error recorded; ops see it in last_error.
+            await conn.execute(
+                "UPDATE timers SET attempts = $2, last_error = $3 WHERE id = $1",
+                row["id"], attempts, type(exc).__name__,
+            )
+            return
+        await conn.execute(
+            """UPDATE timers SET fired_at = NULL, attempts = $2, last_error = $3,
+                      due_at = db_now() + make_interval(secs => $4)
+               WHERE id = $1""",
+            row["id"], attempts, type(exc).__name__, float(2 ** attempts),
+        )

@@ -1,0 +1,29 @@
+"""Wiring of the lab service: handlers, routes and migrations onto the kit runtime."""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from pathlib import Path
+
+from yigongti_kit.service import ServiceSpec, run_service
+
+from .api import add_routes
+from .handlers import HANDLERS
+
+
+def spec() -> ServiceSpec:
+    return ServiceSpec(
+        name="lab",
+        aggregatetype="lab_order",
+        migrations=Path(str(files("yigongti_lab") / "migrations")),
+        handlers=HANDLERS,
+        routes=add_routes,
+    )
+
+
+def main() -> None:
+    run_service(spec)
+
+
+if __name__ == "__main__":
+    main()

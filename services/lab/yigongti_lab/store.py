@@ -1,0 +1,92 @@
+"""SQL of the lab service. Functions take a connection; the caller owns the transaction."""
+
+from __future__ import annotations
+
+import asyncpg
+from yigongti_contracts.lab.v1 import LabOrderPlaced, SpecimenCollected
+
+from .domain import OrderStatus, SpecimenState, TestStatus
+
+
+async def insert_order(conn: asyncpg.Connection, order: LabOrderPlaced, lab_centre: str) -> bool:
+    """False when the order id is taken."""
+    inserted = await conn.fetchval(
+        """INSERT INTO orders (order_id, visit_id, patient_ref, sex, age_value, age_unit,
+                               ordering_institution, ordering_clinician, lab_centre, priority,
+                               status, ordered_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+           ON CONFLICT (order_id) DO NOTHING RETURNING true""",
+        order.order_id, order.visit_id, order.patient_ref, order.sex.value, order.age.value,
+        order.age.unit.value, order.ordering_institution, order.ordering_clinician, lab_centre,
+        order.priority.value, OrderStatus.ACCEPTED, order.ordered_at,
+    )
+    if not inserted:
+        return False
+    await conn.executemany(
+        """INSERT INTO order_tests (order_id, test_code, override_reason, status)
+           VALUES ($1, $2, $3, $4)""",
+        [(order.order_id, t.code, t.override_reason and t.override_reason.value,
+          TestStatus.ORDERED) for t in order.tests],
+    )
+    return True
+
+
+async def order_for_update(conn: asyncpg.Connection, order_id: str) -> asyncpg.Record | None:
+    return await conn.fetchrow("SELECT * FROM orders WHERE order_id = $1 FOR UPDATE", order_id)
+
+
+async def test_status(conn: asyncpg.Connection, order_id: str) -> dict[str, str]:
+    rows = await conn.fetch(
+        "SELECT test_code, status FROM order_tests WHERE order_id = $1", order_id
+    )
+    return {r["test_code"]: r["status"] for r in rows}
+
+
+async def insert_specimen(conn: asyncpg.Connection, specimen: SpecimenCollected,
+                          processing_state: str) -> bool:
+    """False when the barcode is already known."""
+    inserted = await conn.fetchval(
+        """INSERT INTO specimens (barcode, order_id, tube, processing_state, state,
+                                  collected_at, centrifuged_at, collector_id, recollection_of)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+           ON CONFLICT (barcode) DO NOTHING RETURNING true""",
+        specimen.barcode, specimen.order_id, specimen.tube.value, processing_state,
+        SpecimenState.COLLECTED, specimen.collected_at, specimen.centrifuged_at,
+        specimen.collector_id, specimen.recollection_of,
+    )
+    if not inserted:
+        return False
+    await conn.execute(
+        """UPDATE order_tests SET status = $3, barcode = $2
+           WHERE order_id = $1 AND test_code = ANY($4::text[])""",
+        specimen.order_id, specimen.barcode, TestStatus.COLLECTED, list(specimen.tests),
+    )
+    return True
+
+
+async def order_view(conn: asyncpg.Connection, order_id: str) -> dict | None:
+    order = await conn.fetchrow("SELECT * FROM orders WHERE order_id = $1", order_id)
+    if order is None:
+        return None
+    tests = await conn.fetch(
+        "SELECT test_code, status, barcode FROM order_tests WHERE order_id = $1 ORDER BY test_code",
+        order_id,
+    )
+    specimens = await conn.fetch(
+        """SELECT barcode, tube, processing_state, state, collected_at FROM specimens
+           WHERE order_id = $1 ORDER BY collected_at, barcode""",
+        order_id,
+    )
+    return {
+        "order_id": order["order_id"],
+        "visit_id": order["visit_id"],
+        "patient_ref": order["patient_ref"],
+        "ordering_institution": order["ordering_institution"],
+        "lab_centre": order["lab_centre"],
+        "priority": order["priority"],
+        "status": order["status"],
+        "ordered_at": order["ordered_at"].isoformat(),
+        "tests": [dict(r) for r in tests],
+        "specimens": [{**dict(r), "collected_at": r["collected_at"].isoformat()}
+                      for r in specimens],
+    }

@@ -1,0 +1,139 @@
+"""Test support for the lab service: build intake records, run the service in
+this process, watch its events topic."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from yigongti_contracts.common import Age, AgeUnit, Sex
+from yigongti_contracts.lab.codes import Priority, TubeType
+from yigongti_contracts.lab.parts import OrderedTest
+from yigongti_contracts.lab.v1 import LabOrderPlaced, SpecimenCollected
+from yigongti_kit.terminal import TerminalClient, build_record
+
+PATIENT = "v1:" + "ab" * 32
+
+
+def order(institution: str, *, order_id: str | None = None, tests=("K", "CTNI"),
+          **overrides) -> LabOrderPlaced:
+    fields = dict(
+        order_id=order_id or f"O-{uuid.uuid4().hex[:12]}",
+        visit_id=f"V-{uuid.uuid4().hex[:8]}",
+        patient_ref=PATIENT,
+        sex=Sex.male,
+        age=Age(value=80, unit=AgeUnit.years),
+        ordering_institution=institution,
+        ordering_clinician="doc-17",
+        priority=Priority.stat,
+        tests=tuple(OrderedTest(code=c) for c in tests),
+        ordered_at=datetime.now(UTC),
+    )
+    fields.update(overrides)
+    return LabOrderPlaced(**fields)
+
+
+def collected(o: LabOrderPlaced, *, barcode: str | None = None, tests=("K", "CTNI"),
+              tube=TubeType.serum_gold) -> SpecimenCollected:
+    return SpecimenCollected(
+        barcode=barcode or f"B{uuid.uuid4().hex[:10]}",
+        order_id=o.order_id,
+        tests=tests,
+        tube=tube,
+        collected_at=datetime.now(UTC),
+        collector_id="nurse-3",
+    )
+
+
+@dataclass
+class EventLog:
+    """Every record on a topic since the test began, read without a consumer
+    group (manual assignment), so there is no join delay."""
+
+    records: list = field(default_factory=list)
+    _task: asyncio.Task | None = None
+    _consumer: AIOKafkaConsumer | None = None
+
+    async def start(self, kwargs: dict, topic: str) -> None:
+        kwargs = {**kwargs, "group_id": None, "enable_auto_commit": False}
+        self._consumer = AIOKafkaConsumer(**kwargs)
+        await self._consumer.start()
+        partitions = None
+        while not partitions:
+            await self._consumer._client.force_metadata_update()
+            partitions = self._consumer.partitions_for_topic(topic)
+        tps = [TopicPartition(topic, p) for p in partitions]
+        self._consumer.assign(tps)
+        await self._consumer.seek_to_beginning(*tps)
+        self._task = asyncio.create_task(self._pump())
+
+    async def _pump(self) -> None:
+        while True:
+            batches = await self._consumer.getmany(timeout_ms=50)
+            for records in batches.values():
+                self.records.extend(records)
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+        if self._consumer:
+            await self._consumer.stop()
+
+    def of_type(self, ce_type_suffix: str) -> list:
+        return [r for r in self.records if ce_type(r).endswith(ce_type_suffix)]
+
+    async def wait_for(self, predicate, timeout: float = 20.0, count: int = 1) -> list:
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [r for r in self.records if predicate(r)]
+            if len(found) >= count:
+                return found
+            if time.monotonic() > deadline:
+                types = [ce_type(r) for r in self.records]
+                raise TimeoutError(f"{len(found)}/{count} matching; seen {types}")
+            await asyncio.sleep(0.02)
+
+
+def header(record, name: str) -> str | None:
+    for k, v in record.headers or ():
+        if k == name:
+            return v.decode() if v is not None else None
+    return None
+
+
+def ce_type(record) -> str:
+    return header(record, "ce_type") or ""
+
+
+def payload(record) -> dict:
+    return json.loads(record.value)
+
+
+def rejection_for(ce_id: str):
+    """Predicate: the IntakeRejected answering the record `ce_id`."""
+    return lambda r: ce_type(r).endswith("intake.rejected.v1") and \
+        payload(r).get("rejected_id") == ce_id
+
+
+class Terminal:
+    """A clinic terminal: signs and publishes intake, or sends raw records."""
+
+    def __init__(self, signer, producer: AIOKafkaProducer, topic: str) -> None:
+        self.signer = signer
+        self.producer = producer
+        self.topic = topic
+        self.client = TerminalClient(signer, producer, topic)
+
+    async def publish(self, event, **kwargs) -> str:
+        return await self.client.publish(event, **kwargs)
+
+    def record(self, event, **kwargs):
+        return build_record(self.signer, event, **kwargs)
+
+    async def send_raw(self, key: bytes | None, value: bytes | None, headers, **kw) -> None:
+        await self.producer.send_and_wait(self.topic, key=key, value=value, headers=headers, **kw)
