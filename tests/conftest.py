@@ -226,8 +226,15 @@ class TestService(ServiceProcess):
 
     __test__ = False  # not a test class
 
-    def __init__(self, name: str, env: Mapping[str, str], log_path: Path, fault_marker: Path):
-        super().__init__(name, env, log_path)
+    def __init__(
+        self,
+        name: str,
+        env: Mapping[str, str],
+        log_path: Path,
+        fault_marker: Path,
+        script: str | None = None,
+    ):
+        super().__init__(name, env, log_path, script=script)
         self.fault_marker = fault_marker
         self.fault_env: dict[str, str] = {}
 
@@ -272,8 +279,9 @@ class TestService(ServiceProcess):
 @pytest_asyncio.fixture
 async def service_process(kit_env, tmp_path: Path) -> AsyncIterator[Any]:
     """`await service_process("lab", env=None, fault_point=None, fault_after=1,
-    wait_ready=True) -> TestService`: the service's console script as a subprocess,
-    env defaulting to `kit_env(service)`. Every process is killed after the test."""
+    wait_ready=True, ready_timeout=60, script=None) -> TestService`: the service's
+    console script (or `script`, an absolute path) as a subprocess, env defaulting to
+    `kit_env(service)`. Every process is stopped after the test."""
     started: list[TestService] = []
 
     async def start(
@@ -284,6 +292,7 @@ async def service_process(kit_env, tmp_path: Path) -> AsyncIterator[Any]:
         fault_after: int = 1,
         wait_ready: bool = True,
         ready_timeout: float = 60.0,
+        script: str | None = None,
     ) -> TestService:
         index = len(started) + 1
         proc = TestService(
@@ -291,6 +300,7 @@ async def service_process(kit_env, tmp_path: Path) -> AsyncIterator[Any]:
             env if env is not None else kit_env(service),
             tmp_path / f"{service}-{index}.log",
             tmp_path / f"{service}-{index}.fault",
+            script=script,
         )
         proc.set_fault(fault_point, fault_after)
         started.append(proc)

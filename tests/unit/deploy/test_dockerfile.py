@@ -15,7 +15,7 @@ def test_image_is_python_slim_and_runs_the_service_as_non_root():
     steps = instructions()
     froms = [arg for op, arg in steps if op == "FROM"]
     assert all(f.startswith("python:3.11-slim") for f in froms)
-    final = steps[max(i for i, (op, _) in enumerate(steps) if op == "FROM"):]
+    final = steps[max(i for i, (op, _) in enumerate(steps) if op == "FROM") :]
     users = [arg for op, arg in final if op == "USER"]
     assert users and not users[-1].startswith(("root", "0"))
     (entrypoint,) = [arg for op, arg in final if op == "ENTRYPOINT"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -24,17 +25,22 @@ def raw_documents() -> list[dict]:
     return docs
 
 
-def build(kustomization: str) -> list[dict]:
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.skip("kubectl not installed: kustomize build not checked")
-    out = subprocess.run(
+@cache
+def _kustomize(kubectl: str, kustomization: str) -> str:
+    return subprocess.run(
         [kubectl, "kustomize", str(K8S / kustomization)],
         check=True,
         capture_output=True,
         text=True,
         timeout=60,
     ).stdout
+
+
+def build(kustomization: str) -> list[dict]:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl not installed: kustomize build not checked")
+    out = _kustomize(kubectl, kustomization)
     return [d for d in yaml.safe_load_all(out) if d is not None]
 
 
@@ -122,12 +128,17 @@ def test_each_deployment_has_service_pdb_policy_and_autoscaler(where, deployment
     name = deployment["metadata"]["name"]
     selector = deployment["spec"]["selector"]["matchLabels"]
     assert any(s["spec"]["selector"] == selector for s in of_kind(docs, "Service"))
-    assert any(p["spec"]["selector"]["matchLabels"] == selector
-               for p in of_kind(docs, "PodDisruptionBudget"))
-    assert any(p["spec"]["podSelector"].get("matchLabels") == selector
-               for p in of_kind(docs, "NetworkPolicy"))
-    scaled = [s for s in of_kind(docs, "ScaledObject")
-              if s["spec"]["scaleTargetRef"]["name"] == name]
+    assert any(
+        p["spec"]["selector"]["matchLabels"] == selector
+        for p in of_kind(docs, "PodDisruptionBudget")
+    )
+    assert any(
+        p["spec"]["podSelector"].get("matchLabels") == selector
+        for p in of_kind(docs, "NetworkPolicy")
+    )
+    scaled = [
+        s for s in of_kind(docs, "ScaledObject") if s["spec"]["scaleTargetRef"]["name"] == name
+    ]
     assert scaled and "replicas" not in deployment["spec"]  # KEDA owns the count
 
 
@@ -143,8 +154,13 @@ def test_secrets_come_from_secret_references():
 
 def test_namespace_denies_by_default_and_allows_only_dns_kafka_postgres():
     policies = of_kind(raw_documents(), "NetworkPolicy")
-    deny = [p for p in policies if p["spec"]["podSelector"] == {} and "ingress" not in p["spec"]
-            and "egress" not in p["spec"]]
+    deny = [
+        p
+        for p in policies
+        if p["spec"]["podSelector"] == {}
+        and "ingress" not in p["spec"]
+        and "egress" not in p["spec"]
+    ]
     assert deny and set(deny[0]["spec"]["policyTypes"]) == {"Ingress", "Egress"}
     egress_ports = {
         port["port"]
@@ -182,5 +198,6 @@ def test_lab_kafka_user_has_least_privilege():
         ("topic", "lab.dlq.v1", "Describe"),
         ("group", "lab", "Read"),
     }
-    assert all(acl["resource"]["patternType"] == "literal"
-               for acl in user["spec"]["authorization"]["acls"])
+    assert all(
+        acl["resource"]["patternType"] == "literal" for acl in user["spec"]["authorization"]["acls"]
+    )
