@@ -12,10 +12,11 @@ from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from yigongti_contracts.common import Age, AgeUnit, Sex
+from yigongti_contracts.envelope import Envelope, to_headers
 from yigongti_contracts.lab.codes import Priority, TubeType
 from yigongti_contracts.lab.parts import OrderedTest
 from yigongti_contracts.lab.v1 import LabOrderPlaced, SpecimenCollected
-from yigongti_kit.terminal import TerminalClient, build_record
+from yigongti_kit.terminal import IntakeRecord, TerminalClient, build_record
 
 PATIENT = "v1:" + "ab" * 32
 
@@ -87,7 +88,8 @@ class EventLog:
     def of_type(self, ce_type_suffix: str) -> list:
         return [r for r in self.records if ce_type(r).endswith(ce_type_suffix)]
 
-    async def wait_for(self, predicate, timeout: float = 20.0, count: int = 1) -> list:
+    async def wait_for(self, predicate, timeout: float = 20.0,  # noqa: ASYNC109
+                       count: int = 1) -> list:
         deadline = time.monotonic() + timeout
         while True:
             found = [r for r in self.records if predicate(r)]
@@ -135,5 +137,24 @@ class Terminal:
     def record(self, event, **kwargs):
         return build_record(self.signer, event, **kwargs)
 
-    async def send_raw(self, key: bytes | None, value: bytes | None, headers, **kw) -> None:
-        await self.producer.send_and_wait(self.topic, key=key, value=value, headers=headers, **kw)
+    async def send_raw(self, key: bytes | None, value: bytes | None, headers, **kw):
+        """Publish exactly these bytes and headers; returns the RecordMetadata."""
+        return await self.producer.send_and_wait(self.topic, key=key, value=value,
+                                                 headers=headers, **kw)
+
+
+def signed_raw(signer, ce_type: str, value: bytes, *, key: str | None = "K-raw",
+               ce_id: str | None = None, time: datetime | None = None,
+               nonce: str | None = None) -> IntakeRecord:
+    """A record with a valid envelope and a valid signature over any `value`
+    bytes and any `ce_type` (for records the service must refuse after decoding)."""
+    ce_id = ce_id or str(uuid.uuid4())
+    envelope = Envelope(id=ce_id, source=signer.source, type=ce_type,
+                        time=time or datetime.now(UTC), subject=key)
+    headers = signer.sign(to_headers(envelope), value, nonce=nonce)
+    return IntakeRecord(key.encode() if key is not None else None, value, headers, ce_id)
+
+
+def without(headers, *names: str) -> list:
+    """The headers minus every one named."""
+    return [(k, v) for k, v in headers if k not in names]

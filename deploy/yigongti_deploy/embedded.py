@@ -8,9 +8,9 @@
 - `create_topics`, `create_database`, `drop_database`: idempotent set-up used
   by the stack, the demo, the benchmarks and the test harness.
 
-Measured on the 2-core dev machine (Nov 2025): the broker answers a metadata
-request ~30 ms after spawn and stops in <10 ms; the embedded PostgreSQL takes
-~0.9 s to initdb and start, ~0.3 s to stop and delete. A consumer group's first
+Measured on the 2-core dev machine: the broker answers a metadata
+request 30-70 ms after spawn and stops in <10 ms; the embedded PostgreSQL takes
+0.9-1.4 s to initdb and start, ~0.3 s to stop and delete. A consumer group's first
 assignment on the broker takes ~1 s (half its 2 s session timeout).
 """
 

@@ -21,6 +21,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
 from yigongti_contracts.base import StrictModel
 from yigongti_contracts.envelope import Envelope, to_headers
+from yigongti_contracts.topics import topic_name
 
 from .db import connect, is_infra_error
 from .faults import fault_point
@@ -51,7 +52,10 @@ async def add_event(
     key: str | None = None,
     subject: str | None = None,
 ) -> str:
-    """Store `event` for publishing; returns its ce_id. Caller owns the transaction."""
+    """Store `event` for publishing; returns its ce_id. Caller owns the transaction.
+
+    `topic` is the registered name (e.g. "lab.events.v1"); the relay adds the
+    deployment's topic prefix when it publishes."""
     ce_id = str(uuid.uuid4())
     key = key if key is not None else event.kafka_key()
     carrier: dict[str, str] = {}
@@ -102,6 +106,7 @@ class Relay:
         database_url: str,
         schema: str,
         producer_factory: Callable[[], AIOKafkaProducer],
+        topic_prefix: str = "",
         batch_size: int = 500,
         poll_interval: float = 1.0,
         prune_every: float = 600.0,
@@ -111,6 +116,7 @@ class Relay:
         self.database_url = database_url
         self.schema = schema
         self.producer_factory = producer_factory
+        self.topic_prefix = topic_prefix
         self.batch_size = batch_size
         self.poll_interval = poll_interval
         self.prune_every = prune_every
@@ -207,13 +213,20 @@ class Relay:
         self.published += len(rows)
         return len(rows)
 
+    def physical_topic(self, topic: str) -> str:
+        # Rows written with the physical name already are published as they are.
+        if self.topic_prefix and topic.startswith(self.topic_prefix):
+            return topic
+        return topic_name(topic, self.topic_prefix)
+
     async def _send(self, producer: AIOKafkaProducer, row: asyncpg.Record):
+        topic = self.physical_topic(row["topic"])
         parent = propagate.extract(
             {k: row[k] for k in ("traceparent", "tracestate") if row[k]}
         )
         with tracer.start_as_current_span(
-            f"{row['topic']} publish", context=parent, kind=SpanKind.PRODUCER,
-            attributes={"messaging.system": "kafka", "messaging.destination.name": row["topic"],
+            f"{topic} publish", context=parent, kind=SpanKind.PRODUCER,
+            attributes={"messaging.system": "kafka", "messaging.destination.name": topic,
                         "cloudevents.event_id": str(row["id"]),
                         "cloudevents.event_type": row["type"]},
         ):
@@ -231,7 +244,7 @@ class Relay:
             )
             value = _json_bytes(row["payload"])
             return await producer.send(
-                row["topic"], value=value, key=row["aggregateid"].encode(),
+                topic, value=value, key=row["aggregateid"].encode(),
                 headers=to_headers(envelope),
             )
 

@@ -93,7 +93,7 @@ class ServiceRuntime:
             consumer_factory=consumer_factory,
             producer=self.producer,
             topic=self.topic("intake"),
-            events_topic=self.topic("events"),
+            events_topic=f"{self.spec.name}.events.v1",  # registered name: the relay prefixes it
             dlq_topic=self.topic("dlq"),
             source=self.source,
             service=self.spec.name,
@@ -107,6 +107,7 @@ class ServiceRuntime:
         self.relay = Relay(
             database_url=s.database_url,
             schema=s.db_schema,
+            topic_prefix=s.topic_prefix,
             producer_factory=lambda: AIOKafkaProducer(**kafka_client_kwargs(s, "producer")),
             outbox_retention=timedelta(hours=s.outbox_retention_h),
             inbox_retention=timedelta(hours=s.inbox_retention_h),

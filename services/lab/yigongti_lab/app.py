@@ -7,6 +7,7 @@ from pathlib import Path
 
 from yigongti_kit.service import ServiceSpec, run_service
 
+from . import parking
 from .api import add_routes
 from .handlers import HANDLERS
 
@@ -17,6 +18,7 @@ def spec() -> ServiceSpec:
         aggregatetype="lab_order",
         migrations=Path(str(files("yigongti_lab") / "migrations")),
         handlers=HANDLERS,
+        timer_handlers={parking.EXPIRY_TIMER: parking.on_expiry},
         routes=add_routes,
     )
 

@@ -21,11 +21,32 @@ class OrderStatus:
 
 class SpecimenState:
     COLLECTED = "collected"
+    IN_TRANSIT = "in_transit"
+    RECEIVED = "received"
+    REJECTED = "rejected"
+    RESULTED = "resulted"
+    CONFIRMED = "confirmed"
+    VERIFIED = "verified"
+    AMENDED = "amended"
+    CANCELLED = "cancelled"
+
+    # Before receipt a dispatch still moves the tube; after it, nothing does.
+    DISPATCHABLE = (COLLECTED,)
+    RECEIVABLE = (COLLECTED, IN_TRANSIT)
 
 
 class TestStatus:
     ORDERED = "ordered"
     COLLECTED = "collected"
+    RECOLLECT = "recollect"  # its tube was rejected: a new tube is awaited
+    RESULTED = "resulted"
+    CONFIRMED = "confirmed"
+    VERIFIED = "verified"
+    CANCELLED = "cancelled"
+    AVOIDED = "avoided"
+
+    COLLECTABLE = (ORDERED, RECOLLECT)
+    CANCELLABLE = (ORDERED, COLLECTED, RECOLLECT)
 
 
 def order_problems(
@@ -67,7 +88,7 @@ def collection_problems(
         status = test_status.get(code)
         if status is None:
             problems.append((f"tests.{i}", "test_not_ordered"))
-        elif status != TestStatus.ORDERED:
+        elif status not in TestStatus.COLLECTABLE:
             problems.append((f"tests.{i}", f"test_{status}"))
         elif catalogue[code].tube != specimen.tube:
             problems.append(("tube", "wrong_tube"))
@@ -79,3 +100,38 @@ def collection_problems(
 def processing_state(specimen: SpecimenCollected) -> ProcessingState:
     return (ProcessingState.centrifuged if specimen.centrifuged_at is not None
             else ProcessingState.whole_blood)
+
+
+def tests_to_cancel(requested: tuple[str, ...] | None,
+                    test_status: Mapping[str, str]) -> tuple[list[str], list[Problem]]:
+    """Which tests a cancellation takes (all still cancellable when none are
+    named), and what stops it: a test not on the order, or already resulted."""
+    if requested is None:
+        chosen = [c for c, s in test_status.items() if s in TestStatus.CANCELLABLE]
+        return chosen, ([] if chosen else [("tests", "nothing_to_cancel")])
+    problems: list[Problem] = []
+    for i, code in enumerate(requested):
+        status = test_status.get(code)
+        if status is None:
+            problems.append((f"tests.{i}", "test_not_ordered"))
+        elif status == TestStatus.CANCELLED:
+            problems.append((f"tests.{i}", "test_cancelled"))
+        elif status not in TestStatus.CANCELLABLE:
+            problems.append((f"tests.{i}", "test_already_resulted"))
+    return list(requested), problems
+
+
+def order_status(test_status: Mapping[str, str]) -> str:
+    """The order's status, derived from its tests (DESIGN §5)."""
+    live = [s for s in test_status.values() if s not in (TestStatus.CANCELLED, TestStatus.AVOIDED)]
+    if not live:
+        return "cancelled" if TestStatus.CANCELLED in test_status.values() else "completed"
+    if all(s == TestStatus.VERIFIED for s in live):
+        return "completed"
+    if any(s == TestStatus.VERIFIED for s in live):
+        return "partially_reported"
+    if all(s == TestStatus.ORDERED for s in live):
+        return "accepted"
+    if any(s in (TestStatus.RESULTED, TestStatus.CONFIRMED) for s in live):
+        return "in_testing"
+    return "collecting"

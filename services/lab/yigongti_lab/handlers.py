@@ -1,38 +1,61 @@
-"""One function per intake event: decode (done by the kit) → domain → store → events."""
+"""One apply function per intake event: domain check → store → events, in the
+caller's transaction. A record whose prerequisite has not arrived yet raises
+`Park` and waits (parking.py); a record that can never apply raises
+`Rejection` and is answered with IntakeRejected."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import asyncpg
 from yigongti_contracts.lab.v1 import (
     LabOrderAccepted,
+    LabOrderCancelled,
     LabOrderPlaced,
+    LabTestsCancelled,
     SpecimenCollected,
     SpecimenCollectionRecorded,
+    SpecimenDispatched,
+    SpecimenInTransit,
 )
 from yigongti_contracts.refdata import load as load_refdata
+from yigongti_kit import timers
 from yigongti_kit.consumer import Handler, Intake, Rejection
 
-from . import store
+from . import parking, store
 from .catalogue import load_catalogue
-from .domain import collection_problems, order_problems, processing_state
+from .domain import (
+    SpecimenState,
+    collection_problems,
+    order_problems,
+    processing_state,
+    tests_to_cancel,
+)
+from .events import emit
+from .parking import Apply, Origin, Park
+
+OVERDUE_TIMER = "transit_overdue"
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
 
 
-async def on_order_placed(intake: Intake) -> None:
-    order: LabOrderPlaced = intake.event
+def _refuse(problems: list[tuple[str, str]]) -> Rejection:
+    """The record's reason is the first problem's code; all are listed in fields."""
+    return Rejection(problems[0][1], problems)
+
+
+async def apply_order_placed(conn: asyncpg.Connection, order: LabOrderPlaced,
+                             origin: Origin) -> None:
     refdata = load_refdata()
-    sender = intake.sender.institution_id if intake.sender else None
-    problems = order_problems(order, load_catalogue(), refdata, sender)
+    problems = order_problems(order, load_catalogue(), refdata, origin.sender_institution)
     if problems:
-        raise Rejection(_reason(problems), problems)
+        raise _refuse(problems)
     lab_centre = refdata.lab_centre_for(order.ordering_institution).id
-    if not await store.insert_order(intake.conn, order, lab_centre):
+    if not await store.insert_order(conn, order, lab_centre):
         raise Rejection("order_exists", [("order_id", "exists")])
-    await intake.emit(LabOrderAccepted(
+    await emit(conn, LabOrderAccepted(
         order_id=order.order_id,
         visit_id=order.visit_id,
         patient_ref=order.patient_ref,
@@ -42,26 +65,27 @@ async def on_order_placed(intake: Intake) -> None:
         tests=tuple(t.code for t in order.tests),
         accepted_at=_now(),
     ))
+    await parking.release(conn, "order", order.order_id, APPLIERS)
 
 
-async def on_specimen_collected(intake: Intake) -> None:
-    specimen: SpecimenCollected = intake.event
-    order = await store.order_for_update(intake.conn, specimen.order_id)
+async def apply_specimen_collected(conn: asyncpg.Connection, specimen: SpecimenCollected,
+                                   origin: Origin) -> None:
+    order = await store.order_for_update(conn, specimen.order_id)
     if order is None:
-        raise Rejection("unknown_order", [("order_id", "unknown")])
+        raise Park("order", specimen.order_id, "order_id")
     problems = collection_problems(
         specimen,
         ordering_institution=order["ordering_institution"],
-        test_status=await store.test_status(intake.conn, specimen.order_id),
+        test_status=await store.test_status(conn, specimen.order_id),
         catalogue=load_catalogue(),
-        sender_institution=intake.sender.institution_id if intake.sender else None,
+        sender_institution=origin.sender_institution,
     )
     if problems:
-        raise Rejection(_reason(problems), problems)
+        raise _refuse(problems)
     state = processing_state(specimen)
-    if not await store.insert_specimen(intake.conn, specimen, state.value):
+    if not await store.insert_specimen(conn, specimen, state.value):
         raise Rejection("barcode_already_collected", [("barcode", "exists")])
-    await intake.emit(SpecimenCollectionRecorded(
+    await emit(conn, SpecimenCollectionRecorded(
         order_id=specimen.order_id,
         barcode=specimen.barcode,
         tests=specimen.tests,
@@ -72,14 +96,85 @@ async def on_specimen_collected(intake: Intake) -> None:
         collector_id=specimen.collector_id,
         recollection_of=specimen.recollection_of,
     ))
+    await parking.release(conn, "specimen", specimen.barcode, APPLIERS)
 
 
-def _reason(problems: list[tuple[str, str]]) -> str:
-    """The record's reason: the first problem's code (all are listed in fields)."""
-    return problems[0][1]
+async def apply_specimen_dispatched(conn: asyncpg.Connection, dispatch: SpecimenDispatched,
+                                    origin: Origin) -> None:
+    known = await store.specimens_for_update(conn, list(dispatch.barcodes))
+    missing = [b for b in dispatch.barcodes if b not in known]
+    if missing and not known:
+        if len(missing) == 1:
+            raise Park("specimen", missing[0], "barcodes.0")
+    # Tubes not yet known wait one by one; the known ones move now.
+    for barcode in missing:
+        await parking.run(conn, dispatch.model_copy(update={"barcodes": (barcode,)}), origin,
+                          APPLIERS[SpecimenDispatched.CE_TYPE])
+    if not known:
+        return
+    forbidden = [i for i, b in enumerate(dispatch.barcodes) if b in known
+                 and origin.sender_institution not in (None, known[b]["ordering_institution"])]
+    if forbidden:
+        raise Rejection("forbidden_institution", [(f"barcodes.{i}", "forbidden_institution")
+                                                  for i in forbidden])
+    for barcode, specimen in known.items():
+        if specimen["state"] not in SpecimenState.DISPATCHABLE:
+            continue  # already in transit or received: a late or repeated dispatch changes nothing
+        await store.set_in_transit(conn, barcode, shipment_id=dispatch.shipment_id,
+                                   courier_id=dispatch.courier_id,
+                                   logger_id=dispatch.temperature_logger_id,
+                                   dispatched_at=dispatch.dispatched_at)
+        await emit(conn, SpecimenInTransit(
+            order_id=specimen["order_id"],
+            barcode=barcode,
+            shipment_id=dispatch.shipment_id,
+            courier_id=dispatch.courier_id,
+            temperature_logger_id=dispatch.temperature_logger_id,
+            dispatched_at=dispatch.dispatched_at,
+        ))
 
 
-HANDLERS: dict[str, Handler] = {
-    LabOrderPlaced.CE_TYPE: on_order_placed,
-    SpecimenCollected.CE_TYPE: on_specimen_collected,
+async def apply_order_cancelled(conn: asyncpg.Connection, cancel: LabOrderCancelled,
+                                origin: Origin) -> None:
+    order = await store.order_for_update(conn, cancel.order_id)
+    if order is None:
+        raise Park("order", cancel.order_id, "order_id")
+    if origin.sender_institution not in (None, order["ordering_institution"]):
+        raise Rejection("forbidden_institution", [("order_id", "forbidden_institution")])
+    status = await store.test_status(conn, cancel.order_id)
+    chosen, problems = tests_to_cancel(cancel.tests, status)
+    if problems:
+        raise _refuse(problems)
+    await store.cancel_tests(conn, cancel.order_id, chosen, reason=cancel.reason.value,
+                             at=cancel.cancelled_at)
+    emptied = await store.specimens_left_without_tests(conn, cancel.order_id)
+    await store.set_specimen_state(conn, emptied, SpecimenState.CANCELLED)
+    for barcode in emptied:
+        await timers.cancel(conn, OVERDUE_TIMER, barcode)
+    remaining = await store.test_status(conn, cancel.order_id)
+    await emit(conn, LabTestsCancelled(
+        order_id=cancel.order_id,
+        tests=tuple(chosen),
+        order_cancelled=all(s == "cancelled" for s in remaining.values()),
+        reason=cancel.reason,
+        cancelled_by=cancel.cancelled_by,
+        cancelled_at=cancel.cancelled_at,
+    ))
+
+
+APPLIERS: dict[str, Apply] = {
+    LabOrderPlaced.CE_TYPE: apply_order_placed,
+    SpecimenCollected.CE_TYPE: apply_specimen_collected,
+    SpecimenDispatched.CE_TYPE: apply_specimen_dispatched,
+    LabOrderCancelled.CE_TYPE: apply_order_cancelled,
 }
+
+
+def _intake_handler(apply: Apply) -> Handler:
+    async def handle(intake: Intake) -> None:
+        await parking.run(intake.conn, intake.event, parking.origin_of(intake), apply)
+
+    return handle
+
+
+HANDLERS: dict[str, Handler] = {ce_type: _intake_handler(a) for ce_type, a in APPLIERS.items()}

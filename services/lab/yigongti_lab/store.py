@@ -90,3 +90,57 @@ async def order_view(conn: asyncpg.Connection, order_id: str) -> dict | None:
         "specimens": [{**dict(r), "collected_at": r["collected_at"].isoformat()}
                       for r in specimens],
     }
+
+
+async def specimens_for_update(conn: asyncpg.Connection,
+                               barcodes: list[str]) -> dict[str, asyncpg.Record]:
+    rows = await conn.fetch(
+        """SELECT s.*, o.ordering_institution, o.lab_centre FROM specimens s
+           JOIN orders o USING (order_id)
+           WHERE s.barcode = ANY($1::text[]) ORDER BY s.barcode FOR UPDATE OF s""",
+        barcodes,
+    )
+    return {r["barcode"]: r for r in rows}
+
+
+async def set_in_transit(conn: asyncpg.Connection, barcode: str, *, shipment_id: str,
+                         courier_id: str, logger_id: str, dispatched_at) -> None:
+    await conn.execute(
+        """UPDATE specimens SET state = $2, shipment_id = $3, courier_id = $4, logger_id = $5,
+                  dispatched_at = $6, updated_at = db_now()
+           WHERE barcode = $1""",
+        barcode, SpecimenState.IN_TRANSIT, shipment_id, courier_id, logger_id, dispatched_at,
+    )
+
+
+async def set_stable_until(conn: asyncpg.Connection, barcode: str, stable_until) -> None:
+    await conn.execute("UPDATE specimens SET stable_until = $2 WHERE barcode = $1",
+                       barcode, stable_until)
+
+
+async def cancel_tests(conn: asyncpg.Connection, order_id: str, codes: list[str], *,
+                       reason: str, at) -> None:
+    await conn.execute(
+        """UPDATE order_tests SET status = $3, cancel_reason = $4, cancelled_at = $5
+           WHERE order_id = $1 AND test_code = ANY($2::text[])""",
+        order_id, codes, TestStatus.CANCELLED, reason, at,
+    )
+
+
+async def specimens_left_without_tests(conn: asyncpg.Connection, order_id: str) -> list[str]:
+    """Tubes of the order all of whose tests are cancelled (nothing left to do)."""
+    rows = await conn.fetch(
+        """SELECT s.barcode FROM specimens s
+           WHERE s.order_id = $1 AND s.state NOT IN ('cancelled', 'rejected')
+             AND NOT EXISTS (SELECT 1 FROM order_tests t
+                             WHERE t.barcode = s.barcode AND t.status <> 'cancelled')""",
+        order_id,
+    )
+    return [r["barcode"] for r in rows]
+
+
+async def set_specimen_state(conn: asyncpg.Connection, barcodes: list[str], state: str) -> None:
+    await conn.execute(
+        "UPDATE specimens SET state = $2, updated_at = db_now() WHERE barcode = ANY($1::text[])",
+        barcodes, state,
+    )

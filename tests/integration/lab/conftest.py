@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import harness
+import pytest
 import pytest_asyncio
 from aiokafka import AIOKafkaProducer
 from labflow import EventLog, Terminal
@@ -32,9 +33,17 @@ async def lab_topics(topics):
     return await topics("lab")
 
 
+@pytest.fixture
+def lab_overrides() -> dict:
+    """Settings of the lab under test besides the defaults, e.g. a small
+    MAX_RECORD_BYTES; a test changes them with
+    `@pytest.mark.parametrize("lab_overrides", [{...}])`."""
+    return {}
+
+
 @pytest_asyncio.fixture
-async def lab(kit_settings, lab_topics, dev_keys, kafka_bootstrap, broker_kind):
-    settings = kit_settings("lab")
+async def lab(kit_settings, lab_overrides, lab_topics, dev_keys, kafka_bootstrap, broker_kind):
+    settings = kit_settings("lab", **lab_overrides)
     runtime = ServiceRuntime(spec(), settings)
     await runtime.start()
     producer = AIOKafkaProducer(**harness.client_kwargs(kafka_bootstrap, "producer", broker_kind))

@@ -1,0 +1,92 @@
+"""PostgreSQL unreachable for longer than any retry budget: the lab reports not
+ready, dead-letters and rejects nothing, and processes every record once the
+database is back (issue 2, "Checked by"; DESIGN §6 infrastructure faults).
+
+The shared server is not stopped: a cuttable TCP proxy sits between the
+service and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import asyncpg
+import httpx
+import pytest
+from harness_proxy import TcpProxy
+from kitflow import wait_until
+from labflow import ce_type, header, order, payload
+
+OUTAGE_S = 7.0  # longer than the consumer's and the relay's longest backoff (5 s)
+
+
+@pytest.fixture
+async def pg_proxy(database_url):
+    proxy = TcpProxy.for_url(database_url)
+    await proxy.start()
+    try:
+        yield proxy
+    finally:
+        await proxy.close()
+
+
+async def _readyz(client: httpx.AsyncClient, url: str) -> int:
+    return (await client.get(url)).status_code
+
+
+async def test_database_outage_pauses_intake_and_loses_nothing(
+    start_lab, pg_proxy, database_url, schema, dev_keys,
+):
+    lab = await start_lab(DATABASE_URL=pg_proxy.url_through(database_url))
+    readyz = f"http://127.0.0.1:{lab.settings.http_port}/readyz"
+    accepted = lambda r: ce_type(r).endswith("order.accepted.v1")  # noqa: E731
+    async with httpx.AsyncClient(timeout=5) as http:
+        first = order(dev_keys.institution_id)
+        await lab.terminal.publish(first)
+        await lab.events.wait_for(accepted)
+        assert await _readyz(http, readyz) == 200
+
+        await pg_proxy.cut()
+        cut_at = time.monotonic()
+        during = [order(dev_keys.institution_id) for _ in range(6)]
+        for o in during[:3]:
+            await lab.terminal.publish(o)
+        await wait_until(lambda: _status_is(http, readyz, 503), what="readiness 503")
+        assert not lab.runtime.health.ready
+        assert "consumer" in lab.runtime.health.failing()
+        await asyncio.sleep(OUTAGE_S / 2 - (time.monotonic() - cut_at))
+        for o in during[3:]:
+            await lab.terminal.publish(o)
+        await asyncio.sleep(OUTAGE_S - (time.monotonic() - cut_at))
+        # Still down, still not ready; nothing refused or dead-lettered meanwhile.
+        assert await _readyz(http, readyz) == 503
+        assert lab.events.of_type("intake.rejected.v1") == []
+        assert lab.dlq.records == []
+
+        await pg_proxy.restore()
+        after = order(dev_keys.institution_id)
+        await lab.terminal.publish(after)
+        orders = [first, *during, after]
+        await lab.events.wait_for(accepted, count=len(orders), timeout=45)
+        await wait_until(lambda: _status_is(http, readyz, 200), what="ready again")
+
+    published = {o.order_id for o in orders}
+    ids: dict[str, set[str]] = {}
+    for r in lab.events.of_type("order.accepted.v1"):
+        ids.setdefault(payload(r)["order_id"], set()).add(header(r, "ce_id"))
+    assert set(ids) == published
+    assert all(len(v) == 1 for v in ids.values())
+    assert lab.events.of_type("intake.rejected.v1") == []
+    assert lab.dlq.records == []
+    conn = await asyncpg.connect(database_url, server_settings={"search_path": schema})
+    try:
+        rows = await conn.fetch("SELECT order_id, count(*) AS n FROM orders GROUP BY order_id")
+        processed = await conn.fetchval("SELECT count(*) FROM processed_events")
+    finally:
+        await conn.close()
+    assert {r["order_id"]: r["n"] for r in rows} == dict.fromkeys(published, 1)
+    assert processed == len(published)
+
+
+async def _status_is(client: httpx.AsyncClient, url: str, status: int) -> bool:
+    return await _readyz(client, url) == status
