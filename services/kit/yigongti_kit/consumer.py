@@ -286,7 +286,9 @@ class IntakeConsumer:
             raise Undecodable("unknown_type", [("ce_type", "unknown")], envelope)
         try:
             data = json.loads(value)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            # RecursionError: JSON nested too deep for the parser ("[[[[…"), still
+            # within the size limit; undecodable, not a handler bug to retry.
             raise Undecodable("malformed_json", [("value", "json")], envelope) from None
         try:
             event = model.model_validate(data)

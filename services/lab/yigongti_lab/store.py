@@ -144,3 +144,12 @@ async def set_specimen_state(conn: asyncpg.Connection, barcodes: list[str], stat
         "UPDATE specimens SET state = $2, updated_at = db_now() WHERE barcode = ANY($1::text[])",
         barcodes, state,
     )
+
+
+async def feed_page(conn: asyncpg.Connection, institution_id: str, after: int,
+                    limit: int) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        """SELECT seq, ce_id, type, order_id, payload, created_at FROM clinic_feed
+           WHERE institution_id = $1 AND seq > $2 ORDER BY seq LIMIT $3""",
+        institution_id, after, limit,
+    )

@@ -1,0 +1,148 @@
+"""Exactly-once effects (DESIGN §4, §6; issue 2 "Checked by"): a record
+delivered twice has one effect; the same ce_id with another payload is
+flagged, not silently skipped; dead letters can be listed and replayed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+from labflow import ce_type, header, order, payload, rejection_for, signed_raw
+from yigongti_kit import dlq
+
+ACCEPTED = "order.accepted.v1"
+
+
+def accepted_for(order_id: str):
+    return lambda r: ce_type(r).endswith(ACCEPTED) and payload(r)["order_id"] == order_id
+
+
+async def wait_until(condition, timeout: float = 20.0) -> None:  # noqa: ASYNC109
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met in time")
+        await asyncio.sleep(0.02)
+
+
+async def test_the_same_record_delivered_twice_has_one_effect(lab, dev_keys):
+    o = order(dev_keys.institution_id)
+    rec = lab.terminal.record(o)
+    for _ in range(2):  # identical bytes and headers, as a producer retry would leave them
+        await lab.terminal.send_raw(rec.key, rec.value, rec.headers)
+    # Both copies are on one partition (one key); a later order on the same key
+    # is handled after both, so once it is accepted the duplicate was seen too.
+    later = order(dev_keys.institution_id)
+    after = lab.terminal.record(later, key=o.order_id)
+    await lab.terminal.send_raw(after.key, after.value, after.headers)
+    await lab.events.wait_for(accepted_for(later.order_id))
+    assert lab.runtime.consumer.processed == 3  # duplicate handled (as a no-op), not refused
+
+    assert len([r for r in lab.events.records if accepted_for(o.order_id)(r)]) == 1
+    assert not [r for r in lab.events.records if ce_type(r).endswith("intake.rejected.v1")]
+    async with lab.pool.acquire() as conn:
+        assert await conn.fetchval(
+            "SELECT count(*) FROM orders WHERE order_id = $1", o.order_id) == 1
+        assert await conn.fetchval(
+            "SELECT count(*) FROM order_tests WHERE order_id = $1", o.order_id) == 2
+        assert await conn.fetchval(
+            "SELECT count(*) FROM processed_events WHERE ce_id = $1", rec.ce_id) == 1
+        assert await conn.fetchval(
+            "SELECT count(*) FROM outbox WHERE aggregateid = $1", o.order_id) == 1
+        assert await conn.fetchval("SELECT count(*) FROM inbox_conflicts") == 0
+
+
+async def test_the_same_ce_id_with_another_payload_is_flagged(lab, dev_keys):
+    first = order(dev_keys.institution_id)
+    ce_id = await lab.terminal.publish(first)
+    await lab.events.wait_for(accepted_for(first.order_id))
+    async with lab.pool.acquire() as conn:
+        before = dict(await conn.fetchrow("SELECT * FROM orders WHERE order_id = $1",
+                                          first.order_id))
+
+    # Validly signed (fresh nonce), same ce_id, different order.
+    other = order(dev_keys.institution_id, tests=("GLU",))
+    rec = lab.terminal.record(other, ce_id=ce_id)
+    meta = await lab.terminal.send_raw(rec.key, rec.value, rec.headers)
+
+    [answer] = await lab.events.wait_for(rejection_for(ce_id))
+    body = payload(answer)
+    assert body["reason"] == "duplicate_id_conflict"
+    assert body["fields"] == [{"field": "ce_id", "code": "reused"}]
+    assert answer.key.decode() == other.order_id
+    async with lab.pool.acquire() as conn:
+        [conflict] = await conn.fetch("SELECT * FROM inbox_conflicts")
+        assert conflict["ce_id"] == ce_id
+        assert conflict["ce_source"] == lab.terminal.signer.source
+        assert conflict["ce_type"] == other.CE_TYPE
+        assert conflict["first_hash"] != conflict["other_hash"]
+        assert (conflict["topic"], conflict["kafka_partition"], conflict["kafka_offset"]) == (
+            lab.topics["lab.intake.v1"], meta.partition, meta.offset)
+        # The first order's effect is unchanged; the second has none.
+        assert dict(await conn.fetchrow("SELECT * FROM orders WHERE order_id = $1",
+                                        first.order_id)) == before
+        assert await conn.fetchval(
+            "SELECT count(*) FROM orders WHERE order_id = $1", other.order_id) == 0
+        assert await conn.fetchval(
+            "SELECT count(*) FROM processed_events WHERE ce_id = $1", ce_id) == 1
+    assert len([r for r in lab.events.records if accepted_for(first.order_id)(r)]) == 1
+
+
+async def test_a_conflict_sent_twice_is_flagged_each_time_and_never_applied(lab, dev_keys):
+    """A conflicting record published twice (two offsets): both copies are
+    flagged and answered; neither is mistaken for a harmless duplicate."""
+    first = order(dev_keys.institution_id)
+    ce_id = await lab.terminal.publish(first)
+    await lab.events.wait_for(accepted_for(first.order_id))
+    rec = lab.terminal.record(order(dev_keys.institution_id), ce_id=ce_id)
+    for _ in range(2):
+        await lab.terminal.send_raw(rec.key, rec.value, rec.headers)
+    await lab.events.wait_for(rejection_for(ce_id), count=2)
+    async with lab.pool.acquire() as conn:
+        # Each copy sits at its own offset: each is flagged and answered, and
+        # neither has an effect.
+        assert await conn.fetchval("SELECT count(*) FROM inbox_conflicts") == 2
+        assert await conn.fetchval("SELECT count(*) FROM orders") == 1
+
+
+async def test_dead_letters_are_listed_and_replayed(lab, dev_keys, kit_env, monkeypatch, capsys):
+    o = order(dev_keys.institution_id)
+    rec = signed_raw(lab.terminal.signer, "yigongti.lab.order.teleported.v1",
+                     json.dumps(o.model_dump(mode="json")).encode(), key=o.order_id)
+    meta = await lab.terminal.send_raw(rec.key, rec.value, rec.headers)
+    await lab.dlq.wait_for(lambda r: header(r, "ce_id") == rec.ce_id)
+
+    [letter] = await dlq.read_dead_letters(lab.settings, "lab")
+    assert letter.header("dlq-error") == "unknown_type"
+    assert letter.header("dlq-source-offset") == str(meta.offset)
+    assert letter.value == rec.value
+
+    # The command, with the environment of this test's service (topic prefix…).
+    env = kit_env("lab")
+    for name in ("KAFKA_BOOTSTRAP_SERVERS", "KAFKA_BROKER_KIND", "TOPIC_PREFIX", "SERVICE_NAME"):
+        monkeypatch.setenv(name, env[name])
+    capsys.readouterr()
+    assert await asyncio.to_thread(
+        dlq.main, ["replay", "--service", "lab", "--offset", f"0:{letter.offset}"]) == 0
+    assert "replayed 1 record(s)" in capsys.readouterr().out
+
+    # Back on the intake, marked, refused again for the same reason.
+    again = await lab.dlq.wait_for(lambda r: header(r, "ce_id") == rec.ce_id, count=2)
+    assert header(again[1], "x-replayed-from") == f"{letter.partition}:{letter.offset}"
+    assert header(again[1], "dlq-error") == "unknown_type"
+    assert again[1].value == rec.value
+    assert header(again[1], "dlq-source-offset") != str(meta.offset)
+    answers = await lab.events.wait_for(rejection_for(rec.ce_id), count=2)
+    assert [payload(a)["reason"] for a in answers] == ["unknown_type"] * 2
+
+    letters = await dlq.read_dead_letters(lab.settings, "lab")
+    assert [d.header("dlq-error") for d in letters] == ["unknown_type", "unknown_type"]
+    capsys.readouterr()
+    assert await asyncio.to_thread(dlq.main, ["list", "--service", "lab"]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert len(listed) == 3  # a heading and two dead letters
+    assert all("unknown_type" in line for line in listed[1:])
+    assert o.patient_ref not in "\n".join(listed)  # no payloads in the output
+    async with lab.pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM orders") == 0
