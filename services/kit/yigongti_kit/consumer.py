@@ -342,6 +342,12 @@ class IntakeConsumer:
                                     consumer=self, sender=sender)
                     await self.handlers[envelope.type](intake)
             except Rejection as exc:
+                # A copy of an event already applied (same source, id and payload)
+                # that fails the sender check now (re-sent after the time window,
+                # its terminal withdrawn since) is a duplicate: a refusal would
+                # contradict its acceptance, and a copy can have no effect.
+                if await inbox.already_applied(conn, envelope.source, envelope.id, digest):
+                    return "duplicate"
                 await self._write_rejection(conn, record, exc, envelope)
                 return exc.code
             except _Conflict:

@@ -35,6 +35,17 @@ async def claim(conn: asyncpg.Connection, source: str, ce_id: str, digest: str) 
     return "duplicate" if first == digest else "conflict"
 
 
+async def already_applied(conn: asyncpg.Connection, source: str, ce_id: str, digest: str) -> bool:
+    """True when this event, with this very payload, was handled before."""
+    return bool(await conn.fetchval(
+        "SELECT true FROM processed_events WHERE ce_source = $1 AND ce_id = $2"
+        " AND payload_hash = $3",
+        source,
+        ce_id,
+        digest,
+    ))
+
+
 async def record_conflict(
     conn: asyncpg.Connection,
     *,

@@ -18,6 +18,7 @@ from typing import Any
 import asyncpg
 
 from .db import is_infra_error
+from .telemetry import metrics
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +111,7 @@ class TimerPoller:
 
     async def run_once(self) -> int:
         """Fire what is due now; returns how many fired."""
-        fired = 0
+        fired: list[str] = []
         async with self.pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(
                 """SELECT * FROM timers
@@ -126,13 +127,17 @@ class TimerPoller:
                 try:
                     async with conn.transaction():
                         await self.handlers[row["kind"]](conn, row)
-                    fired += 1
+                    fired.append(row["kind"])
                 except Exception as exc:
                     if is_infra_error(exc):
                         raise
                     log.exception("timer %s failed", row["kind"])
                     await self._retry_later(conn, row, exc)
-        return fired
+        # Counted after the commit: only what this poller really fired.
+        self.fired += len(fired)
+        for kind in fired:
+            metrics().timers_fired.add(1, {"kind": kind})
+        return len(fired)
 
     async def _retry_later(self, conn: asyncpg.Connection, row: asyncpg.Record, exc: Exception):
         attempts = row["attempts"] + 1

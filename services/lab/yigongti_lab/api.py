@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
-from yigongti_kit.auth import Principal, require_principal
+from yigongti_kit.auth import Principal, ensure_institution, require_principal, require_roles
 
-from . import store
+from . import receipt, store
+from .handlers import APPLIERS
 
 LAB_STAFF_ROLES = {"lab_technologist", "lab_physician"}
 CLINIC_ROLES = {"clinician", "clinic_terminal"}
@@ -60,6 +61,25 @@ async def feed(request: Request, after: int = Query(0, ge=0, description="last s
                    "data": r["payload"]} for r in rows],
         "next": rows[-1]["seq"] if rows else after,
     }
+
+
+@router.post("/specimens/{barcode}/receipt", tags=["lab centre"],
+             summary="Receive and inspect a tube (accept, or reject and ask for recollection)",
+             responses={404: {"description": "unknown barcode"},
+                        409: {"description": "the tube is not awaiting receipt"}})
+async def receive_specimen(barcode: str, body: receipt.ReceiptRequest, request: Request,
+                           principal: Principal = Depends(require_roles("lab_technologist"))
+                           ) -> dict:
+    async with request.app.state.pool.acquire() as conn, conn.transaction():
+        scope = await store.specimen_scope(conn, barcode)
+        if scope is None:
+            raise HTTPException(404, "no such specimen")
+        ensure_institution(principal, scope["lab_centre"])
+        try:
+            return await receipt.receive(conn, barcode, body, staff_id=principal.user,
+                                         appliers=APPLIERS)
+        except receipt.ReceiptConflict as exc:
+            raise HTTPException(409, str(exc)) from None
 
 
 def add_routes(app: FastAPI) -> None:

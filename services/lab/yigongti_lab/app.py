@@ -7,7 +7,7 @@ from pathlib import Path
 
 from yigongti_kit.service import ServiceSpec, run_service
 
-from . import parking
+from . import parking, receipt
 from .api import add_routes
 from .handlers import HANDLERS
 
@@ -18,7 +18,8 @@ def spec() -> ServiceSpec:
         aggregatetype="lab_order",
         migrations=Path(str(files("yigongti_lab") / "migrations")),
         handlers=HANDLERS,
-        timer_handlers={parking.EXPIRY_TIMER: parking.on_expiry},
+        timer_handlers={parking.EXPIRY_TIMER: parking.on_expiry,
+                        receipt.OVERDUE_TIMER: receipt.on_overdue},
         routes=add_routes,
     )
 

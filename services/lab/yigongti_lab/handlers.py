@@ -22,7 +22,7 @@ from yigongti_contracts.refdata import load as load_refdata
 from yigongti_kit import timers
 from yigongti_kit.consumer import Handler, Intake, Rejection
 
-from . import parking, store
+from . import parking, receipt, store
 from .catalogue import load_catalogue
 from .domain import (
     SpecimenState,
@@ -33,8 +33,6 @@ from .domain import (
 )
 from .events import emit
 from .parking import Apply, Origin, Park
-
-OVERDUE_TIMER = "transit_overdue"
 
 
 def _now() -> datetime:
@@ -80,11 +78,19 @@ async def apply_specimen_collected(conn: asyncpg.Connection, specimen: SpecimenC
         catalogue=load_catalogue(),
         sender_institution=origin.sender_institution,
     )
+    if specimen.recollection_of is not None:
+        earlier = (await store.specimens_for_update(conn, [specimen.recollection_of])).get(
+            specimen.recollection_of)
+        if earlier is None or earlier["order_id"] != specimen.order_id \
+                or earlier["state"] != SpecimenState.REJECTED:
+            problems.append(("recollection_of", "not_a_rejected_tube_of_the_order"))
     if problems:
         raise _refuse(problems)
     state = processing_state(specimen)
     if not await store.insert_specimen(conn, specimen, state.value):
         raise Rejection("barcode_already_collected", [("barcode", "exists")])
+    await receipt.watch_transit(conn, specimen.barcode, specimen.tests, specimen.tube,
+                                specimen.collected_at, specimen.centrifuged_at)
     await emit(conn, SpecimenCollectionRecorded(
         order_id=specimen.order_id,
         barcode=specimen.barcode,
@@ -150,7 +156,7 @@ async def apply_order_cancelled(conn: asyncpg.Connection, cancel: LabOrderCancel
     emptied = await store.specimens_left_without_tests(conn, cancel.order_id)
     await store.set_specimen_state(conn, emptied, SpecimenState.CANCELLED)
     for barcode in emptied:
-        await timers.cancel(conn, OVERDUE_TIMER, barcode)
+        await timers.cancel(conn, receipt.OVERDUE_TIMER, barcode)
     remaining = await store.test_status(conn, cancel.order_id)
     await emit(conn, LabTestsCancelled(
         order_id=cancel.order_id,

@@ -195,18 +195,22 @@ def _header_from_text(line: str) -> _Header | None:
 
 
 def _declared_charset(raw: bytes) -> str:
-    """MSH-18 (first repetition) as sent, "" when absent; read from the bytes."""
+    """MSH-18 (first repetition) as sent, "" when absent.
+
+    Read from the MSH decoded as text, not split as bytes: a GBK character's
+    second byte can be "|", "^", "~" or "\\" (0x7C, 0x5E, 0x7E, 0x5C), as in 東 or 億.
+    """
     line = _first_segment(raw)
-    if len(line) < 8 or not line.startswith(b"MSH"):
+    for codec in ("utf-8", "gb18030", "latin-1"):
+        try:
+            text = line.decode(codec)
+            break
+        except UnicodeDecodeError:
+            continue
+    header = _header_from_text(text)
+    if header is None:
         return ""
-    parts = line.split(line[3:4])
-    if len(parts) <= 17:
-        return ""
-    text = parts[17].decode("ascii", errors="replace")
-    encoding_chars = parts[1].decode("ascii", errors="replace")
-    repetition = encoding_chars[1] if len(encoding_chars) > 1 else "~"
-    component = encoding_chars[0] if encoding_chars else "^"
-    return text.split(repetition)[0].split(component)[0].strip()
+    return header.component(18).strip()
 
 
 # --- catalogue: codes and units ----------------------------------------------------

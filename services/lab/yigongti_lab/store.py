@@ -153,3 +153,38 @@ async def feed_page(conn: asyncpg.Connection, institution_id: str, after: int,
            WHERE institution_id = $1 AND seq > $2 ORDER BY seq LIMIT $3""",
         institution_id, after, limit,
     )
+
+
+async def tests_of_specimen(conn: asyncpg.Connection, barcode: str) -> list[str]:
+    rows = await conn.fetch(
+        """SELECT test_code FROM order_tests WHERE barcode = $1 AND status <> 'cancelled'
+           ORDER BY test_code""",
+        barcode,
+    )
+    return [r["test_code"] for r in rows]
+
+
+async def set_tests_status(conn: asyncpg.Connection, barcode: str, status: str) -> None:
+    await conn.execute(
+        "UPDATE order_tests SET status = $2 WHERE barcode = $1 AND status <> 'cancelled'",
+        barcode, status,
+    )
+
+
+async def record_receipt(conn: asyncpg.Connection, barcode: str, *, state: str, received_at,
+                         received_by: str, inspection: dict, logger: dict | None,
+                         reasons: list[str] | None) -> None:
+    await conn.execute(
+        """UPDATE specimens SET state = $2, received_at = $3, received_by = $4,
+                  inspection = $5, logger = $6, rejection_reasons = $7, updated_at = db_now()
+           WHERE barcode = $1""",
+        barcode, state, received_at, received_by, inspection, logger, reasons,
+    )
+
+
+async def specimen_scope(conn: asyncpg.Connection, barcode: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        """SELECT s.barcode, s.state, o.lab_centre, o.ordering_institution FROM specimens s
+           JOIN orders o USING (order_id) WHERE s.barcode = $1""",
+        barcode,
+    )

@@ -157,3 +157,46 @@ async def _sessions(sql, schema: str, n: int) -> bool:
     return await count(
         sql, "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND pid <> "
         "pg_backend_pid()", schema) >= n
+
+
+async def test_a_relay_whose_session_dies_is_replaced_and_nothing_is_lost(
+    topics, kit_schema, sql, database_url, kafka_bootstrap, broker_kind,
+):
+    """The leader's database session is killed (the lock goes with it): the idle
+    relay takes over; every row is still published, in key order."""
+    topic = (await topics("lab"))["lab.events.v1"]
+
+    def relay() -> Relay:
+        return Relay(database_url=database_url, schema=kit_schema, poll_interval=0.1,
+                     producer_factory=lambda: AIOKafkaProducer(
+                         **harness.client_kwargs(kafka_bootstrap, "producer", broker_kind)))
+
+    relays = [relay(), relay()]
+    tasks = [asyncio.create_task(r.run()) for r in relays]
+    events = EventLog()
+    await events.start(harness.client_kwargs(kafka_bootstrap, "consumer", broker_kind), topic)
+    try:
+        await wait_until(lambda: _true(any(r.is_leader for r in relays)), what="a leader")
+        leader = next(r for r in relays if r.is_leader)
+        ids = await _write_rows(sql, topic, 30, ["O-x", "O-y"])
+        await wait_until(lambda: _all_sent(sql), what="first rows published")
+        holder = await sql.fetchval(
+            """SELECT l.pid FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+               WHERE l.locktype = 'advisory' AND l.granted AND a.application_name = $1""",
+            kit_schema)
+        assert await sql.fetchval("SELECT pg_terminate_backend($1)", holder)
+        ids += await _write_rows(sql, topic, 30, ["O-x", "O-z"])
+        await wait_until(lambda: _all_sent(sql), what="rows published after the session died")
+        await events.wait_for(lambda r: True, count=60)
+        assert {header(r, "ce_id") for r in events.records} == set(ids)
+        per_key = _first_occurrences(events.records)
+        assert per_key == {"O-x": list(range(1, 31)), "O-y": list(range(1, 16)),
+                           "O-z": list(range(1, 16))}
+        # The old leader noticed (and stood down, or led again on a new session).
+        await wait_until(lambda: _true(leader.last_error is not None), what="leader noticed")
+        assert sum(r.published for r in relays) >= 60
+    finally:
+        await events.stop()
+        for r in relays:
+            r.stop()
+        await asyncio.wait_for(asyncio.gather(*tasks), 10)

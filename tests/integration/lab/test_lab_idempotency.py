@@ -37,6 +37,7 @@ async def test_the_same_record_delivered_twice_has_one_effect(lab, dev_keys):
     after = lab.terminal.record(later, key=o.order_id)
     await lab.terminal.send_raw(after.key, after.value, after.headers)
     await lab.events.wait_for(accepted_for(later.order_id))
+    await wait_until(lambda: lab.runtime.consumer.processed >= 3)
     assert lab.runtime.consumer.processed == 3  # duplicate handled (as a no-op), not refused
 
     assert len([r for r in lab.events.records if accepted_for(o.order_id)(r)]) == 1
@@ -51,6 +52,36 @@ async def test_the_same_record_delivered_twice_has_one_effect(lab, dev_keys):
         assert await conn.fetchval(
             "SELECT count(*) FROM outbox WHERE aggregateid = $1", o.order_id) == 1
         assert await conn.fetchval("SELECT count(*) FROM inbox_conflicts") == 0
+
+
+async def test_an_accepted_record_sent_again_late_is_a_duplicate_not_a_rejection(lab, dev_keys):
+    """A terminal re-sends a record the lab already applied, after the time
+    window (broker time 10 min later) and after its terminal was withdrawn:
+    it is a duplicate, not a stale or unknown-terminal refusal contradicting
+    the acceptance the terminal may have missed."""
+    o = order(dev_keys.institution_id)
+    rec = lab.terminal.record(o)
+    await lab.terminal.send_raw(rec.key, rec.value, rec.headers)
+    await lab.events.wait_for(accepted_for(o.order_id))
+    async with lab.pool.acquire() as conn:
+        await conn.execute("UPDATE terminals SET active = false")
+    late_ms = int((time.time() + 600) * 1000)
+    await lab.terminal.send_raw(rec.key, rec.value, rec.headers, timestamp_ms=late_ms)
+    await wait_until(lambda: lab.runtime.consumer.processed >= 2)
+    # Nothing answers the copy (the relay has published everything committed).
+    async with lab.pool.acquire() as conn:
+        await wait_until_async(lambda: conn.fetchval(
+            "SELECT count(*) = 0 FROM outbox WHERE sent_at IS NULL"))
+        assert await conn.fetchval("SELECT count(*) FROM outbox") == 1
+    assert not [r for r in lab.events.records if rejection_for(rec.ce_id)(r)]
+
+
+async def wait_until_async(condition, timeout: float = 20.0) -> None:  # noqa: ASYNC109
+    deadline = time.monotonic() + timeout
+    while not await condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met in time")
+        await asyncio.sleep(0.02)
 
 
 async def test_the_same_ce_id_with_another_payload_is_flagged(lab, dev_keys):
