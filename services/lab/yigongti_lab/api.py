@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from decimal import Decimal
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from pydantic import BaseModel, ConfigDict, ValidationError
+from yigongti_contracts.lab.codes import AmendmentReason, CallBackOutcome
 from yigongti_kit.auth import Principal, ensure_institution, require_principal, require_roles
 
-from . import receipt, store
+from . import critical, receipt, reports, results, store
 from .handlers import APPLIERS
 
 LAB_STAFF_ROLES = {"lab_technologist", "lab_physician"}
@@ -80,6 +83,137 @@ async def receive_specimen(barcode: str, body: receipt.ReceiptRequest, request: 
                                          appliers=APPLIERS)
         except receipt.ReceiptConflict as exc:
             raise HTTPException(409, str(exc)) from None
+
+
+async def _lab_scope(conn, principal: Principal, *, barcode: str | None = None,
+                     order_id: str | None = None):
+    if barcode is not None:
+        scope = await store.specimen_scope(conn, barcode)
+    else:
+        scope = await conn.fetchrow("SELECT lab_centre, ordering_institution FROM orders"
+                                    " WHERE order_id = $1", order_id)
+    if scope is None:
+        raise HTTPException(404, "no such specimen" if barcode else "no such order")
+    ensure_institution(principal, scope["lab_centre"])
+    return scope
+
+
+@router.post("/specimens/{barcode}/confirm", tags=["lab centre"],
+             summary="Technical confirmation of a tube's results (raises critical values)",
+             responses={409: {"description": "nothing awaiting confirmation"}})
+async def confirm_results(barcode: str, request: Request,
+                          principal: Principal = Depends(require_roles("lab_technologist"))
+                          ) -> dict:
+    async with request.app.state.pool.acquire() as conn, conn.transaction():
+        await _lab_scope(conn, principal, barcode=barcode)
+        try:
+            return await results.confirm(conn, barcode, staff_id=principal.user)
+        except results.ConfirmConflict as exc:
+            raise HTTPException(409, str(exc)) from None
+
+
+@router.post("/orders/{order_id}/verify", tags=["lab centre"],
+             summary="Verify the order's confirmed results and release the report",
+             responses={409: {"description": "nothing to verify, or another physician is at it"}})
+async def verify_report(order_id: str, request: Request,
+                        principal: Principal = Depends(require_roles("lab_physician"))) -> dict:
+    async with request.app.state.pool.acquire() as conn, conn.transaction():
+        await _lab_scope(conn, principal, order_id=order_id)
+        try:
+            return await reports.verify(conn, order_id, physician=principal.user)
+        except reports.ReportConflict as exc:
+            raise HTTPException(409, str(exc)) from None
+
+
+class AmendRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    observation_id: str
+    value: Decimal | None = None
+    coded_value: str | None = None
+    reason: AmendmentReason
+
+
+@router.post("/orders/{order_id}/amend", tags=["lab centre"],
+             summary="Amend a verified result: a new report revision, the original kept")
+async def amend_report(order_id: str, body: AmendRequest, request: Request,
+                       principal: Principal = Depends(require_roles("lab_physician"))) -> dict:
+    async with request.app.state.pool.acquire() as conn, conn.transaction():
+        await _lab_scope(conn, principal, order_id=order_id)
+        try:
+            return await reports.amend(conn, order_id, body.observation_id, value=body.value,
+                                       coded_value=body.coded_value, reason=body.reason,
+                                       physician=principal.user)
+        except reports.ReportConflict as exc:
+            raise HTTPException(409, str(exc)) from None
+        except LookupError:
+            raise HTTPException(404, "no such result on this order") from None
+
+
+class CallBackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reached: str | None = None
+    outcome: CallBackOutcome
+
+
+@router.post("/critical-values/{critical_id}/call-backs", tags=["lab centre"],
+             summary="Record a call-back to the clinic; read-back confirmed stops the clock")
+async def call_back(critical_id: str, body: CallBackRequest, request: Request,
+                    principal: Principal = Depends(require_principal)) -> dict:
+    if not set(principal.roles) & LAB_STAFF_ROLES:
+        raise HTTPException(403, "missing role: lab staff")
+    async with request.app.state.pool.acquire() as conn, conn.transaction():
+        order_id = await conn.fetchval(
+            "SELECT order_id FROM critical_values WHERE critical_id = $1", critical_id)
+        if order_id is None:
+            raise HTTPException(404, "no such critical value")
+        await _lab_scope(conn, principal, order_id=order_id)
+        try:
+            return await critical.record_call_back(
+                conn, critical_id, called_by=principal.user, reached=body.reached,
+                outcome=body.outcome)
+        except critical.CriticalConflict as exc:
+            raise HTTPException(409, str(exc)) from None
+        except ValidationError:
+            raise HTTPException(422, "reached is given exactly when someone answered") from None
+
+
+@router.get("/orders/{order_id}/report", tags=["clinic", "lab centre"],
+            summary="The order's report: results with ranges, flags, verifier and amendments")
+async def get_report(order_id: str, request: Request,
+                     principal: Principal = Depends(require_principal)) -> dict:
+    async with request.app.state.pool.acquire() as conn:
+        order = await store.order_view(conn, order_id)
+        if order is None or not _may_read(principal, order):
+            raise HTTPException(403, "order out of scope")
+        return await store.report_view(conn, order_id, order)
+
+
+@router.get("/patients/{patient_ref}/recognised-results", tags=["clinic", "lab centre"],
+            summary="A patient's recognised results (互认), valid now")
+async def recognised_results(patient_ref: str, request: Request,
+                             principal: Principal = Depends(require_principal)) -> dict:
+    async with request.app.state.pool.acquire() as conn:
+        # Scoped: only to an institution that has (had) an order for this patient,
+        # or to lab staff.
+        if not set(principal.roles) & LAB_STAFF_ROLES:
+            if not set(principal.roles) & CLINIC_ROLES or not await conn.fetchval(
+                    "SELECT true FROM orders WHERE patient_ref = $1 AND ordering_institution = $2"
+                    " LIMIT 1", patient_ref, principal.institution):
+                raise HTTPException(403, "patient out of scope")
+        rows = await store.recognised_now(conn, patient_ref)
+    return {"patient_ref": patient_ref, "results": rows}
+
+
+@router.get("/worklist", tags=["lab centre"],
+            summary="The lab centre's work queue with ages (received, awaiting results, "
+                    "awaiting confirmation, awaiting verification)")
+async def worklist(request: Request, principal: Principal = Depends(require_principal)) -> dict:
+    if not set(principal.roles) & LAB_STAFF_ROLES:
+        raise HTTPException(403, "missing role: lab staff")
+    async with request.app.state.pool.acquire() as conn:
+        return await store.worklist(conn, principal.institution)
 
 
 def add_routes(app: FastAPI) -> None:

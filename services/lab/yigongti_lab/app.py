@@ -7,7 +7,7 @@ from pathlib import Path
 
 from yigongti_kit.service import ServiceSpec, run_service
 
-from . import parking, receipt
+from . import critical, parking, receipt
 from .api import add_routes
 from .handlers import HANDLERS
 
@@ -19,7 +19,8 @@ def spec() -> ServiceSpec:
         migrations=Path(str(files("yigongti_lab") / "migrations")),
         handlers=HANDLERS,
         timer_handlers={parking.EXPIRY_TIMER: parking.on_expiry,
-                        receipt.OVERDUE_TIMER: receipt.on_overdue},
+                        receipt.OVERDUE_TIMER: receipt.on_overdue,
+                        critical.ESCALATION_TIMER: critical.on_escalation},
         routes=add_routes,
     )
 

@@ -46,7 +46,9 @@ class TestStatus:
     AVOIDED = "avoided"
 
     COLLECTABLE = (ORDERED, RECOLLECT)
-    CANCELLABLE = (ORDERED, COLLECTED, RECOLLECT)
+    # A resulted test may still be cancelled (its charge is reversed); once a
+    # technologist confirmed it, the result stands.
+    CANCELLABLE = (ORDERED, COLLECTED, RECOLLECT, RESULTED)
 
 
 def order_problems(

@@ -9,6 +9,9 @@ from datetime import UTC, datetime
 
 import asyncpg
 from yigongti_contracts.lab.v1 import (
+    AnalyserResults,
+    CriticalValueAck,
+    DuplicateTestAvoided,
     LabOrderAccepted,
     LabOrderCancelled,
     LabOrderPlaced,
@@ -22,7 +25,7 @@ from yigongti_contracts.refdata import load as load_refdata
 from yigongti_kit import timers
 from yigongti_kit.consumer import Handler, Intake, Rejection
 
-from . import parking, receipt, store
+from . import charges, critical, parking, receipt, reports, results, store
 from .catalogue import load_catalogue
 from .domain import (
     SpecimenState,
@@ -51,7 +54,16 @@ async def apply_order_placed(conn: asyncpg.Connection, order: LabOrderPlaced,
     if problems:
         raise _refuse(problems)
     lab_centre = refdata.lab_centre_for(order.ordering_institution).id
-    if not await store.insert_order(conn, order, lab_centre):
+    now = _now()
+    # Mutual recognition (互认): a test answered by a recognised result is not
+    # repeated, unless the order gives one of the override reasons.
+    reused = {}
+    for test in order.tests:
+        if test.override_reason is None:
+            found = await reports.recognised_for(conn, order.patient_ref, test.code, now)
+            if found is not None:
+                reused[test.code] = found
+    if not await store.insert_order(conn, order, lab_centre, frozenset(reused)):
         raise Rejection("order_exists", [("order_id", "exists")])
     await emit(conn, LabOrderAccepted(
         order_id=order.order_id,
@@ -60,9 +72,19 @@ async def apply_order_placed(conn: asyncpg.Connection, order: LabOrderPlaced,
         ordering_institution=order.ordering_institution,
         lab_centre=lab_centre,
         priority=order.priority,
-        tests=tuple(t.code for t in order.tests),
-        accepted_at=_now(),
+        tests=tuple(t.code for t in order.tests if t.code not in reused),
+        avoided_tests=tuple(reused),
+        accepted_at=now,
     ))
+    for code, found in reused.items():
+        await conn.execute(
+            "INSERT INTO result_reuses (order_id, test_code, observation_id) VALUES ($1, $2, $3)",
+            order.order_id, code, found["observation_id"])
+        await emit(conn, DuplicateTestAvoided(
+            order_id=order.order_id, test_code=code, patient_ref=order.patient_ref,
+            ordering_institution=order.ordering_institution,
+            recognised=reports.recognised_part(found), avoided_at=now,
+        ))
     await parking.release(conn, "order", order.order_id, APPLIERS)
 
 
@@ -153,6 +175,8 @@ async def apply_order_cancelled(conn: asyncpg.Connection, cancel: LabOrderCancel
         raise _refuse(problems)
     await store.cancel_tests(conn, cancel.order_id, chosen, reason=cancel.reason.value,
                              at=cancel.cancelled_at)
+    await charges.reverse(conn, cancel.order_id, chosen,
+                          order_cancelled=len(chosen) == len(status))
     emptied = await store.specimens_left_without_tests(conn, cancel.order_id)
     await store.set_specimen_state(conn, emptied, SpecimenState.CANCELLED)
     for barcode in emptied:
@@ -173,6 +197,8 @@ APPLIERS: dict[str, Apply] = {
     SpecimenCollected.CE_TYPE: apply_specimen_collected,
     SpecimenDispatched.CE_TYPE: apply_specimen_dispatched,
     LabOrderCancelled.CE_TYPE: apply_order_cancelled,
+    AnalyserResults.CE_TYPE: results.apply_analyser_results,
+    CriticalValueAck.CE_TYPE: critical.apply_ack,
 }
 
 

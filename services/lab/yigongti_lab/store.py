@@ -8,7 +8,8 @@ from yigongti_contracts.lab.v1 import LabOrderPlaced, SpecimenCollected
 from .domain import OrderStatus, SpecimenState, TestStatus
 
 
-async def insert_order(conn: asyncpg.Connection, order: LabOrderPlaced, lab_centre: str) -> bool:
+async def insert_order(conn: asyncpg.Connection, order: LabOrderPlaced, lab_centre: str,
+                       avoided: frozenset[str] = frozenset()) -> bool:
     """False when the order id is taken."""
     inserted = await conn.fetchval(
         """INSERT INTO orders (order_id, visit_id, patient_ref, sex, age_value, age_unit,
@@ -26,7 +27,7 @@ async def insert_order(conn: asyncpg.Connection, order: LabOrderPlaced, lab_cent
         """INSERT INTO order_tests (order_id, test_code, override_reason, status)
            VALUES ($1, $2, $3, $4)""",
         [(order.order_id, t.code, t.override_reason and t.override_reason.value,
-          TestStatus.ORDERED) for t in order.tests],
+          TestStatus.AVOIDED if t.code in avoided else TestStatus.ORDERED) for t in order.tests],
     )
     return True
 
@@ -188,3 +189,61 @@ async def specimen_scope(conn: asyncpg.Connection, barcode: str) -> asyncpg.Reco
            JOIN orders o USING (order_id) WHERE s.barcode = $1""",
         barcode,
     )
+
+
+async def report_view(conn: asyncpg.Connection, order_id: str, order: dict) -> dict:
+    rows = await conn.fetch(
+        """SELECT observation_id, test_code, code, value, comparator, coded_value, unit,
+                  reference_low, reference_high, flag, critical, delta_failed, status,
+                  confirmed_by, verified_by, verified_at, report_revision, supersedes
+           FROM results WHERE order_id = $1 AND status IN ('verified', 'superseded')
+           ORDER BY code, observation_id""",
+        order_id,
+    )
+    revisions = await conn.fetch(
+        "SELECT revision, by_staff, at, reason FROM reports WHERE order_id = $1 ORDER BY revision",
+        order_id,
+    )
+    return {
+        "order": order,
+        "report_id": f"R-{order_id}"[:64],
+        "observations": [{**dict(r), "verified_at": r["verified_at"] and
+                          r["verified_at"].isoformat()} for r in rows],
+        "revisions": [{**dict(r), "at": r["at"].isoformat()} for r in revisions],
+    }
+
+
+async def recognised_now(conn: asyncpg.Connection, patient_ref: str) -> list[dict]:
+    rows = await conn.fetch(
+        """SELECT g.test_code, g.observation_id, g.report_id, g.revision, g.performed_by,
+                  g.verified_at, g.valid_until, r.code, r.value, r.unit, r.flag
+           FROM recognised_results g JOIN results r USING (observation_id)
+           WHERE g.patient_ref = $1 AND g.superseded_at IS NULL AND g.valid_until > db_now()
+           ORDER BY g.test_code, g.verified_at DESC""",
+        patient_ref,
+    )
+    return [{**dict(r), "verified_at": r["verified_at"].isoformat(),
+             "valid_until": r["valid_until"].isoformat()} for r in rows]
+
+
+async def worklist(conn: asyncpg.Connection, lab_centre: str) -> dict:
+    """Tubes of the centre by stage, oldest first, with their age in minutes."""
+    rows = await conn.fetch(
+        """SELECT s.barcode, s.order_id, o.priority, s.state,
+                  extract(epoch FROM db_now() - coalesce(s.received_at, s.collected_at)) / 60
+                      AS age_minutes
+           FROM specimens s JOIN orders o USING (order_id)
+           WHERE o.lab_centre = $1 AND s.state IN ('in_transit', 'received', 'resulted',
+                                                   'confirmed')
+           ORDER BY CASE o.priority WHEN 'stat' THEN 0 WHEN 'urgent' THEN 1 ELSE 2 END,
+                    coalesce(s.received_at, s.collected_at)""",
+        lab_centre,
+    )
+    stages = {"in_transit": "in_transit", "received": "awaiting_results",
+              "resulted": "awaiting_confirmation", "confirmed": "awaiting_verification"}
+    queue: dict[str, list] = {name: [] for name in stages.values()}
+    for r in rows:
+        queue[stages[r["state"]]].append({
+            "barcode": r["barcode"], "order_id": r["order_id"], "priority": r["priority"],
+            "age_minutes": round(float(r["age_minutes"]), 1)})
+    return {"lab_centre": lab_centre, "queue": queue}
