@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -43,6 +43,9 @@ class ServiceSpec:
     timer_handlers: dict[str, TimerHandler] = field(default_factory=dict)
     routes: Callable[[FastAPI], None] | None = None
     signed_intake: bool = True
+    # Extra listeners a service runs beside HTTP (e.g. the lab's MLLP port):
+    # started last, given the runtime; returns how to stop it (first at shutdown).
+    extra: Callable[[ServiceRuntime], Awaitable[Callable[[], Awaitable[None]] | None]] | None = None
 
 
 class ServiceRuntime:
@@ -59,6 +62,7 @@ class ServiceRuntime:
         self.app: FastAPI | None = None
         self._server = None
         self._tasks: list[asyncio.Task] = []
+        self._stop_extra: Callable[[], Awaitable[None]] | None = None
 
     def topic(self, kind: str) -> str:
         return topic_name(f"{self.spec.name}.{kind}.v1", self.settings.topic_prefix)
@@ -127,6 +131,8 @@ class ServiceRuntime:
             self._tasks.append(task)
         self._server, server_task = await serve(self.app, s.http_host, s.http_port)
         self._tasks.append(server_task)
+        if self.spec.extra is not None:
+            self._stop_extra = await self.spec.extra(self)
         log.info("%s started on %s:%s", self.spec.name, s.http_host, s.http_port)
 
     def _task_done(self, task: asyncio.Task) -> None:
@@ -136,6 +142,8 @@ class ServiceRuntime:
 
     async def stop(self) -> None:
         """Graceful: stop taking work, finish what is in hand, then close."""
+        if self._stop_extra is not None:
+            await self._stop_extra()
         if self._server is not None:
             self._server.should_exit = True
         for part in (self.consumer, self.poller, self.relay):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from yigongti_kit.service import ServiceSpec, run_service
 
-from . import critical, parking, receipt
+from . import critical, hl7_listener, parking, receipt
 from .api import add_routes
 from .handlers import HANDLERS
 
@@ -22,6 +22,7 @@ def spec() -> ServiceSpec:
                         receipt.OVERDUE_TIMER: receipt.on_overdue,
                         critical.ESCALATION_TIMER: critical.on_escalation},
         routes=add_routes,
+        extra=hl7_listener.start,
     )
 
 

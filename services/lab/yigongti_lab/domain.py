@@ -69,6 +69,8 @@ def order_problems(
     for i, test in enumerate(order.tests):
         if test.code not in catalogue:
             problems.append((f"tests.{i}.code", "unknown_test"))
+        elif not catalogue[test.code].orderable:  # a panel's line: order the panel
+            problems.append((f"tests.{i}.code", "not_orderable"))
         if test.code in seen:
             problems.append((f"tests.{i}.code", "duplicate_test"))
         seen.add(test.code)

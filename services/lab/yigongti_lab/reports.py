@@ -22,7 +22,7 @@ from yigongti_contracts.lab.v1 import (
 )
 from yigongti_kit import timers
 
-from . import catalogue
+from . import catalogue, turnaround_metrics
 from .events import emit
 
 
@@ -113,6 +113,8 @@ async def verify(conn: asyncpg.Connection, order_id: str, *, physician: str) -> 
         order_id,
     )
     recognitions = await _recognise(conn, order, rows, revision, verified_at)
+    await turnaround_metrics.record_verified(conn, order_id, order["priority"],
+                                             [r["observation_id"] for r in rows])
     await emit(conn, LabReportVerified(
         order_id=order_id, report_id=report_id_of(order_id), patient_ref=order["patient_ref"],
         ordering_institution=order["ordering_institution"], lab_centre=order["lab_centre"],

@@ -1,0 +1,38 @@
+"""Runs the MLLP listener for analysers inside the lab service when MLLP_PORT
+is set: each ORU^R01 becomes AnalyserResults on the lab's own intake topic,
+signed as the LIS bridge terminal, and is acknowledged only once on Kafka."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from yigongti_contracts.topics import topic_name
+from yigongti_kit.intake_auth import TerminalSigner
+from yigongti_kit.terminal import TerminalClient
+
+from .config import LabSettings
+from .hl7_results import ResultsTranslator
+from .mllp import start_mllp_server, stop_mllp_server
+
+
+async def start(runtime):
+    settings = LabSettings()
+    if settings.mllp_port is None:
+        return None
+    if not (settings.lis_terminal_id and settings.lis_terminal_key_file):
+        raise RuntimeError("MLLP_PORT needs LIS_TERMINAL_ID and LIS_TERMINAL_KEY_FILE")
+    signer = TerminalSigner(settings.lis_terminal_id, _read(settings.lis_terminal_key_file))
+    publisher = TerminalClient(signer, runtime.producer,
+                               topic_name("lab.intake.v1", runtime.settings.topic_prefix))
+    server = await start_mllp_server(
+        settings.mllp_host, settings.mllp_port,
+        translator=ResultsTranslator(facility=settings.lab_centre), publisher=publisher)
+
+    async def stop() -> None:
+        await stop_mllp_server(server)
+
+    return stop
+
+
+def _read(path: str) -> str:
+    return Path(path).read_text()  # once, at start-up
