@@ -1,12 +1,14 @@
-"""`make demo`: the lab slice of the reference journey (DESIGN §3 step 5) on the
-embedded stack.
+"""`make demo`: the lab part of the reference journey (DESIGN §3 step 5) on
+the embedded stack.
 
 A township branch's terminal (奇台县总医院乔仁乡分院) places a STAT order for an
-80-year-old man with chest pain — troponin, electrolytes, CBC — and records the
-two tubes it collected. The lab service validates, stores and answers through
-its outbox. The demo prints the events as a timeline, reads the order back over
-authenticated HTTP as the clinic's clinician, and exits non-zero if the
-expected events do not arrive in time.
+80-year-old man with chest pain — troponin, electrolytes, CBC — and records and
+dispatches the two tubes. At the county lab centre a technologist receives and
+inspects them over HTTP; the analysers send HL7 v2 ORU^R01 over MLLP; the
+technologist confirms, which raises the critical troponin and potassium; the
+clinic acknowledges with read-back from its terminal; the lab physician
+verifies; the clinic reads the report and its feed. The demo prints every
+event as a timeline and exits non-zero if the expected events do not arrive.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import json
 import sys
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -24,15 +26,22 @@ from opentelemetry import trace
 from yigongti_contracts.common import Age, AgeUnit, Sex
 from yigongti_contracts.lab.codes import Priority, TubeType
 from yigongti_contracts.lab.parts import OrderedTest
-from yigongti_contracts.lab.v1 import LabOrderPlaced, SpecimenCollected
+from yigongti_contracts.lab.v1 import (
+    CriticalValueAck,
+    LabOrderPlaced,
+    SpecimenCollected,
+    SpecimenDispatched,
+)
 from yigongti_kit.auth import issue_token
 from yigongti_kit.settings import KitSettings, kafka_client_kwargs
 from yigongti_kit.telemetry import setup_telemetry
 from yigongti_kit.terminal import TerminalClient
+from yigongti_lab.mllp import send_mllp
 
 from .stack import Stack
 
 DEADLINE_S = 30.0
+CHINA = timezone(timedelta(hours=8))
 # A synthetic pseudonymous patient_ref: the demo never handles a national ID.
 DEMO_PATIENT = "v1:" + "5e" * 32
 
@@ -56,9 +65,70 @@ async def _events_reader(stack: Stack, topic: str) -> AIOKafkaConsumer:
     return consumer
 
 
+class Timeline:
+    """Reads lab.events.v1 and prints the journey's events as they arrive."""
+
+    def __init__(self, reader: AIOKafkaConsumer, order_id: str, started: float) -> None:
+        self.reader = reader
+        self.order_id = order_id
+        self.started = started
+        self.seen: list[tuple[str, dict]] = []
+
+    def say(self, text: str) -> None:
+        print(f"[{_ms(self.started):8.1f} ms] {text}", flush=True)
+
+    async def wait_for(self, suffix: str, count: int = 1) -> list[dict]:
+        deadline = time.monotonic() + DEADLINE_S
+        while time.monotonic() < deadline:
+            found = [body for t, body in self.seen if t.endswith(suffix)]
+            if len(found) >= count:
+                return found
+            rejected = [body for t, body in self.seen if t.endswith("intake.rejected.v1")]
+            if rejected:
+                raise RuntimeError(f"intake rejected: {rejected[0]['reason']}")
+            for records in (await self.reader.getmany(timeout_ms=50)).values():
+                for r in records:
+                    body = json.loads(r.value)
+                    if self.order_id not in (body.get("order_id"), body.get("key")):
+                        continue
+                    headers = dict(r.headers)
+                    ce_type = headers["ce_type"].decode()
+                    self.seen.append((ce_type, body))
+                    self.say(f"lab → {ce_type.removeprefix('yigongti.lab.')} "
+                             f"(ce_sequence {headers.get('ce_sequence', b'-').decode()})"
+                             + _detail(body))
+        raise TimeoutError(f"no {suffix} within {DEADLINE_S:.0f} s")
+
+
+def _detail(body: dict) -> str:
+    if "reason" in body:
+        return f" reason={body['reason']}"
+    if "direction" in body:
+        return f" {body['test_code']} {body.get('value')} {body.get('unit')} ({body['direction']})"
+    if "observations" in body:
+        flags = ", ".join(f"{o['code']}={o.get('value') or o.get('coded_value')} {o['flag']}"
+                          for o in body["observations"])
+        return f" [{flags}]"
+    return ""
+
+
+def _oru(barcode: str, lines: list[tuple[str, str, str]], control_id: str) -> bytes:
+    """An analyser's HL7 v2.5 ORU^R01 for one tube (times in China Standard Time)."""
+    now = datetime.now(UTC).astimezone(CHINA).strftime("%Y%m%d%H%M%S")
+    segments = [
+        f"MSH|^~\\&|BS-2000M|Mindray|LIS|652325-L01|{now}||ORU^R01|{control_id}|P|2.5|||||"
+        "|UNICODE UTF-8",
+        f"OBR|1||{barcode}|^^^LAB|R||{now}",
+    ]
+    for i, (code, value, unit) in enumerate(lines, 1):
+        segments.append(f"OBX|{i}|NM|{code}^^99MRC||{value}|{unit}||||||F|||{now}")
+    return ("\r".join(segments) + "\r").encode()
+
+
 async def run_journey(stack: Stack) -> int:
-    assert stack.keys is not None
-    institution = stack.keys.institution_id
+    assert stack.keys is not None and stack.mllp_port is not None
+    keys = stack.keys
+    institution = keys.institution_id
     now = datetime.now(UTC)
     order = LabOrderPlaced(
         order_id=f"LO-{uuid.uuid4().hex[:10]}",
@@ -72,71 +142,124 @@ async def run_journey(stack: Stack) -> int:
         tests=tuple(OrderedTest(code=c) for c in ("CTNI", "K", "NA", "CBC")),
         ordered_at=now,
     )
-    tubes = [
-        SpecimenCollected(barcode=f"QR{uuid.uuid4().hex[:10].upper()}", order_id=order.order_id,
-                          tests=("CTNI", "K", "NA"), tube=TubeType.serum_gold,
-                          collected_at=now, collector_id="qiaoren-nurse-02"),
-        SpecimenCollected(barcode=f"QR{uuid.uuid4().hex[:10].upper()}", order_id=order.order_id,
-                          tests=("CBC",), tube=TubeType.edta_k2,
-                          collected_at=now, collector_id="qiaoren-nurse-02"),
-    ]
-    expected = {"yigongti.lab.order.accepted.v1": 1,
-                "yigongti.lab.specimen.collection_recorded.v1": len(tubes)}
+    serum = SpecimenCollected(barcode=f"QR{uuid.uuid4().hex[:10].upper()}",
+                              order_id=order.order_id, tests=("CTNI", "K", "NA"),
+                              tube=TubeType.serum_gold, collected_at=now,
+                              collector_id="qiaoren-nurse-02")
+    edta = SpecimenCollected(barcode=f"QR{uuid.uuid4().hex[:10].upper()}",
+                             order_id=order.order_id, tests=("CBC",), tube=TubeType.edta_k2,
+                             collected_at=now, collector_id="qiaoren-nurse-02")
+    tubes = (serum, edta)
+    dispatch = SpecimenDispatched(shipment_id=f"SH-{uuid.uuid4().hex[:8]}",
+                                  barcodes=tuple(t.barcode for t in tubes),
+                                  courier_id="courier-qitai-1", temperature_logger_id="box-17",
+                                  dispatched_at=now)
+    analyser_lines = {
+        serum.barcode: [("hsTnI", "850", "ng/L"), ("K", "6.8", "mmol/L"), ("Na", "138", "mmol/L")],
+        edta.barcode: [("WBC", "11.2", "10*9/L"), ("HGB", "128", "g/L"), ("PLT", "210", "10*9/L")],
+    }
 
     reader = await _events_reader(stack, stack.topic("lab.events.v1"))
     producer = AIOKafkaProducer(**_kafka_kwargs(stack, "producer"))
     await producer.start()
-    terminal = TerminalClient(stack.keys.signer(), producer, stack.topic("lab.intake.v1"))
-    started = time.monotonic()
+    clinic = TerminalClient(keys.signer(), producer, stack.topic("lab.intake.v1"))
+    lab_url = stack.services["lab"].url
+    timeline = Timeline(reader, order.order_id, time.monotonic())
     try:
         with trace.get_tracer("yigongti.demo").start_as_current_span("demo journey") as span:
             trace_id = format(span.get_span_context().trace_id, "032x")
-            print(f"\n[{0:7.1f} ms] terminal {stack.keys.terminal_id} → LabOrderPlaced "
-                  f"{order.order_id} (STAT: {', '.join(t.code for t in order.tests)})")
-            await terminal.publish(order)
+            timeline.say(f"clinic terminal → LabOrderPlaced {order.order_id} (STAT: "
+                         f"{', '.join(t.code for t in order.tests)})")
+            await clinic.publish(order)
             for tube in tubes:
-                print(f"[{_ms(started):7.1f} ms] terminal → SpecimenCollected {tube.barcode} "
-                      f"({tube.tube.value}: {', '.join(tube.tests)})")
-                await terminal.publish(tube)
-        seen: dict[str, int] = {}
-        rejected = []
-        while time.monotonic() - started < DEADLINE_S and seen != expected and not rejected:
-            batches = await reader.getmany(timeout_ms=100)
-            for records in batches.values():
-                for r in records:
-                    body = json.loads(r.value)
-                    if body.get("order_id") != order.order_id and body.get("key") != order.order_id:
-                        continue
-                    ce_type = dict(r.headers)["ce_type"].decode()
-                    seq = dict(r.headers).get("ce_sequence", b"-").decode()
-                    print(f"[{_ms(started):7.1f} ms] lab → {ce_type} (ce_sequence {seq})"
-                          + (f" reason={body['reason']}" if "reason" in body else ""))
-                    if ce_type.endswith("intake.rejected.v1"):
-                        rejected.append(body)
-                    seen[ce_type] = seen.get(ce_type, 0) + 1
-        ok = seen == expected
-        report = await _read_order(stack, order.order_id, institution)
+                timeline.say(f"clinic terminal → SpecimenCollected {tube.barcode} "
+                             f"({tube.tube.value}: {', '.join(tube.tests)})")
+                await clinic.publish(tube)
+            timeline.say(f"clinic terminal → SpecimenDispatched {dispatch.shipment_id}")
+            await clinic.publish(dispatch)
+            await timeline.wait_for("specimen.in_transit.v1", count=2)
+
+            tech = _client(lab_url, keys, "tech-qitai-01", "652325-L01", "lab_technologist")
+            physician = _client(lab_url, keys, "phys-qitai-01", "652325-L01", "lab_physician")
+            async with tech, physician:
+                for tube in tubes:
+                    answer = await tech.post(f"/specimens/{tube.barcode}/receipt",
+                                             json={"inspection": INSPECTED_OK,
+                                                   "logger": BOX_LOG})
+                    timeline.say(f"technologist receives {tube.barcode}: HTTP "
+                                 f"{answer.status_code} {answer.json().get('state')}")
+                await timeline.wait_for("specimen.received.v1", count=2)
+                for i, tube in enumerate(tubes):
+                    ack = await send_mllp("127.0.0.1", stack.mllp_port,
+                                          _oru(tube.barcode, analyser_lines[tube.barcode],
+                                               f"{order.order_id[-6:]}{i}"))
+                    timeline.say(f"analyser → HL7 ORU^R01 {tube.barcode} over MLLP: ACK "
+                                 f"{_ack_code(ack)}")
+                await timeline.wait_for("results.reported.v1", count=2)
+                for tube in tubes:
+                    answer = await tech.post(f"/specimens/{tube.barcode}/confirm")
+                    timeline.say(f"technologist confirms {tube.barcode}: HTTP "
+                                 f"{answer.status_code}")
+                raised = await timeline.wait_for("critical_value.raised.v1", count=2)
+                for critical in raised:
+                    timeline.say(f"clinic terminal → CriticalValueAck {critical['critical_id']} "
+                                 "(read back)")
+                    await clinic.publish(CriticalValueAck(
+                        order_id=order.order_id, critical_id=critical["critical_id"],
+                        received_by="qiaoren-doc-01", read_back_confirmed=True,
+                        acknowledged_at=datetime.now(UTC)))
+                await timeline.wait_for("critical_value.acknowledged.v1", count=2)
+                answer = await physician.post(f"/orders/{order.order_id}/verify")
+                timeline.say(f"lab physician verifies the report: HTTP {answer.status_code}")
+                await timeline.wait_for("report.verified.v1")
+                await timeline.wait_for("charges.posted.v1", count=4)
+        report = await _read_report(stack, order.order_id, institution)
+    except (TimeoutError, RuntimeError) as exc:
+        print(f"\nFAILED: {exc}", file=sys.stderr)
+        return 1
     finally:
         await producer.stop()
         await reader.stop()
 
-    print(f"\norder {order.order_id} as the clinic reads it over HTTP:")
-    print(json.dumps(report, indent=2, ensure_ascii=False))
+    print(f"\nthe report of {order.order_id} as the clinic reads it over HTTP "
+          f"(HTTP {report['status']}):")
+    for obs in report["body"].get("observations", []):
+        print(f"  {obs['code']:<5} {obs['value'] or obs['coded_value']:>6} {obs['unit'] or '':<8}"
+              f" ref {obs['reference_low'] or ''}–{obs['reference_high'] or ''}  {obs['flag']}"
+              f"{'  CRITICAL' if obs['critical'] else ''}  verified by {obs['verified_by']}")
     print(f"trace id {trace_id} (each event's traceparent carries it; export spans with "
           "OTEL_EXPORTER_OTLP_ENDPOINT)")
-    if ok:
-        print(f"\nOK: the lab slice completed in {_ms(started):.0f} ms")
-        return 0
-    print(f"\nFAILED: expected {expected}, saw {seen} within {DEADLINE_S:.0f} s", file=sys.stderr)
-    return 1
+    print(f"\nOK: the lab journey completed in {_ms(timeline.started):.0f} ms, "
+          f"{len(timeline.seen)} events")
+    return 0
 
 
-async def _read_order(stack: Stack, order_id: str, institution: str) -> dict:
+INSPECTED_OK = {"not_haemolysed": True, "not_lipaemic": True, "not_clotted": True,
+                "volume_sufficient": True, "right_tube": True, "label_matches": True}
+BOX_LOG = {"logger_id": "box-17", "min_celsius": "3.1", "max_celsius": "6.4",
+           "minutes_outside_band": 0}
+
+
+def _ack_code(ack: bytes) -> str:
+    for segment in ack.decode(errors="replace").split("\r"):
+        if segment.startswith("MSA|"):
+            return segment.split("|")[1]
+    return "?"
+
+
+def _client(base_url: str, keys, user: str, institution: str, role: str) -> httpx.AsyncClient:
+    token = issue_token(keys.auth_private_pem, user=user, institution=institution,
+                        roles=[role], audience="lab")
+    return httpx.AsyncClient(base_url=base_url, timeout=10,
+                             headers={"Authorization": f"Bearer {token}"})
+
+
+async def _read_report(stack: Stack, order_id: str, institution: str) -> dict:
     assert stack.keys is not None
     token = issue_token(stack.keys.auth_private_pem, user="qiaoren-doc-01",
                         institution=institution, roles=["clinician"], audience="lab")
     async with httpx.AsyncClient(base_url=stack.services["lab"].url, timeout=10) as client:
-        response = await client.get(f"/orders/{order_id}",
+        response = await client.get(f"/orders/{order_id}/report",
                                     headers={"Authorization": f"Bearer {token}"})
         return {"status": response.status_code, "body": response.json()}
 

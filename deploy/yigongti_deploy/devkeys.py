@@ -22,6 +22,10 @@ from yigongti_kit.intake_auth import TerminalSigner
 DEMO_TERMINAL_ID = "demo-terminal-1"
 # A township branch of the Changji medical community; the demo's orders come from it.
 DEMO_INSTITUTION_ID = "652325-B01"  # 奇台县总医院乔仁乡分院 (refdata)
+# The LIS bridge of the lab centre that serves it (奇台县总医院医学检验共享中心): it
+# signs the analysers' results it turns from HL7 into intake.
+LIS_TERMINAL_ID = "lis-652325-L01"
+LIS_INSTITUTION_ID = "652325-L01"
 
 
 @dataclass(frozen=True)
@@ -33,10 +37,17 @@ class DevKeys:
     institution_id: str
     terminal_private_pem: str
     terminals_file: Path
+    lis_terminal_id: str
+    lis_institution_id: str
+    lis_key_file: Path
 
     def signer(self) -> TerminalSigner:
         """The demo terminal's signing side."""
         return TerminalSigner(self.terminal_id, self.terminal_private_pem)
+
+    def lis_signer(self) -> TerminalSigner:
+        """The lab centre's LIS bridge (results from analysers)."""
+        return TerminalSigner(self.lis_terminal_id, self.lis_key_file.read_text())
 
 
 def write_dev_keys(
@@ -51,16 +62,10 @@ def write_dev_keys(
     _write(directory / "auth_private.pem", auth_private, secret=True)
     _write(directory / "auth_public.pem", auth_public)
 
-    terminal_key = Ed25519PrivateKey.generate()
-    terminal_pem = terminal_key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
-    _write(directory / f"terminal_{terminal_id}.key", terminal_pem, secret=True)
-    entry = TerminalSigner(terminal_id, terminal_key).registry_entry(institution_id)
+    terminal_pem, entry = _terminal(directory, terminal_id, institution_id)
+    _, lis_entry = _terminal(directory, LIS_TERMINAL_ID, LIS_INSTITUTION_ID)
     terminals_file = directory / "terminals.yaml"
-    _write(terminals_file, yaml.safe_dump({"terminals": [entry]}, sort_keys=False))
+    _write(terminals_file, yaml.safe_dump({"terminals": [entry, lis_entry]}, sort_keys=False))
     return DevKeys(
         directory,
         auth_private,
@@ -69,7 +74,22 @@ def write_dev_keys(
         institution_id,
         terminal_pem,
         terminals_file,
+        LIS_TERMINAL_ID,
+        LIS_INSTITUTION_ID,
+        directory / f"terminal_{LIS_TERMINAL_ID}.key",
     )
+
+
+def _terminal(directory: Path, terminal_id: str, institution_id: str) -> tuple[str, dict]:
+    """A new terminal key (PEM written beside the others) and its registry entry."""
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    _write(directory / f"terminal_{terminal_id}.key", pem, secret=True)
+    return pem, TerminalSigner(terminal_id, key).registry_entry(institution_id)
 
 
 def _write(path: Path, text: str, *, secret: bool = False) -> None:

@@ -236,6 +236,7 @@ class Stack:
         self.database_url: str | None = None
         self.keys: DevKeys | None = None
         self.services: dict[str, ServiceProcess] = {}
+        self.mllp_port: int | None = None
         self.timings: dict[str, float] = {}
 
         self._broker: EmbeddedBroker | None = None
@@ -346,6 +347,18 @@ class Stack:
             "HTTP_PORT": str(free_port()),
             "AUTH_PUBLIC_KEY": self.keys.auth_public_pem,
             "TERMINALS_FILE": str(self.keys.terminals_file),
+            **(self._lab_env() if name == "lab" else {}),
+        }
+
+    def _lab_env(self) -> dict[str, str]:
+        """The lab's MLLP listener for analysers, signing as the centre's LIS bridge."""
+        assert self.keys is not None
+        self.mllp_port = free_port()
+        return {
+            "MLLP_PORT": str(self.mllp_port),
+            "LIS_TERMINAL_ID": self.keys.lis_terminal_id,
+            "LIS_TERMINAL_KEY_FILE": str(self.keys.lis_key_file),
+            "LAB_CENTRE": self.keys.lis_institution_id,
         }
 
     async def stop(self) -> None:

@@ -374,12 +374,13 @@ def _regions(region: str) -> tuple[str, ...]:
 
 def price_table(region: str, year: int) -> PriceTable:
     """The price table that applies in a region and year: the region's own, else
-    its prefecture's, else its province's."""
+    its prefecture's, else its province's; within a region the latest table
+    issued in or before `year` (a price table stays in force until replaced)."""
     tables = load_price_tables()
     for code in _regions(region):
-        for table in tables:
-            if table.region == code and table.year == year:
-                return table
+        in_force = [t for t in tables if t.region == code and t.year <= year]
+        if in_force:
+            return max(in_force, key=lambda t: t.year)
     raise PriceNotFound(f"no price table for region {region} in {year}")
 
 
