@@ -16,11 +16,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
+from opentelemetry import propagate, trace
 
 from .db import is_infra_error
 from .telemetry import metrics
 
 log = logging.getLogger(__name__)
+tracer = trace.get_tracer("yigongti.timers")
 
 TimerHandler = Callable[[asyncpg.Connection, asyncpg.Record], Awaitable[None]]
 
@@ -37,17 +39,23 @@ async def schedule(
     """Set (or move) the timer (kind, key). Give `at` or `after` (from db_now())."""
     if (at is None) == (after is None):
         raise ValueError("give exactly one of at= or after=")
+    # The trace that set the timer continues when it fires.
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
     await conn.execute(
-        """INSERT INTO timers (kind, key, due_at, payload)
-           VALUES ($1, $2, coalesce($3, db_now() + $4::interval), $5)
+        """INSERT INTO timers (kind, key, due_at, payload, traceparent, tracestate)
+           VALUES ($1, $2, coalesce($3, db_now() + $4::interval), $5, $6, $7)
            ON CONFLICT (kind, key) DO UPDATE
              SET due_at = excluded.due_at, payload = excluded.payload,
+                 traceparent = excluded.traceparent, tracestate = excluded.tracestate,
                  fired_at = NULL, cancelled_at = NULL, attempts = 0, last_error = NULL""",
         kind,
         key,
         at,
         after,
         payload or {},
+        carrier.get("traceparent"),
+        carrier.get("tracestate"),
     )
 
 
@@ -124,9 +132,12 @@ class TimerPoller:
             for row in rows:
                 # Marked fired before the handler so that it may schedule itself again.
                 await conn.execute("UPDATE timers SET fired_at = db_now() WHERE id = $1", row["id"])
+                parent = propagate.extract(
+                    {k: row[k] for k in ("traceparent", "tracestate") if row[k]})
                 try:
-                    async with conn.transaction():
-                        await self.handlers[row["kind"]](conn, row)
+                    with tracer.start_as_current_span(f"timer {row['kind']}", context=parent):
+                        async with conn.transaction():
+                            await self.handlers[row["kind"]](conn, row)
                     fired.append(row["kind"])
                 except Exception as exc:
                     if is_infra_error(exc):
