@@ -4,8 +4,10 @@ settings for it, and percentiles."""
 from __future__ import annotations
 
 import math
+import os
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from yigongti_kit.settings import KitSettings, kafka_client_kwargs
@@ -25,7 +27,9 @@ class BenchTarget:
     lab_url: str
     topic: Callable[[str], str]  # registered topic name -> physical name
     topic_prefix: str = ""
-    lab_pid: int | None = None  # for py-spy
+    lab_pid: int | None = None  # for py-spy and the CPU meter
+    broker_pid: int | None = None  # for the CPU meter
+    database_name: str | None = None  # for the CPU meter (PostgreSQL backends)
 
     @classmethod
     def from_stack(cls, stack: Any) -> BenchTarget:
@@ -40,6 +44,8 @@ class BenchTarget:
             topic=stack.topic,
             topic_prefix=stack.topic_prefix,
             lab_pid=lab.pid,
+            broker_pid=stack._broker.pid if getattr(stack, "_broker", None) else None,
+            database_name=stack.database_name,
         )
 
     def settings(self, name: str = "bench") -> KitSettings:
@@ -78,3 +84,99 @@ def summary_ms(seconds: Sequence[float]) -> dict[str, float | int]:
         "p99_ms": round(percentile(values, 99) * 1000, 2),
         "max_ms": round(values[-1] * 1000, 2) if values else math.nan,
     }
+
+
+# --- who used the CPU ---------------------------------------------------------------
+
+
+@dataclass
+class CpuMeter:
+    """CPU time per part of the system between `start()` and `stop()`, from /proc
+    (Linux): this benchmark's process and its children, the lab, the broker,
+    PostgreSQL backends of the bench's database, PostgreSQL's own processes and
+    backends of other databases, and everything else. The machine may be shared
+    (other test runs): "other" says how much. Empty where /proc is missing."""
+
+    target: BenchTarget
+    _start: dict[int, tuple[str, float]] = field(default_factory=dict)
+    _wall: float = 0.0
+    _machine: tuple[int, int] = (0, 0)
+
+    def start(self) -> CpuMeter:
+        self._start = _processes()
+        self._wall = time.monotonic()
+        self._machine = _machine_ticks()
+        return self
+
+    def stop(self) -> dict[str, float]:
+        """Percent of one core per part over the interval, and `machine_busy_pct`
+        (of all cores)."""
+        end = _processes()
+        wall = time.monotonic() - self._wall
+        if not end or wall <= 0:
+            return {}
+        parts: dict[str, float] = {}
+        for pid, (cmdline, cpu) in end.items():
+            used = cpu - self._start.get(pid, (cmdline, 0.0))[1]
+            part = self._classify(pid, cmdline)
+            parts[part] = parts.get(part, 0.0) + used
+        total, idle = _machine_ticks()
+        busy = 1 - (idle - self._machine[1]) / max(1, total - self._machine[0])
+        figures = {k: round(100 * v / wall, 1) for k, v in sorted(parts.items())}
+        figures["machine_busy_pct"] = round(100 * busy, 1)
+        return figures
+
+    def _classify(self, pid: int, cmdline: str) -> str:
+        if pid == self.target.lab_pid:
+            return "lab"
+        if pid == self.target.broker_pid:
+            return "broker"
+        if pid == os.getpid() or _is_descendant(pid, os.getpid()):
+            return "bench"
+        if cmdline.startswith("postgres"):
+            if self.target.database_name and f" {self.target.database_name} " in cmdline:
+                return "postgres"
+            return "postgres_shared_and_other_dbs"
+        return "other"
+
+
+def _processes() -> dict[int, tuple[str, float]]:
+    ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    found: dict[int, tuple[str, float]] = {}
+    try:
+        pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
+    except OSError:
+        return found
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except (OSError, IndexError):
+            continue
+        found[pid] = (cmdline, (int(fields[11]) + int(fields[12])) / ticks)
+    return found
+
+
+def _is_descendant(pid: int, ancestor: int) -> bool:
+    for _ in range(20):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                pid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            return False
+        if pid == ancestor:
+            return True
+        if pid <= 1:
+            return False
+    return False
+
+
+def _machine_ticks() -> tuple[int, int]:
+    try:
+        with open("/proc/stat") as f:
+            values = [int(v) for v in f.readline().split()[1:]]
+    except OSError:
+        return 0, 0
+    return sum(values), values[3] + values[4]

@@ -25,14 +25,14 @@ import multiprocessing
 import secrets
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from yigongti_kit.db import init_connection
 
-from .bench_common import BenchTarget
+from .bench_common import BenchTarget, CpuMeter
 from .embedded import create_topics
 
 SOURCE = "/yigongti/bench-terminal"
@@ -86,6 +86,7 @@ class FloorResult:
     events_per_s: float
     transactions: int
     produce_seconds: float  # the producer's own time to send everything
+    cpu_pct_of_a_core: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -244,6 +245,7 @@ async def measure_floor(target: BenchTarget, *, events: int, partitions: int = 6
             await init_connection(conn)
             conns.append(conn)
         await asyncio.wait_for(asyncio.to_thread(parent_pipe.recv), 60)  # producer ready
+        meter = CpuMeter(target).start()
         started = time.perf_counter()
         parent_pipe.send("go")
         tasks = [asyncio.create_task(_consume(c, conn, counter, f"{topic}.out", batched))
@@ -256,10 +258,11 @@ async def measure_floor(target: BenchTarget, *, events: int, partitions: int = 6
                 task.result()  # a consumer failed: raise its error
             raise TimeoutError(f"floor {variant}: {counter.done}/{events} after {TIMEOUT_S:.0f} s")
         seconds = counter.last_commit - started
+        cpu = meter.stop()
         produce_seconds = await asyncio.wait_for(asyncio.to_thread(parent_pipe.recv), 30)
         return FloorResult(variant, events, partitions, round(seconds, 3),
                            round(events / seconds, 1), counter.transactions,
-                           round(produce_seconds, 3))
+                           round(produce_seconds, 3), cpu)
     finally:
         for task in tasks:
             task.cancel()

@@ -195,13 +195,19 @@ async def get_report(order_id: str, request: Request,
 async def recognised_results(patient_ref: str, request: Request,
                              principal: Principal = Depends(require_principal)) -> dict:
     async with request.app.state.pool.acquire() as conn:
-        # Scoped: only to an institution that has (had) an order for this patient,
-        # or to lab staff.
-        if not set(principal.roles) & LAB_STAFF_ROLES:
-            if not set(principal.roles) & CLINIC_ROLES or not await conn.fetchval(
-                    "SELECT true FROM orders WHERE patient_ref = $1 AND ordering_institution = $2"
-                    " LIMIT 1", patient_ref, principal.institution):
-                raise HTTPException(403, "patient out of scope")
+        # Scoped as an order is (_may_read): to a clinic that has (had) an order
+        # for this patient, or to the staff of a lab centre that has. Any holder
+        # of a lab staff role used to pass, whatever its institution: another
+        # county's lab, or a token for a clinic carrying that role, read every
+        # patient's results by ref.
+        roles = set(principal.roles)
+        if not await conn.fetchval(
+                """SELECT true FROM orders WHERE patient_ref = $1
+                     AND (($3 AND lab_centre = $2) OR ($4 AND ordering_institution = $2))
+                   LIMIT 1""",
+                patient_ref, principal.institution, bool(roles & LAB_STAFF_ROLES),
+                bool(roles & CLINIC_ROLES)):
+            raise HTTPException(403, "patient out of scope")
         rows = await store.recognised_now(conn, patient_ref)
     return {"patient_ref": patient_ref, "results": rows}
 

@@ -5,8 +5,6 @@ caller's transaction. A record whose prerequisite has not arrived yet raises
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import asyncpg
 from yigongti_contracts.lab.v1 import (
     AnalyserResults,
@@ -38,10 +36,6 @@ from .events import emit
 from .parking import Apply, Origin, Park
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 def _refuse(problems: list[tuple[str, str]]) -> Rejection:
     """The record's reason is the first problem's code; all are listed in fields."""
     return Rejection(problems[0][1], problems)
@@ -54,7 +48,11 @@ async def apply_order_placed(conn: asyncpg.Connection, order: LabOrderPlaced,
     if problems:
         raise _refuse(problems)
     lab_centre = refdata.lab_centre_for(order.ordering_institution).id
-    now = _now()
+    # The database clock, as verification stamped verified_at / valid_until
+    # with it and GET /recognised-results compares with it: the host clock
+    # here could call a result valid that the query calls expired (or one
+    # verified a moment ago not yet verified).
+    now = await timers.db_now(conn)
     # Mutual recognition (互认): a test answered by a recognised result is not
     # repeated, unless the order gives one of the override reasons.
     reused = {}
@@ -134,10 +132,14 @@ async def apply_specimen_dispatched(conn: asyncpg.Connection, dispatch: Specimen
     if missing and not known:
         if len(missing) == 1:
             raise Park("specimen", missing[0], "barcodes.0")
-    # Tubes not yet known wait one by one; the known ones move now.
+    # Tubes not yet known wait one by one; the known ones move now. Each waits
+    # under its own place in the record: parked through the one-barcode copy's
+    # apply, every part was "barcodes.0", and the answers after the grace period
+    # could not tell the sender which tubes never arrived.
     for barcode in missing:
-        await parking.run(conn, dispatch.model_copy(update={"barcodes": (barcode,)}), origin,
-                          APPLIERS[SpecimenDispatched.CE_TYPE])
+        await parking.park(conn, dispatch.model_copy(update={"barcodes": (barcode,)}), origin,
+                           Park("specimen", barcode,
+                                f"barcodes.{dispatch.barcodes.index(barcode)}"))
     if not known:
         return
     forbidden = [i for i, b in enumerate(dispatch.barcodes) if b in known
@@ -190,6 +192,11 @@ async def apply_order_cancelled(conn: asyncpg.Connection, cancel: LabOrderCancel
         cancelled_by=cancel.cancelled_by,
         cancelled_at=cancel.cancelled_at,
     ))
+    # Results that were waiting for the receipt of a tube cancelled now are
+    # answered now (refused: the tube is cancelled), not after the grace period
+    # as "prerequisite_missing".
+    for barcode in emptied:
+        await parking.release(conn, "received", barcode, APPLIERS)
 
 
 APPLIERS: dict[str, Apply] = {

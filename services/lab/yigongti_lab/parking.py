@@ -73,10 +73,12 @@ async def run(conn: asyncpg.Connection, event: StrictModel, origin: Origin,
         async with conn.transaction():
             await apply(conn, event, origin)
     except Park as wait:
-        await _park(conn, event, origin, wait)
+        await park(conn, event, origin, wait)
 
 
-async def _park(conn: asyncpg.Connection, event: StrictModel, origin: Origin, wait: Park) -> None:
+async def park(conn: asyncpg.Connection, event: StrictModel, origin: Origin, wait: Park) -> None:
+    """Park `event` waiting for what `wait` names (an apply function that splits a
+    record parks its parts this way)."""
     parked_id = await conn.fetchval(
         """INSERT INTO parked (waiting_kind, waiting_key, ce_id, ce_type, ce_source, answer_key,
                                sender_institution, payload)

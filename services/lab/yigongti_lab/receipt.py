@@ -109,6 +109,10 @@ async def receive(conn: asyncpg.Connection, barcode: str, request: ReceiptReques
             ordering_institution=specimen["ordering_institution"], tests=tuple(tests),
             tube=tube, reasons=reasons, requested_at=received_at,
         ))
+        # Results that came before this receipt waited for it: answer them now
+        # (refused: the tube is rejected) instead of leaving them parked until
+        # the grace period ends and refusing them as "prerequisite_missing".
+        await parking.release(conn, "received", barcode, appliers)
         return {"barcode": barcode, "state": SpecimenState.REJECTED,
                 "reasons": [r.value for r in reasons]}
     await store.record_receipt(conn, barcode, state=SpecimenState.RECEIVED,

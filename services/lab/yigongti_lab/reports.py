@@ -219,10 +219,15 @@ async def _tell_reusers(conn, superseded: asyncpg.Record,
         report_id=superseded["report_id"], report_revision=superseded["revision"],
         observation_id=superseded["observation_id"], performed_by=superseded["performed_by"],
         verified_at=superseded["verified_at"], valid_until=superseded["valid_until"])
+    # Whoever reused this report's result of the test, by any of its lines: a
+    # reuse of a panel (CBC) records one line's observation, and matching that
+    # id alone told the reuser of an amendment to that line but not to the others.
     reusers = await conn.fetch(
         """SELECT u.order_id, u.test_code, o.ordering_institution FROM result_reuses u
-           JOIN orders o USING (order_id) WHERE u.observation_id = $1 ORDER BY u.order_id""",
-        superseded["observation_id"],
+           JOIN orders o USING (order_id)
+           JOIN recognised_results g ON g.observation_id = u.observation_id
+           WHERE g.report_id = $1 AND g.test_code = $2 ORDER BY u.order_id""",
+        superseded["report_id"], superseded["test_code"],
     )
     for r in reusers:
         await emit(conn, RecognisedResultAmended(

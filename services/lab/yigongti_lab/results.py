@@ -52,15 +52,33 @@ async def apply_analyser_results(conn: asyncpg.Connection, results: AnalyserResu
     if origin.sender_institution not in (None, specimen["lab_centre"]):
         raise Rejection("forbidden_institution", [("barcode", "forbidden_institution")])
 
+    # Lines of a test cancelled after its tube was collected are stored too (a
+    # result is never discarded, and it is what happens when the cancellation
+    # comes after the result): they stay reported, are never confirmed and move
+    # nothing on. Refusing them refused the whole run, losing the lines of the
+    # tube's live tests with it. Live tests come last so they own a shared line.
     tests = await conn.fetch(
-        "SELECT test_code, status FROM order_tests WHERE barcode = $1 AND status <> 'cancelled'",
+        "SELECT test_code, status FROM order_tests WHERE barcode = $1 ORDER BY status = 'cancelled' DESC",
         results.barcode,
     )
     line_of = {code: t["test_code"] for t in tests for code in catalogue.reported_codes(t["test_code"])}
     settled = {t["test_code"] for t in tests if t["status"] in (TestStatus.CONFIRMED,
                                                                  TestStatus.VERIFIED)}
+    # A run sent again (the LIS bridge re-sends after an outage, with a new ce_id
+    # the inbox cannot match) has no second effect: lines of this run already
+    # stored are skipped. Without this the copy stored each line again,
+    # superseding the first, reported the run twice, and once confirmed was
+    # refused as "already_confirmed".
+    seen = {r["code"] for r in await conn.fetch(
+        "SELECT code FROM results WHERE barcode = $1 AND analyser_id = $2 AND run_at = $3",
+        results.barcode, results.analyser_id, results.run_at)}
+    fresh = [obs for obs in results.observations if obs.code not in seen]
+    if not fresh:
+        return
     problems = []
     for i, obs in enumerate(results.observations):
+        if obs.code in seen:
+            continue
         if obs.code not in line_of:
             problems.append((f"observations.{i}.code", "not_ordered"))
         elif line_of[obs.code] in settled:
@@ -73,7 +91,7 @@ async def apply_analyser_results(conn: asyncpg.Connection, results: AnalyserResu
     sex = Sex(specimen["sex"])
     age = Age(value=specimen["age_value"], unit=AgeUnit(specimen["age_unit"]))
     observations = []
-    for obs in results.observations:
+    for obs in fresh:
         observations.append(await _store_result(conn, specimen, line_of[obs.code], obs, sex, age,
                                                 results))
     await emit(conn, LabResultsReported(
@@ -207,9 +225,15 @@ async def post_charge(conn: asyncpg.Connection, order_id: str, test_code: str) -
 async def confirm(conn: asyncpg.Connection, barcode: str, *, staff_id: str) -> dict:
     """Technical confirmation (技术审核) of a tube's reported results; raises the
     critical values among them."""
+    # Results of a test cancelled after it was resulted stay reported (kept, never
+    # discarded) but are not confirmed: confirming them went on to verify and
+    # recognise a result the clinic cancelled (its charge reversed).
     rows = await conn.fetch(
-        """UPDATE results SET status = 'confirmed', confirmed_by = $2, confirmed_at = db_now()
-           WHERE barcode = $1 AND status = 'reported' RETURNING *""",
+        """UPDATE results r SET status = 'confirmed', confirmed_by = $2, confirmed_at = db_now()
+           WHERE r.barcode = $1 AND r.status = 'reported' AND NOT EXISTS (
+               SELECT 1 FROM order_tests t WHERE t.order_id = r.order_id
+                 AND t.test_code = r.test_code AND t.status = 'cancelled')
+           RETURNING *""",
         barcode, staff_id,
     )
     if not rows:
@@ -224,8 +248,9 @@ async def confirm(conn: asyncpg.Connection, barcode: str, *, staff_id: str) -> d
         barcode,
     )
     await conn.execute(
+        # Only a tube awaiting confirmation moves: a cancelled tube stays cancelled.
         """UPDATE specimens SET state = 'confirmed', updated_at = db_now()
-           WHERE barcode = $1 AND NOT EXISTS (
+           WHERE barcode = $1 AND state IN ('received', 'resulted') AND NOT EXISTS (
                SELECT 1 FROM order_tests WHERE barcode = $1
                  AND status NOT IN ('confirmed', 'cancelled'))""",
         barcode,

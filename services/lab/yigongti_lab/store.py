@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncpg
 from yigongti_contracts.lab.v1 import LabOrderPlaced, SpecimenCollected
 
-from .domain import OrderStatus, SpecimenState, TestStatus
+from .domain import OrderStatus, SpecimenState, TestStatus, order_status
 
 
 async def insert_order(conn: asyncpg.Connection, order: LabOrderPlaced, lab_centre: str,
@@ -85,7 +85,10 @@ async def order_view(conn: asyncpg.Connection, order_id: str) -> dict | None:
         "ordering_institution": order["ordering_institution"],
         "lab_centre": order["lab_centre"],
         "priority": order["priority"],
-        "status": order["status"],
+        # Derived from the tests (DESIGN §5), never the stored column: that is
+        # written once at acceptance and no transition updates it, so it stayed
+        # "accepted" for the order's whole life.
+        "status": order_status({r["test_code"]: r["status"] for r in tests}),
         "ordered_at": order["ordered_at"].isoformat(),
         "tests": [dict(r) for r in tests],
         "specimens": [{**dict(r), "collected_at": r["collected_at"].isoformat()}
@@ -196,7 +199,10 @@ async def report_view(conn: asyncpg.Connection, order_id: str, order: dict) -> d
         """SELECT observation_id, test_code, code, value, comparator, coded_value, unit,
                   reference_low, reference_high, flag, critical, delta_failed, status,
                   confirmed_by, verified_by, verified_at, report_revision, supersedes
-           FROM results WHERE order_id = $1 AND status IN ('verified', 'superseded')
+           FROM results WHERE order_id = $1
+             -- superseded by an amendment (verified before), not a run replaced
+             -- by a re-run before confirmation: that was never reported
+             AND (status = 'verified' OR (status = 'superseded' AND verified_at IS NOT NULL))
            ORDER BY code, observation_id""",
         order_id,
     )

@@ -29,14 +29,15 @@ def _accepted(order_id: str) -> LabOrderAccepted:
     )
 
 
-async def _write_rows(sql, topic: str, n: int, aggregates: list[str]) -> list[str]:
-    """`n` outbox rows, round-robin over `aggregates`, in one transaction; their ce_ids."""
+async def _write_rows(sql, n: int, aggregates: list[str]) -> list[str]:
+    """`n` outbox rows, round-robin over `aggregates`, in one transaction; their ce_ids.
+    Rows name the registered topic; the relay adds the test's prefix."""
     ids = []
     async with sql.transaction():
         for i in range(n):
             key = aggregates[i % len(aggregates)]
-            ids.append(await add_event(sql, _accepted(key), topic=topic, source="/yigongti/lab",
-                                       aggregatetype="lab_order"))
+            ids.append(await add_event(sql, _accepted(key), topic="lab.events.v1",
+                                       source="/yigongti/lab", aggregatetype="lab_order"))
     return ids
 
 
@@ -64,7 +65,7 @@ async def test_relay_killed_mid_batch_publishes_everything_in_key_order(
     # Two full batches and a bit: the first is marked sent, the second dies half
     # published, the third waits for the restart.
     total = 2 * BATCH + 100
-    ids = await _write_rows(sql, topic, total, aggregates)
+    ids = await _write_rows(sql, total, aggregates)
     events = EventLog()
     await events.start(harness.client_kwargs(kafka_bootstrap, "consumer", broker_kind), topic)
     try:
@@ -103,7 +104,7 @@ async def _all_sent(sql) -> bool:
 
 
 async def test_second_relay_stays_idle_while_the_first_holds_the_lock(
-    topics, kit_schema, sql, database_url, kafka_bootstrap, broker_kind,
+    topics, topic_prefix, kit_schema, sql, database_url, kafka_bootstrap, broker_kind,
 ):
     topic = (await topics("lab"))["lab.events.v1"]
 
@@ -112,7 +113,7 @@ async def test_second_relay_stays_idle_while_the_first_holds_the_lock(
 
     def relay() -> Relay:
         return Relay(database_url=database_url, schema=kit_schema, producer_factory=producer,
-                     poll_interval=0.1)
+                     topic_prefix=topic_prefix, poll_interval=0.1)
 
     first, second = relay(), relay()
     first_task = asyncio.create_task(first.run())
@@ -124,7 +125,7 @@ async def test_second_relay_stays_idle_while_the_first_holds_the_lock(
         second_task = asyncio.create_task(second.run())
         # The second relay is connected and asking for the lock, in vain.
         await wait_until(lambda: _sessions(sql, kit_schema, 2), what="second relay connected")
-        ids = await _write_rows(sql, topic, 40, ["O-a", "O-b", "O-c"])
+        ids = await _write_rows(sql, 40, ["O-a", "O-b", "O-c"])
         await wait_until(lambda: _all_sent(sql), what="rows published")
         await asyncio.sleep(0.3)  # a few of the second relay's lock attempts
         assert (first.published, second.published) == (40, 0)
@@ -133,7 +134,7 @@ async def test_second_relay_stays_idle_while_the_first_holds_the_lock(
         first.stop()
         await asyncio.wait_for(first_task, 10)
         await wait_until(lambda: _true(second.is_leader), what="second relay takes over")
-        ids += await _write_rows(sql, topic, 20, ["O-a", "O-d"])
+        ids += await _write_rows(sql, 20, ["O-a", "O-d"])
         await wait_until(lambda: _all_sent(sql), what="rows published after the takeover")
         assert (first.published, second.published) == (40, 20)
         await events.wait_for(lambda r: True, count=60)
@@ -160,7 +161,7 @@ async def _sessions(sql, schema: str, n: int) -> bool:
 
 
 async def test_a_relay_whose_session_dies_is_replaced_and_nothing_is_lost(
-    topics, kit_schema, sql, database_url, kafka_bootstrap, broker_kind,
+    topics, topic_prefix, kit_schema, sql, database_url, kafka_bootstrap, broker_kind,
 ):
     """The leader's database session is killed (the lock goes with it): the idle
     relay takes over; every row is still published, in key order."""
@@ -168,6 +169,7 @@ async def test_a_relay_whose_session_dies_is_replaced_and_nothing_is_lost(
 
     def relay() -> Relay:
         return Relay(database_url=database_url, schema=kit_schema, poll_interval=0.1,
+                     topic_prefix=topic_prefix,
                      producer_factory=lambda: AIOKafkaProducer(
                          **harness.client_kwargs(kafka_bootstrap, "producer", broker_kind)))
 
@@ -178,14 +180,14 @@ async def test_a_relay_whose_session_dies_is_replaced_and_nothing_is_lost(
     try:
         await wait_until(lambda: _true(any(r.is_leader for r in relays)), what="a leader")
         leader = next(r for r in relays if r.is_leader)
-        ids = await _write_rows(sql, topic, 30, ["O-x", "O-y"])
+        ids = await _write_rows(sql, 30, ["O-x", "O-y"])
         await wait_until(lambda: _all_sent(sql), what="first rows published")
         holder = await sql.fetchval(
             """SELECT l.pid FROM pg_locks l JOIN pg_stat_activity a USING (pid)
                WHERE l.locktype = 'advisory' AND l.granted AND a.application_name = $1""",
             kit_schema)
         assert await sql.fetchval("SELECT pg_terminate_backend($1)", holder)
-        ids += await _write_rows(sql, topic, 30, ["O-x", "O-z"])
+        ids += await _write_rows(sql, 30, ["O-x", "O-z"])
         await wait_until(lambda: _all_sent(sql), what="rows published after the session died")
         await events.wait_for(lambda r: True, count=60)
         assert {header(r, "ce_id") for r in events.records} == set(ids)

@@ -31,7 +31,19 @@ async def _again_in_an_hour(conn, row) -> None:
     await schedule(conn, row["kind"], row["key"], after=timedelta(hours=1))
 
 
-HANDLERS = {"remind": _effect, "repeat": _again_in_an_hour}
+_lost_sessions: list[str] = []
+
+
+async def _session_dies_first_time(conn, row) -> None:
+    """Writes its effect, then (the first time) loses its database session before
+    the commit, as a crashed poller process would."""
+    await _effect(conn, row)
+    if row["key"] not in _lost_sessions:
+        _lost_sessions.append(row["key"])
+        await conn.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+
+
+HANDLERS = {"remind": _effect, "repeat": _again_in_an_hour, "fragile": _session_dies_first_time}
 
 
 @asynccontextmanager
@@ -133,3 +145,16 @@ async def test_a_cancelled_timer_never_fires(timer_schema, sql, database_url):
 
 async def _effects_at_least(sql, n: int) -> bool:
     return await _effects(sql) >= n
+
+
+async def test_a_timer_whose_firing_is_cut_short_fires_again_once(timer_schema, sql, database_url):
+    """Fired mark and effect share a transaction: losing the session before the
+    commit undoes both, and the timer stays due until a firing commits."""
+    await schedule(sql, "fragile", "f1", after=timedelta(minutes=1))
+    async with _poller(database_url, timer_schema) as poller:
+        await shift_clock(sql, timedelta(minutes=2))
+        await wait_until(lambda: _effects_at_least(sql, 1), what="fired after the lost session")
+        await _quiet(poller)
+        assert poller.fired == 1
+    assert _lost_sessions.count("f1") == 1
+    assert await _effects(sql, "f1") == 1

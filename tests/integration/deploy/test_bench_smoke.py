@@ -1,0 +1,69 @@
+"""`make bench` with tiny numbers on the test fixtures (the lab as its own
+process): the floor and the journey complete and produce figures. Nothing here
+asserts a speed (STYLE.md): the figures are read by people, from `make bench`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from yigongti_contracts.topics import topic_name
+from yigongti_deploy.bench import report, run_bench, verdict, write_json
+from yigongti_deploy.bench_common import BenchTarget
+from yigongti_deploy.bench_lab import STEPS, Capabilities, plan
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+async def bench_target(service_process, topics, kit_env, dev_keys, database_url,
+                       kafka_bootstrap, broker_kind, topic_prefix):
+    await topics("lab")
+    lab = await service_process("lab", kit_env("lab"))
+    return BenchTarget(
+        bootstrap=kafka_bootstrap,
+        broker_kind=broker_kind,
+        database_url=database_url,
+        keys=dev_keys,
+        lab_url=lab.url,
+        topic=lambda base: topic_name(base, topic_prefix),
+        topic_prefix=topic_prefix,
+        lab_pid=lab.pid,
+    )
+
+
+@pytest.mark.timeout(240)
+async def test_the_bench_runs_the_floor_and_the_journey_and_reports_figures(
+    bench_target, tmp_path
+):
+    figures = await run_bench(bench_target, floor_events=20, orders=10, concurrency=4,
+                              warmup=2, max_seconds=60, progress=lambda _: None)
+
+    floor = figures["floor"]
+    for variant in ("per_event_before", "per_event_after", "per_batch"):
+        assert floor[variant]["events"] == 20
+        assert floor[variant]["events_per_s"] > 0
+    journey = figures["journey"]
+    assert journey["steps"][:3] == ["order", "collect", "dispatch"]
+    assert journey["journeys_completed"] == 10, journey["per_step"]
+    assert journey["journeys_failed"] == 0
+    assert journey["specimens_completed"] == 15  # one or two tubes, alternately
+    for step in journey["steps"]:
+        assert journey["per_step"][step]["count"] > 0
+    assert figures["ratio"] > 0
+
+    text = report(figures)
+    assert verdict(figures) in text
+    path = write_json(figures, tmp_path)
+    assert json.loads(path.read_text())["ratio"] == figures["ratio"]
+
+
+async def test_every_step_of_the_journey_is_found_in_the_lab(bench_target):
+    """The HTTP staff steps are matched in the lab's OpenAPI and the intake steps
+    in its handlers; a step that stops matching shows up here, not as a silently
+    shorter journey in `make bench`."""
+    caps = await Capabilities.detect(
+        bench_target.lab_url, {s.name: s.http_patterns for s in STEPS if s.via == "http"})
+    active, missing = plan(caps)
+    assert missing == {}
+    assert [s.name for s in active] == [s.name for s in STEPS]
