@@ -19,6 +19,7 @@ import asyncio
 import json
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -47,6 +48,7 @@ from . import inbox
 from .db import is_infra_error
 from .faults import fault_point
 from .outbox import add_event
+from .telemetry import metrics
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("yigongti.consumer")
@@ -233,6 +235,7 @@ class IntakeConsumer:
                 await self.process(record)
                 if paused:
                     consumer.resume(*consumer.assignment())
+                    metrics().consumer_paused.add(-1, {"service": self.service})
                     self.on_ready("consumer", True, "")
                 return
             except Exception as exc:
@@ -240,6 +243,7 @@ class IntakeConsumer:
                     if not paused:
                         log.warning("infrastructure fault, pausing: %s", type(exc).__name__)
                         consumer.pause(*consumer.assignment())
+                        metrics().consumer_paused.add(1, {"service": self.service})
                         self.on_ready("consumer", False, f"infrastructure: {type(exc).__name__}")
                         paused = True
                     await self._idle(consumer, backoff)
@@ -308,21 +312,30 @@ class IntakeConsumer:
                         "messaging.kafka.partition": record.partition,
                         "messaging.kafka.offset": record.offset},
         ) as span:
+            started = time.perf_counter()
             try:
                 envelope, event = self.decode(record)
             except Undecodable as exc:
-                span.set_attribute("yigongti.outcome", exc.code)
                 await self._answer_undecodable(record, exc)
-                return
+                outcome = exc.code
             except Rejection as exc:
-                span.set_attribute("yigongti.outcome", exc.code)
                 await self._answer_rejection(record, exc, _partial_envelope(record))
-                return
-            span.set_attribute("cloudevents.event_type", envelope.type)
-            outcome = await self._apply(record, envelope, event)
+                outcome = exc.code
+            else:
+                span.set_attribute("cloudevents.event_type", envelope.type)
+                outcome = await self._apply(record, envelope, event)
             span.set_attribute("yigongti.outcome", outcome)
+        self._count(outcome, time.perf_counter() - started)
         fault_point("consumer.after_db_commit")
         self.processed += 1
+
+    def _count(self, outcome: str, seconds: float) -> None:
+        m = metrics()
+        attrs = {"service": self.service, "outcome": outcome}
+        m.records_consumed.add(1, attrs)
+        m.handler_duration.record(seconds, attrs)
+        if outcome not in ("applied", "duplicate"):
+            m.records_rejected.add(1, {"service": self.service, "reason": outcome})
 
     async def _apply(self, record: ConsumerRecord, envelope: Envelope, event: StrictModel) -> str:
         digest = inbox.payload_hash(envelope.type, record.value or b"")
@@ -416,6 +429,7 @@ class IntakeConsumer:
         ]
         await self.producer.send_and_wait(self.dlq_topic, value=record.value, key=record.key,
                                           headers=headers)
+        metrics().dead_lettered.add(1, {"service": self.service, "error": code})
 
 
 def _partial_envelope(record: ConsumerRecord) -> Envelope | None:

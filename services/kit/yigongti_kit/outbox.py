@@ -25,6 +25,7 @@ from yigongti_contracts.topics import topic_name
 
 from .db import connect, is_infra_error
 from .faults import fault_point
+from .telemetry import metrics
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("yigongti.outbox")
@@ -211,6 +212,7 @@ class Relay:
             [r["seq"] for r in rows],
         )
         self.published += len(rows)
+        metrics().outbox_published.add(len(rows), {"schema": self.schema})
         return len(rows)
 
     def physical_topic(self, topic: str) -> str:

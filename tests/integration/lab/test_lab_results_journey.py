@@ -257,7 +257,11 @@ async def test_two_physicians_verifying_at_once_one_wins_the_other_gets_409(lab,
                 "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
                 " AND application_name = current_setting('application_name')")
 
-        await until(first_is_waiting, what="first verification waiting")
+        try:
+            await until(first_is_waiting, what="first verification waiting")
+        except AssertionError:
+            rows = await blocker.fetch("SELECT state, wait_event_type, wait_event, left(query, 80) AS q FROM pg_stat_activity WHERE application_name = current_setting('application_name')")
+            raise AssertionError([dict(r) for r in rows]) from None
         loser = await asyncio.wait_for(second.post(f"/orders/{o.order_id}/verify"), 10)
         await tx.rollback()
         winner = await asyncio.wait_for(racing, 10)
