@@ -5,15 +5,19 @@ process), in one run:
 
 1. the per-event floor (bench_floor.py): N events, each one Kafka produce, one
    consume and one PostgreSQL transaction (inbox insert, state change, outbox
-   insert), one consumer per partition; and, for context, the same with one
-   transaction per polled batch;
-2. the lab journey (bench_lab.py): M orders of one or two tubes driven through
-   every step the lab has today, at a fixed number of journeys in flight:
-   specimens/s, journey events handled/s, p50/p95/p99 per step.
+   insert), one consumer per partition; measured before and after the journey
+   (the ratio uses the mean: the machine may be shared), and, for context, once
+   with one transaction per polled batch;
+2. the lab journey (bench_lab.py): orders of one or two tubes driven through
+   every step the lab has (intake records and the staff's HTTP actions) with a
+   fixed number of journeys in flight, for at most --max-seconds: specimens/s,
+   journey events handled/s, p50/p95/p99 per step.
 
 ratio = journey events handled/s ÷ per-event floor events/s; target ≥ 0.5.
-Figures are printed and written to .run/bench-<timestamp>.json. Timings are
-reported, never asserted (STYLE.md).
+Figures are printed and written to .run/bench-<timestamp>.json, with the CPU
+each part used (and how busy the machine was with other work). Timings are
+reported, never asserted (STYLE.md). `--profile` samples the lab process with
+py-spy during the journey and prints where its time went.
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ async def run_bench(
     concurrency: int,
     partitions: int = 6,
     warmup: int = 20,
-    max_seconds: float = 75.0,
+    max_seconds: float = 60.0,
     step_timeout: float = 30.0,
     profile_to: Path | None = None,
     progress=print,
@@ -182,13 +186,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--orders", type=int, default=1000,
                         help="measured journeys (orders), at most")
-    parser.add_argument("--concurrency", type=int, default=64, help="journeys in flight")
-    parser.add_argument("--floor-events", type=int, default=8000,
+    parser.add_argument("--concurrency", type=int, default=16,
+                        help="journeys in flight (16 already saturates today's lab)")
+    parser.add_argument("--floor-events", type=int, default=5000,
                         help="events of each floor variant")
     parser.add_argument("--partitions", type=int, default=6,
                         help="partitions (and consumers) of the floor topic")
     parser.add_argument("--warmup", type=int, default=20, help="unmeasured journeys first")
-    parser.add_argument("--max-seconds", type=float, default=75.0,
+    parser.add_argument("--max-seconds", type=float, default=60.0,
                         help="stop starting journeys after this long")
     parser.add_argument("--step-timeout", type=float, default=30.0,
                         help="seconds to wait for one step's answer")

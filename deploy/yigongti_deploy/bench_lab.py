@@ -782,7 +782,8 @@ def summarise_profile(path: Path, top: int = 15) -> dict:
         total += n
         own[_short(frames[-1])] += n
         for frame in {_short(f) for f in frames if "yigongti" in f}:
-            inclusive[frame] += n
+            if not frame.startswith(_ENTRY_FRAMES):
+                inclusive[frame] += n
     pct = lambda c: round(100 * c / total, 1) if total else 0.0  # noqa: E731
     return {
         "file": str(path),
@@ -790,6 +791,10 @@ def summarise_profile(path: Path, top: int = 15) -> dict:
         "own_pct": {f: pct(c) for f, c in own.most_common(top)},
         "platform_inclusive_pct": {f: pct(c) for f, c in inclusive.most_common(top)},
     }
+
+
+# Frames on every stack of the service process: not worth listing.
+_ENTRY_FRAMES = ("<module>", "main (", "run_service (", "ServiceRuntime.run_until_signalled")
 
 
 def _short(frame: str) -> str:

@@ -24,7 +24,7 @@ from yigongti_kit.consumer import Rejection
 from . import catalogue, critical
 from .domain import SpecimenState, TestStatus
 from .events import emit
-from .parking import Origin, Park
+from .parking import Origin, Park, reject
 
 
 class ConfirmConflict(Exception):
@@ -76,6 +76,7 @@ async def apply_analyser_results(conn: asyncpg.Connection, results: AnalyserResu
     if not fresh:
         return
     problems = []
+    standing = []  # lines of a test already confirmed
     for i, obs in enumerate(results.observations):
         if obs.code in seen:
             continue
@@ -83,10 +84,17 @@ async def apply_analyser_results(conn: asyncpg.Connection, results: AnalyserResu
             problems.append((f"observations.{i}.code", "not_ordered"))
         elif line_of[obs.code] in settled:
             problems.append((f"observations.{i}.code", "already_confirmed"))
+            standing.append(obs)
         elif obs.value is not None and obs.unit != catalogue.lookup(obs.code).unit:
             problems.append((f"observations.{i}.unit", "unit_mismatch"))
-    if problems:
+    if problems and (len(standing) < len(problems) or len(standing) == len(fresh)):
         raise Rejection(problems[0][1], problems)
+    if standing:
+        # A re-run of a tube whose tests were confirmed one by one: the confirmed
+        # lines are refused (a correction is an amendment), the others still
+        # replace their unconfirmed results. Refusing the whole run lost those.
+        await reject(conn, origin, "already_confirmed", problems)
+        fresh = [obs for obs in fresh if all(obs is not o for o in standing)]
 
     sex = Sex(specimen["sex"])
     age = Age(value=specimen["age_value"], unit=AgeUnit(specimen["age_unit"]))

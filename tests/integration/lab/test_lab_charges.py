@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from labflow import rejection_for
+from labflow import payload, rejection_for
 from labjourney import (
     analyser_results,
     clinician,
@@ -67,7 +67,6 @@ async def test_each_test_is_charged_once_however_often_its_results_come(lab, dev
     # Confirmed: a further run is refused, and charges nothing.
     await confirm(lab, dev_keys, t.barcode)
     late = await lis(lab, dev_keys).publish(analyser_results(t.barcode, obs("K", "4.3")))
-    from labflow import payload
     [refused] = await lab.events.wait_for(rejection_for(late))
     assert payload(refused)["reason"] == "already_confirmed"
     await verify(lab, dev_keys, o.order_id)
@@ -114,7 +113,6 @@ async def test_cancelling_a_resulted_test_reverses_its_charge_and_drops_its_resu
 
     # K confirmed: cancelling it is refused, and its charge stands.
     ce_id = await lab.terminal.publish(cancel(o.order_id, tests=("K",)))
-    from labflow import payload
     [refused] = await lab.events.wait_for(rejection_for(ce_id))
     assert payload(refused)["reason"] == "test_already_resulted"
     assert len(seen(lab, REVERSED, order_id=o.order_id)) == 1
@@ -133,7 +131,6 @@ async def test_cancelling_the_order_reverses_every_posted_charge(lab, dev_keys):
     assert cancelled["order_cancelled"] is True
     reversals = await lab.events.wait_for(
         lambda r: r in lab.events.of_type(REVERSED), count=2)
-    from labflow import payload
     assert sorted(payload(r)["reason"] for r in reversals) == ["order_cancelled"] * 2
     assert {payload(r)["charge_id"] for r in reversals} == {
         c["charge_id"] for c in seen(lab, POSTED, order_id=o.order_id)}

@@ -97,7 +97,9 @@ async def test_read_back_stops_the_clock_and_an_ack_without_it_does_not(lab, dev
     control = await confirmed_critical(lab, dev_keys)   # never acknowledged
     assert heard_only["direction"] == "low"
 
-    await lab.terminal.publish(ack(read_back, read_back=True))
+    record = lab.terminal.record(ack(read_back, read_back=True))
+    for _ in range(2):      # delivered twice: one acknowledgement, one call recorded
+        await lab.terminal.send_raw(record.key, record.value, record.headers)
     acknowledged = await one(lab, ACKNOWLEDGED, critical_id=read_back["critical_id"])
     assert acknowledged["channel"] == "terminal" and acknowledged["acknowledged_by"] == "doc-17"
     assert acknowledged["escalation_level"] == 0
@@ -119,6 +121,9 @@ async def test_read_back_stops_the_clock_and_an_ack_without_it_does_not(lab, dev
     assert datetime.fromisoformat(last["next_escalation_at"]) - datetime.fromisoformat(
         last["escalated_at"]) == timedelta(minutes=15)
     assert not seen(lab, ESCALATED, critical_id=read_back["critical_id"])
+    assert len(seen(lab, ACKNOWLEDGED, critical_id=read_back["critical_id"])) == 1
+    assert await fetchval(lab, "SELECT count(*) FROM critical_calls WHERE critical_id = $1",
+                          read_back["critical_id"]) == 1
 
     # A read-back later, after three escalations, stops it at that level.
     await lab.terminal.publish(ack(heard_only, read_back=True, by="doc-99"))

@@ -564,8 +564,10 @@ async def check_consistency(world: World) -> None:
         assert all(specimens[t["barcode"]]["state"] in (SpecimenState.VERIFIED,
                                                         SpecimenState.AMENDED)
                    for t in tests if t["test_code"] in live), specimens
-    if derived == "accepted":
-        assert all(s["state"] == SpecimenState.CANCELLED for s in specimens.values()), specimens
+    if derived == "accepted":  # no tube in progress (a rejected one may be, its test cancelled)
+        assert all(s["state"] in (SpecimenState.CANCELLED, SpecimenState.REJECTED)
+                   for s in specimens.values()), specimens
+        assert all(t["barcode"] is None for t in tests if t["test_code"] in live), tests
     if derived in ("collecting", "in_testing", "partially_reported"):
         assert any(x != TestStatus.VERIFIED for x in live.values()), live
 

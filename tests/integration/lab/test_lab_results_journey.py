@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from decimal import Decimal
 
-from labflow import payload, rejection_for
+from labflow import collected, order, payload, rejection_for
 from labjourney import (
     GOOD,
     LAB_CENTRE,
@@ -19,10 +19,12 @@ from labjourney import (
     analyser_results,
     clinician,
     confirm,
+    dispatch,
     fetchval,
     http,
     is_,
     lis,
+    new_patient,
     obs,
     one,
     ordered_tube,
@@ -153,9 +155,6 @@ async def test_results_before_the_receipt_are_parked_and_applied_after_it(lab, d
 
 
 async def test_results_known_only_by_barcode_wait_for_the_tube_and_its_receipt(lab, dev_keys):
-    from labflow import collected, order
-    from labjourney import dispatch, new_patient
-
     o = order(dev_keys.institution_id, tests=("K",), patient_ref=new_patient())
     t = collected(o, tests=("K",))
     ce_id = await lis(lab, dev_keys).publish(analyser_results(t.barcode, obs("K", "3.9")))
@@ -251,17 +250,16 @@ async def test_two_physicians_verifying_at_once_one_wins_the_other_gets_409(lab,
         await tx.start()
         await blocker.execute("SELECT 1 FROM results WHERE order_id = $1 FOR UPDATE", o.order_id)
         racing = asyncio.create_task(first.post(f"/orders/{o.order_id}/verify"))
+
         async def first_is_waiting() -> bool:
             assert not racing.done(), racing.result().text
-            return await blocker.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                " AND application_name = current_setting('application_name')")
+            # Asked on another connection: inside the blocker's transaction
+            # pg_stat_activity would show the snapshot of its first read.
+            return await fetchval(
+                lab, "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                     " AND application_name = current_setting('application_name')")
 
-        try:
-            await until(first_is_waiting, what="first verification waiting")
-        except AssertionError:
-            rows = await blocker.fetch("SELECT state, wait_event_type, wait_event, left(query, 80) AS q FROM pg_stat_activity WHERE application_name = current_setting('application_name')")
-            raise AssertionError([dict(r) for r in rows]) from None
+        await until(first_is_waiting, what="first verification waiting")
         loser = await asyncio.wait_for(second.post(f"/orders/{o.order_id}/verify"), 10)
         await tx.rollback()
         winner = await asyncio.wait_for(racing, 10)
