@@ -597,6 +597,13 @@ async def check_final(world: World) -> None:
             """SELECT aggregatetype, aggregateid, type, sequence, payload FROM outbox
                WHERE aggregateid = ANY($1::text[]) ORDER BY seq""", keys)
         charges = await conn.fetch("SELECT * FROM charges WHERE order_id = $1", world.order_id)
+        result_rows = await conn.fetch("SELECT * FROM results WHERE order_id = $1",
+                                       world.order_id)
+        criticals = Counter(r["observation_id"] for r in await conn.fetch(
+            "SELECT observation_id FROM critical_values WHERE order_id = $1", world.order_id))
+        recognised = await conn.fetch(
+            """SELECT g.*, r.status FROM recognised_results g JOIN results r USING (observation_id)
+               WHERE r.order_id = $1""", world.order_id)
 
     # Every specimen ends in exactly one final state; the order is done.
     # (none at all when the order was cancelled before any collection applied)
@@ -680,6 +687,17 @@ async def check_final(world: World) -> None:
             assert len(mine) == 1 and mine[0]["reversed_at"] is None, (code, mine)
         if x == TestStatus.CANCELLED:
             assert all(c["reversed_at"] is not None for c in mine), (code, mine)
+
+    # A critical value is raised once per confirmed critical result, never for a
+    # result that was not confirmed (a cancelled test's, a replaced run's); only
+    # verified results of live tests are recognised.
+    for r in result_rows:
+        raised = r["critical"] is not None and r["status"] in ("confirmed", "verified")
+        assert criticals[r["observation_id"]] == (1 if raised else 0), dict(r)
+        if r["status"] in ("confirmed", "verified"):
+            assert tests[r["test_code"]] != TestStatus.CANCELLED, dict(r)
+    for g in recognised:
+        assert g["status"] == "verified" and tests[g["test_code"]] == TestStatus.VERIFIED, dict(g)
 
     # ce_sequence: consecutive from 1 per aggregate, in outbox order.
     sequences: dict[tuple[str, str], list[int]] = {}
