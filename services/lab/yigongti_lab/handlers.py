@@ -181,6 +181,9 @@ async def apply_order_cancelled(conn: asyncpg.Connection, cancel: LabOrderCancel
                           order_cancelled=len(chosen) == len(status))
     emptied = await store.specimens_left_without_tests(conn, cancel.order_id)
     await store.set_specimen_state(conn, emptied, SpecimenState.CANCELLED)
+    # A tube whose remaining tests are further along than the cancelled ones
+    # moves on (else e.g. one left "received" with its only live test verified).
+    await store.advance_specimens(conn, cancel.order_id)
     for barcode in emptied:
         await timers.cancel(conn, receipt.OVERDUE_TIMER, barcode)
     remaining = await store.test_status(conn, cancel.order_id)

@@ -22,7 +22,7 @@ from yigongti_contracts.lab.v1 import (
 )
 from yigongti_kit import timers
 
-from . import catalogue, turnaround_metrics
+from . import catalogue, store, turnaround_metrics
 from .events import emit
 
 
@@ -105,13 +105,7 @@ async def verify(conn: asyncpg.Connection, order_id: str, *, physician: str) -> 
              AND t.status = 'confirmed'""",
         order_id,
     )
-    await conn.execute(
-        """UPDATE specimens s SET state = 'verified', updated_at = db_now()
-           WHERE s.order_id = $1 AND s.state = 'confirmed' AND NOT EXISTS (
-               SELECT 1 FROM order_tests t WHERE t.barcode = s.barcode
-                 AND t.status NOT IN ('verified', 'cancelled'))""",
-        order_id,
-    )
+    await store.advance_specimens(conn, order_id)
     recognitions = await _recognise(conn, order, rows, revision, verified_at)
     await turnaround_metrics.record_verified(conn, order_id, order["priority"],
                                              [r["observation_id"] for r in rows])

@@ -21,7 +21,7 @@ from yigongti_contracts.lab.v1 import (
 from yigongti_contracts.refdata import load as load_refdata
 from yigongti_kit.consumer import Rejection
 
-from . import catalogue, critical
+from . import catalogue, critical, store
 from .domain import SpecimenState, TestStatus
 from .events import emit
 from .parking import Origin, Park, reject
@@ -191,15 +191,7 @@ async def _advance_tests(conn: asyncpg.Connection, order_id: str, barcode: str) 
                 order_id, test["test_code"], TestStatus.RESULTED,
             )
             await post_charge(conn, order_id, test["test_code"])
-    pending = await conn.fetchval(
-        """SELECT count(*) FROM order_tests WHERE barcode = $1
-             AND status IN ('collected', 'ordered')""",
-        barcode,
-    )
-    if pending == 0:
-        await conn.execute("UPDATE specimens SET state = $2, updated_at = db_now() "
-                           "WHERE barcode = $1 AND state = 'received'",
-                           barcode, SpecimenState.RESULTED)
+    await store.advance_specimens(conn, order_id)
 
 
 async def post_charge(conn: asyncpg.Connection, order_id: str, test_code: str) -> None:
@@ -255,14 +247,7 @@ async def confirm(conn: asyncpg.Connection, barcode: str, *, staff_id: str) -> d
                              AND r.test_code = t.test_code AND r.status = 'reported')""",
         barcode,
     )
-    await conn.execute(
-        # Only a tube awaiting confirmation moves: a cancelled tube stays cancelled.
-        """UPDATE specimens SET state = 'confirmed', updated_at = db_now()
-           WHERE barcode = $1 AND state IN ('received', 'resulted') AND NOT EXISTS (
-               SELECT 1 FROM order_tests WHERE barcode = $1
-                 AND status NOT IN ('confirmed', 'cancelled'))""",
-        barcode,
-    )
+    await store.advance_specimens(conn, order_id)
     ids = tuple(r["observation_id"] for r in sorted(rows, key=lambda r: r["observation_id"]))
     await emit(conn, LabResultsConfirmed(order_id=order_id, barcode=barcode, observation_ids=ids,
                                          confirmed_by=staff_id, confirmed_at=confirmed_at))

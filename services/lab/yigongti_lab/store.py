@@ -143,6 +143,38 @@ async def specimens_left_without_tests(conn: asyncpg.Connection, order_id: str) 
     return [r["barcode"] for r in rows]
 
 
+# How far a received tube has come, in order; a tube is as far as the least
+# advanced of its live (not cancelled) tests.
+_PROGRESS = [SpecimenState.RECEIVED, SpecimenState.RESULTED, SpecimenState.CONFIRMED,
+             SpecimenState.VERIFIED]
+
+
+async def advance_specimens(conn: asyncpg.Connection, order_id: str) -> None:
+    """Move each received tube of the order forward to the stage all its live
+    tests have reached (resulted, confirmed, verified).
+
+    One rule for every step that changes a test (results, confirmation,
+    verification, cancellation): each step moving only its own "from" state left
+    tubes whose tests advance at different paces (one test per analyser) or are
+    cancelled midway stuck for good, e.g. "resulted" with every test verified."""
+    await conn.execute(
+        """UPDATE specimens s SET state = x.state, updated_at = db_now()
+           FROM (SELECT barcode, CASE
+                     WHEN bool_and(status = 'verified') THEN 'verified'
+                     WHEN bool_and(status IN ('confirmed', 'verified')) THEN 'confirmed'
+                     WHEN bool_and(status IN ('resulted', 'confirmed', 'verified'))
+                         THEN 'resulted'
+                     ELSE 'received' END AS state
+                 FROM order_tests WHERE order_id = $1 AND status <> 'cancelled'
+                   AND barcode IS NOT NULL
+                 GROUP BY barcode) x
+           WHERE s.barcode = x.barcode AND s.order_id = $1
+             AND array_position($2::text[], s.state) IS NOT NULL
+             AND array_position($2::text[], x.state) > array_position($2::text[], s.state)""",
+        order_id, _PROGRESS,
+    )
+
+
 async def set_specimen_state(conn: asyncpg.Connection, barcodes: list[str], state: str) -> None:
     await conn.execute(
         "UPDATE specimens SET state = $2, updated_at = db_now() WHERE barcode = ANY($1::text[])",
