@@ -405,7 +405,9 @@ class IntakeConsumer:
             rejected_at=datetime.now(UTC),
         )
         await add_event(conn, rejected, topic=self.events_topic, source=self.source,
-                        aggregatetype="intake", key=key)
+                        # The service's own aggregate type: a refusal keyed by an order id
+                        # continues that order's ce_sequence instead of starting a second one.
+                        aggregatetype=self.aggregatetype, key=key)
         log.info("intake rejected: %s at %s-%d@%d", exc.code, record.topic, record.partition,
                  record.offset)
 

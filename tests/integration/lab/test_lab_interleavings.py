@@ -65,7 +65,7 @@ from yigongti_kit.migrations import kit_migrations, migrate
 from yigongti_kit.outbox import add_event
 from yigongti_lab import catalogue, parking, receipt, reports, results, store
 from yigongti_lab.domain import SpecimenState, TestStatus, order_status
-from yigongti_lab.events import EVENTS_TOPIC, SOURCE
+from yigongti_lab.events import AGGREGATE, EVENTS_TOPIC, SOURCE
 from yigongti_lab.handlers import APPLIERS
 
 CLINIC = "652325-B01"  # a township branch; its lab centre is LAB_CENTRE
@@ -310,7 +310,7 @@ class World:
                         rejected_type=event.CE_TYPE, sender=source, reason=exc.code,
                         fields=tuple(FieldError(field=f, code=c) for f, c in exc.fields),
                         rejected_at=datetime.now(UTC),
-                    ), topic=EVENTS_TOPIC, source=SOURCE, aggregatetype="intake",
+                    ), topic=EVENTS_TOPIC, source=SOURCE, aggregatetype=AGGREGATE,
                         key=origin.answer_key)
         return sent
 
