@@ -45,7 +45,7 @@ from yigongti_contracts.envelope import Envelope, EnvelopeError, from_headers
 from yigongti_contracts.registry import model_for
 
 from . import inbox
-from .db import is_infra_error
+from .db import is_infra_error, is_transient_error
 from .faults import fault_point
 from .outbox import add_event
 from .telemetry import metrics
@@ -202,20 +202,53 @@ class IntakeConsumer:
         consumer.subscribe([self.topic], listener=_AssignmentListener(self.assigned))
         await consumer.start()
         self.on_ready("consumer", True, "")
+        backoff = 0.1
+        paused = False
         try:
             while not self._stopping.is_set():
                 batches = await consumer.getmany(timeout_ms=100, max_records=self.max_batch)
-                for tp, records in batches.items():
-                    done = None
-                    for record in records:
-                        if self._stopping.is_set():
-                            break
-                        await self._process_until_done(consumer, record)
-                        done = record.offset
-                    if done is not None:
-                        await self._commit(consumer, tp, done + 1)
-                    if self._stopping.is_set():
-                        break
+                if not batches:
+                    continue
+                # Partitions are handled side by side, each in one transaction of
+                # its own: a key's records stay in order, and a polled batch costs
+                # one commit instead of one per record.
+                outcomes = await asyncio.gather(
+                    *(self._handle_batch(records) for records in batches.values()),
+                    return_exceptions=True)
+                fault = None
+                for (tp, records), outcome in zip(batches.items(), outcomes, strict=True):
+                    if isinstance(outcome, BaseException):
+                        if not _retry_batch(outcome):
+                            raise outcome
+                        # Nothing of the batch was committed: read it again.
+                        consumer.seek(tp, records[0].offset)
+                        fault = fault or outcome
+                    elif outcome is not None:
+                        await self._commit(consumer, tp, outcome + 1)
+                if fault is None:
+                    if paused:
+                        consumer.resume(*consumer.assignment())
+                        metrics().consumer_paused.add(-1, {"service": self.service})
+                        self.on_ready("consumer", True, "")
+                        paused = False
+                    backoff = 0.1
+                    continue
+                if is_transient_error(fault):
+                    # A deadlock or serialization failure between two transactions:
+                    # the loser tries again at once, the service is healthy.
+                    log.info("transaction conflict, batch retried: %s", type(fault).__name__)
+                    await asyncio.sleep(0.01)
+                    continue
+                if not paused:
+                    log.warning("infrastructure fault, pausing: %s", type(fault).__name__)
+                    consumer.pause(*consumer.assignment())
+                    metrics().consumer_paused.add(1, {"service": self.service})
+                    self.on_ready("consumer", False, f"infrastructure: {type(fault).__name__}")
+                    paused = True
+                await self._idle(consumer, backoff)
+                backoff = min(backoff * 2, 5.0)
+                # Try again: the next poll gives the rewound records.
+                consumer.resume(*consumer.assignment())
         finally:
             await consumer.stop()
 
@@ -226,43 +259,43 @@ class IntakeConsumer:
             # After a rebalance the new owner redelivers; the inbox makes that harmless.
             log.warning("offset commit failed on %s: %s", tp, type(exc).__name__)
 
-    async def _process_until_done(self, consumer: AIOKafkaConsumer, record: ConsumerRecord) -> None:
-        backoff = 0.1
-        app_failures = 0
-        paused = False
-        while True:
+    async def _handle_batch(self, records: list[ConsumerRecord]) -> int | None:
+        """Handle one partition's records in one transaction; the offset of the
+        last one handled (None if none). Raises what must roll the batch back:
+        an infrastructure fault or a transaction conflict."""
+        done: int | None = None
+        outcomes: list[tuple[str, float]] = []
+        async with self.pool.acquire() as conn, conn.transaction():
+            for record in records:
+                if self._stopping.is_set():
+                    break
+                outcomes.append(await self._handle_record(conn, record))
+                done = record.offset
+        fault_point("consumer.after_db_commit")
+        # Counted after the commit: only what really took effect.
+        for outcome, seconds in outcomes:
+            self._count(outcome, seconds)
+        self.processed += len(outcomes)
+        return done
+
+    async def _handle_record(self, conn: asyncpg.Connection,
+                             record: ConsumerRecord) -> tuple[str, float]:
+        """One record inside the batch's transaction: its effect, or its answer
+        (a handler bug is tried APP_RETRIES times, then dead-lettered)."""
+        started = time.perf_counter()
+        for attempt in range(1, APP_RETRIES + 1):
             try:
-                await self.process(record)
-                if paused:
-                    consumer.resume(*consumer.assignment())
-                    metrics().consumer_paused.add(-1, {"service": self.service})
-                    self.on_ready("consumer", True, "")
-                return
+                return await self.process(conn, record), time.perf_counter() - started
             except Exception as exc:
-                if is_infra_error(exc) or isinstance(exc, KafkaError):
-                    if not paused:
-                        log.warning("infrastructure fault, pausing: %s", type(exc).__name__)
-                        consumer.pause(*consumer.assignment())
-                        metrics().consumer_paused.add(1, {"service": self.service})
-                        self.on_ready("consumer", False, f"infrastructure: {type(exc).__name__}")
-                        paused = True
-                    await self._idle(consumer, backoff)
-                    backoff = min(backoff * 2, 5.0)
-                    continue
-                app_failures += 1
-                log.exception("handler failed (%d/%d) at %s-%d@%d", app_failures, APP_RETRIES,
+                if _retry_batch(exc):
+                    raise
+                log.exception("handler failed (%d/%d) at %s-%d@%d", attempt, APP_RETRIES,
                               record.topic, record.partition, record.offset)
-                if app_failures < APP_RETRIES:
-                    await asyncio.sleep(0.05 * app_failures)
-                    continue
-                err = Undecodable("processing_error", [("value", "exception")])
-                try:
-                    await self._answer_undecodable(record, err)
-                    return
-                except Exception as again:  # noqa: BLE001
-                    if not (is_infra_error(again) or isinstance(again, KafkaError)):
-                        raise
-                    await self._idle(consumer, backoff)
+                if attempt < APP_RETRIES:
+                    await asyncio.sleep(0.05 * attempt)
+        err = Undecodable("processing_error", [("value", "exception")])
+        await self._answer_undecodable(conn, record, err)
+        return err.code, time.perf_counter() - started
 
     async def _idle(self, consumer: AIOKafkaConsumer, seconds: float) -> None:
         """Wait while paused, still polling so the group keeps us."""
@@ -301,7 +334,8 @@ class IntakeConsumer:
                             [(f.field, f.code) for f in field_errors(exc)]) from None
         return envelope, event
 
-    async def process(self, record: ConsumerRecord) -> None:
+    async def process(self, conn: asyncpg.Connection, record: ConsumerRecord) -> str:
+        """Decode, check and apply one record in the caller's transaction; its outcome."""
         parent = propagate.extract(
             {k: v.decode("latin-1") for k, v in (record.headers or []) if v is not None
              and k in ("traceparent", "tracestate")}
@@ -312,22 +346,19 @@ class IntakeConsumer:
                         "messaging.kafka.partition": record.partition,
                         "messaging.kafka.offset": record.offset},
         ) as span:
-            started = time.perf_counter()
             try:
                 envelope, event = self.decode(record)
             except Undecodable as exc:
-                await self._answer_undecodable(record, exc)
+                await self._answer_undecodable(conn, record, exc)
                 outcome = exc.code
             except Rejection as exc:
-                await self._answer_rejection(record, exc, _partial_envelope(record))
+                await self._write_rejection(conn, record, exc, _partial_envelope(record))
                 outcome = exc.code
             else:
                 span.set_attribute("cloudevents.event_type", envelope.type)
-                outcome = await self._apply(record, envelope, event)
+                outcome = await self._apply(conn, record, envelope, event)
             span.set_attribute("yigongti.outcome", outcome)
-        self._count(outcome, time.perf_counter() - started)
-        fault_point("consumer.after_db_commit")
-        self.processed += 1
+        return outcome
 
     def _count(self, outcome: str, seconds: float) -> None:
         m = metrics()
@@ -337,51 +368,46 @@ class IntakeConsumer:
         if outcome not in ("applied", "duplicate"):
             m.records_rejected.add(1, {"service": self.service, "reason": outcome})
 
-    async def _apply(self, record: ConsumerRecord, envelope: Envelope, event: StrictModel) -> str:
+    async def _apply(self, conn: asyncpg.Connection, record: ConsumerRecord,
+                     envelope: Envelope, event: StrictModel) -> str:
         digest = inbox.payload_hash(envelope.type, record.value or b"")
-        async with self.pool.acquire() as conn, conn.transaction():
-            try:
-                # One savepoint: a refused record leaves no trace but its answer.
-                async with conn.transaction():
-                    sender = await self.guard.check(conn, envelope, record) if self.guard else None
-                    claim = await inbox.claim(conn, envelope.source, envelope.id, digest)
-                    if claim == "duplicate":
-                        return "duplicate"
-                    if claim == "conflict":
-                        raise _Conflict()
-                    if self.guard:
-                        await self.guard.remember(conn, envelope, record)
-                    intake = Intake(conn=conn, envelope=envelope, event=event, record=record,
-                                    consumer=self, sender=sender)
-                    await self.handlers[envelope.type](intake)
-            except Rejection as exc:
-                # A copy of an event already applied (same source, id and payload)
-                # that fails the sender check now (re-sent after the time window,
-                # its terminal withdrawn since) is a duplicate: a refusal would
-                # contradict its acceptance, and a copy can have no effect.
-                if await inbox.already_applied(conn, envelope.source, envelope.id, digest):
+        try:
+            # One savepoint: a refused record leaves no trace but its answer.
+            async with conn.transaction():
+                sender = await self.guard.check(conn, envelope, record) if self.guard else None
+                claim = await inbox.claim(conn, envelope.source, envelope.id, digest)
+                if claim == "duplicate":
                     return "duplicate"
-                await self._write_rejection(conn, record, exc, envelope)
-                return exc.code
-            except _Conflict:
-                await inbox.record_conflict(
-                    conn, source=envelope.source, ce_id=envelope.id, ce_type=envelope.type,
-                    digest=digest, topic=record.topic, partition=record.partition,
-                    offset=record.offset,
-                )
-                await self._write_rejection(
-                    conn, record, Rejection("duplicate_id_conflict", [("ce_id", "reused")]),
-                    envelope,
-                )
-                return "conflict"
-            return "applied"
+                if claim == "conflict":
+                    raise _Conflict()
+                if self.guard:
+                    await self.guard.remember(conn, envelope, record)
+                intake = Intake(conn=conn, envelope=envelope, event=event, record=record,
+                                consumer=self, sender=sender)
+                await self.handlers[envelope.type](intake)
+        except Rejection as exc:
+            # A copy of an event already applied (same source, id and payload)
+            # that fails the sender check now (re-sent after the time window,
+            # its terminal withdrawn since) is a duplicate: a refusal would
+            # contradict its acceptance, and a copy can have no effect.
+            if await inbox.already_applied(conn, envelope.source, envelope.id, digest):
+                return "duplicate"
+            await self._write_rejection(conn, record, exc, envelope)
+            return exc.code
+        except _Conflict:
+            await inbox.record_conflict(
+                conn, source=envelope.source, ce_id=envelope.id, ce_type=envelope.type,
+                digest=digest, topic=record.topic, partition=record.partition,
+                offset=record.offset,
+            )
+            await self._write_rejection(
+                conn, record, Rejection("duplicate_id_conflict", [("ce_id", "reused")]),
+                envelope,
+            )
+            return "conflict"
+        return "applied"
 
     # -- answers --------------------------------------------------------------
-
-    async def _answer_rejection(self, record: ConsumerRecord, exc: Rejection,
-                                envelope: Envelope | None) -> None:
-        async with self.pool.acquire() as conn, conn.transaction():
-            await self._write_rejection(conn, record, exc, envelope)
 
     async def _write_rejection(self, conn: asyncpg.Connection, record: ConsumerRecord,
                                exc: Rejection | Undecodable, envelope: Envelope | None) -> None:
@@ -411,10 +437,11 @@ class IntakeConsumer:
         log.info("intake rejected: %s at %s-%d@%d", exc.code, record.topic, record.partition,
                  record.offset)
 
-    async def _answer_undecodable(self, record: ConsumerRecord, exc: Undecodable) -> None:
+    async def _answer_undecodable(self, conn: asyncpg.Connection, record: ConsumerRecord,
+                                  exc: Undecodable) -> None:
         envelope = exc.envelope or _partial_envelope(record)
         await self.dead_letter(record, exc.code, exc.fields)
-        await self._answer_rejection(record, Rejection(exc.code, exc.fields), envelope)
+        await self._write_rejection(conn, record, Rejection(exc.code, exc.fields), envelope)
 
     async def dead_letter(self, record: ConsumerRecord, code: str,
                           fields: list[tuple[str, str]]) -> None:
@@ -432,6 +459,11 @@ class IntakeConsumer:
         await self.producer.send_and_wait(self.dlq_topic, value=record.value, key=record.key,
                                           headers=headers)
         metrics().dead_lettered.add(1, {"service": self.service, "error": code})
+
+
+def _retry_batch(exc: BaseException) -> bool:
+    """Faults after which the whole batch is rolled back and read again."""
+    return is_infra_error(exc) or is_transient_error(exc) or isinstance(exc, KafkaError)
 
 
 def _partial_envelope(record: ConsumerRecord) -> Envelope | None:

@@ -24,6 +24,12 @@ def is_infra_error(exc: BaseException) -> bool:
     return isinstance(exc, INFRA_ERRORS)
 
 
+def is_transient_error(exc: BaseException) -> bool:
+    """A deadlock or serialization failure (SQLSTATE class 40): the transaction
+    lost to a concurrent one and succeeds when run again."""
+    return isinstance(exc, asyncpg.TransactionRollbackError)
+
+
 async def init_connection(conn: asyncpg.Connection) -> None:
     for pg_type in ("json", "jsonb"):
         await conn.set_type_codec(
@@ -31,8 +37,15 @@ async def init_connection(conn: asyncpg.Connection) -> None:
         )
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Pool release without asyncpg's reset query (advisory unlock, CLOSE ALL,
+    UNLISTEN, RESET ALL): a round trip per release, and pooled connections
+    never take session locks, LISTEN or SET (the relay and migrations use
+    connections of their own). asyncpg still rolls back an open transaction."""
+
+
 async def create_pool(
-    database_url: str, schema: str, *, min_size: int = 1, max_size: int = 10
+    database_url: str, schema: str, *, min_size: int = 1, max_size: int = 16
 ) -> asyncpg.Pool:
     """A pool whose connections see `schema` first; SQL stays unqualified."""
     return await asyncpg.create_pool(
@@ -40,6 +53,7 @@ async def create_pool(
         min_size=min_size,
         max_size=max_size,
         init=init_connection,
+        reset=_keep_session,
         server_settings={"search_path": schema, "application_name": schema},
         command_timeout=30,
     )

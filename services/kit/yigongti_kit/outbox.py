@@ -9,7 +9,6 @@ current trace context is stored so the trace crosses the outbox.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import uuid
 from collections.abc import Callable
@@ -38,8 +37,7 @@ WITH s AS (
 )
 INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload, topic, source, subject,
                     sequence, traceparent, tracestate)
-SELECT $1, $2, $3, $4, $5, $6, $7, $8, s.last, $9, $10 FROM s
-RETURNING sequence
+SELECT $1, $2, $3, $4, $5::text::jsonb, $6, $7, $8, s.last, $9, $10 FROM s
 """
 
 
@@ -57,26 +55,38 @@ async def add_event(
 
     `topic` is the registered name (e.g. "lab.events.v1"); the relay adds the
     deployment's topic prefix when it publishes."""
-    ce_id = str(uuid.uuid4())
-    key = key if key is not None else event.kafka_key()
+    (ce_id,) = await add_events(conn, [(event, key)], topic=topic, source=source,
+                                aggregatetype=aggregatetype, subject=subject)
+    return ce_id
+
+
+async def add_events(
+    conn: asyncpg.Connection,
+    events: list[tuple[StrictModel, str | None]],
+    *,
+    topic: str,
+    source: str,
+    aggregatetype: str,
+    subject: str | None = None,
+) -> list[str]:
+    """Store several (event, key) pairs in one round trip, in order; their ce_ids.
+    A key of None is the event's own Kafka key."""
     carrier: dict[str, str] = {}
     propagate.inject(carrier)
-    await conn.fetchval(
-        _INSERT,
-        ce_id,
-        aggregatetype,
-        key,
-        event.CE_TYPE,
-        event.model_dump(mode="json"),
-        topic,
-        source,
-        subject if subject is not None else key,
-        carrier.get("traceparent"),
-        carrier.get("tracestate"),
-    )
-    # Wakes the relay; PostgreSQL folds identical notifications of one transaction.
-    await conn.execute("SELECT pg_notify(current_schema() || '_outbox', '')")
-    return ce_id
+    rows = []
+    for event, key in events:
+        key = key if key is not None else event.kafka_key()
+        rows.append((
+            uuid.uuid4(), aggregatetype, key, event.CE_TYPE, event.model_dump_json(), topic,
+            source, subject if subject is not None else key, carrier.get("traceparent"),
+            carrier.get("tracestate"),
+        ))
+    # The relay is woken by the outbox's trigger (migrations/0003_outbox_notify.sql).
+    if len(rows) == 1:
+        await conn.execute(_INSERT, *rows[0])
+    elif rows:
+        await conn.executemany(_INSERT, rows)
+    return [str(r[0]) for r in rows]
 
 
 async def prune(conn: asyncpg.Connection, *, outbox_retention: timedelta,
@@ -190,8 +200,8 @@ class Relay:
 
     async def publish_batch(self, conn: asyncpg.Connection, producer: AIOKafkaProducer) -> int:
         rows = await conn.fetch(
-            """SELECT seq, id, aggregateid, type, payload, topic, source, subject, sequence,
-                      traceparent, tracestate, created_at
+            """SELECT seq, id, aggregateid, type, payload::text AS payload, topic, source,
+                      subject, sequence, traceparent, tracestate, created_at
                FROM outbox WHERE sent_at IS NULL ORDER BY seq LIMIT $1""",
             self.batch_size,
         )
@@ -244,12 +254,9 @@ class Relay:
                 traceparent=carrier.get("traceparent"),
                 tracestate=carrier.get("tracestate"),
             )
-            value = _json_bytes(row["payload"])
+            # jsonb's own text: valid JSON, not decoded and encoded again here.
+            value = row["payload"].encode()
             return await producer.send(
                 topic, value=value, key=row["aggregateid"].encode(),
                 headers=to_headers(envelope),
             )
-
-
-def _json_bytes(payload) -> bytes:
-    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()

@@ -73,8 +73,9 @@ class ServiceRuntime:
 
     async def start(self) -> None:
         s = self.settings
-        setup_telemetry(self.spec.name, s, span_exporter=self.span_exporter)
-        instrument_asyncpg()
+        telemetry = setup_telemetry(self.spec.name, s, span_exporter=self.span_exporter)
+        if telemetry.exporting_spans:
+            instrument_asyncpg()
         conn = await connect(s.database_url, s.db_schema)
         try:
             await migrate(conn, s.db_schema, [("kit", kit_migrations()),

@@ -4,7 +4,10 @@
   and metrics go to OTLP/HTTP when OTEL_EXPORTER_OTLP_ENDPOINT is set; tests pass
   an in-memory span exporter / metric reader instead.
 - `instrument_asyncpg()` and `instrument_fastapi(app)` trace SQL and HTTP. SQL
-  spans carry the statement, never its parameters.
+  spans carry the statement, never its parameters; a service turns them on only
+  when spans are exported (`Telemetry.exporting_spans`): a span per statement
+  is a large share of a handler's CPU, and unexported it helps no one. Trace
+  context crosses HTTP, Kafka, the outbox and timers either way.
 - Kafka records carry W3C `traceparent`/`tracestate` headers: `inject_headers`
   on publish, `extract_context` on consume; the outbox stores the pair with
   `current_trace_headers()` and the relay resumes it with `context_from_traceparent`.
@@ -54,6 +57,7 @@ class Telemetry:
     tracer_provider: TracerProvider
     meter_provider: MeterProvider
     service_name: str
+    exporting_spans: bool = False  # an OTLP endpoint or a test's exporter is attached
 
     def force_flush(self, timeout_ms: int = 5000) -> None:
         self.tracer_provider.force_flush(timeout_ms)
@@ -108,10 +112,12 @@ def setup_telemetry(
         meter_provider = MeterProvider(resource=resource, metric_readers=readers)
         trace.set_tracer_provider(tracer_provider)
         otel_metrics.set_meter_provider(meter_provider)
-        _state = Telemetry(tracer_provider, meter_provider, service_name)
+        _state = Telemetry(tracer_provider, meter_provider, service_name,
+                           exporting_spans=bool(endpoint))
     if span_exporter is not None and id(span_exporter) not in _span_exporters:
         _state.tracer_provider.add_span_processor(SimpleSpanProcessor(span_exporter))
         _span_exporters.append(id(span_exporter))
+        _state.exporting_spans = True
     if metric_reader is not None and id(metric_reader) not in _metric_readers:
         _state.meter_provider.add_metric_reader(metric_reader)
         _metric_readers.append(id(metric_reader))

@@ -129,17 +129,16 @@ async def apply_specimen_dispatched(conn: asyncpg.Connection, dispatch: Specimen
                                     origin: Origin) -> None:
     known = await store.specimens_for_update(conn, list(dispatch.barcodes))
     missing = [b for b in dispatch.barcodes if b not in known]
-    if missing and not known:
-        if len(missing) == 1:
-            raise Park("specimen", missing[0], "barcodes.0")
+    if missing and len(dispatch.barcodes) == 1:
+        raise Park("specimen", missing[0], "barcodes.0")
     # Tubes not yet known wait one by one; the known ones move now. Each waits
     # under its own place in the record: parked through the one-barcode copy's
     # apply, every part was "barcodes.0", and the answers after the grace period
     # could not tell the sender which tubes never arrived.
     for barcode in missing:
-        await parking.park(conn, dispatch.model_copy(update={"barcodes": (barcode,)}), origin,
-                           Park("specimen", barcode,
-                                f"barcodes.{dispatch.barcodes.index(barcode)}"))
+        await parking.run(conn, dispatch.model_copy(update={"barcodes": (barcode,)}), origin,
+                          apply_specimen_dispatched,
+                          field=f"barcodes.{dispatch.barcodes.index(barcode)}")
     if not known:
         return
     forbidden = [i for i, b in enumerate(dispatch.barcodes) if b in known

@@ -67,18 +67,33 @@ def origin_of(intake: Intake) -> Origin:
 
 
 async def run(conn: asyncpg.Connection, event: StrictModel, origin: Origin,
-              apply: Apply) -> None:
-    """Apply `event`, or park it if its prerequisite is missing."""
-    try:
-        async with conn.transaction():
-            await apply(conn, event, origin)
-    except Park as wait:
-        await park(conn, event, origin, wait)
+              apply: Apply, *, field: str | None = None) -> None:
+    """Apply `event`, or park it if its prerequisite is missing (`field`, when
+    given, names the part of the sender's record that waits)."""
+    locked: set[tuple[str, str]] = set()
+    while True:
+        try:
+            async with conn.transaction():
+                await apply(conn, event, origin)
+            return
+        except Park as wait:
+            if (wait.kind, wait.key) in locked:
+                if field is not None:
+                    wait.field = field
+                await park(conn, event, origin, wait)
+                return
+            # Intake is handled on several partitions at once: the prerequisite
+            # may be committing right now. Take the lock its release() takes
+            # (migrations/0007), then look again before parking.
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended($1 || chr(31) || $2, 0))",
+                wait.kind, wait.key)
+            locked.add((wait.kind, wait.key))
 
 
 async def park(conn: asyncpg.Connection, event: StrictModel, origin: Origin, wait: Park) -> None:
-    """Park `event` waiting for what `wait` names (an apply function that splits a
-    record parks its parts this way)."""
+    """Park `event` waiting for what `wait` names. Call it through `run`, which
+    holds the prerequisite's lock."""
     parked_id = await conn.fetchval(
         """INSERT INTO parked (waiting_kind, waiting_key, ce_id, ce_type, ce_source, answer_key,
                                sender_institution, payload)
@@ -93,12 +108,7 @@ async def park(conn: asyncpg.Connection, event: StrictModel, origin: Origin, wai
 async def release(conn: asyncpg.Connection, kind: str, key: str,
                   appliers: dict[str, Apply]) -> int:
     """Apply what waited for (kind, key); returns how many records were released."""
-    rows = await conn.fetch(
-        """DELETE FROM parked WHERE waiting_kind = $1 AND waiting_key = $2
-             AND expired_at IS NULL
-           RETURNING *""",
-        kind, key,
-    )
+    rows = await conn.fetch("SELECT * FROM release_parked($1, $2)", kind, key)
     for row in sorted(rows, key=lambda r: r["id"]):
         await timers.cancel(conn, EXPIRY_TIMER, str(row["id"]))
         origin = Origin(row["ce_id"], row["ce_type"], row["ce_source"], row["answer_key"],
