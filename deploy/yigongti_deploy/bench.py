@@ -23,7 +23,6 @@ py-spy during the journey and prints where its time went.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import os
@@ -33,6 +32,8 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from yigongti_kit.service import event_loop_runner
 
 from .bench_common import BenchTarget
 from .bench_floor import measure_floor
@@ -203,7 +204,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="where the JSON figures (and the stack's logs) go")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
-    return asyncio.run(_main(args))
+    # The same event loop the services run on (uvloop), for the floor and the driver.
+    with event_loop_runner() as runner:
+        return runner.run(_main(args))
 
 
 async def _main(args: argparse.Namespace) -> int:

@@ -31,6 +31,7 @@ from typing import Any
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from yigongti_kit.db import init_connection
+from yigongti_kit.service import event_loop_runner
 
 from .bench_common import BenchTarget, CpuMeter
 from .embedded import create_topics
@@ -122,7 +123,8 @@ def sample_payload(i: int) -> dict[str, Any]:
 
 
 def _producer_main(pipe, kwargs: dict, topic: str, events: int, keys: int) -> None:
-    asyncio.run(_produce(pipe, kwargs, topic, events, keys))
+    with event_loop_runner() as runner:
+        runner.run(_produce(pipe, kwargs, topic, events, keys))
 
 
 async def _produce(pipe, kwargs: dict, topic: str, events: int, keys: int) -> None:

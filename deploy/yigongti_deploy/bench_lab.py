@@ -45,7 +45,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import httpx
+import aiohttp
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from yigongti_contracts.common import Age, AgeUnit, IntakeRejected, Sex
 from yigongti_contracts.lab.codes import Priority, TubeType
@@ -144,11 +144,11 @@ class Capabilities:
         intake = _lab_intake_types()
         spec: dict = {}
         try:
-            async with httpx.AsyncClient(timeout=10) as client:
-                response = await client.get(lab_url + "/openapi.json")
-                if response.status_code == 200:
-                    spec = response.json()
-        except httpx.HTTPError:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(10)) as client, \
+                    client.get(lab_url + "/openapi.json") as response:
+                if response.status == 200:
+                    spec = await response.json()
+        except aiohttp.ClientError:
             pass
         paths = spec.get("paths", {})
         caps = cls(intake, tuple(sorted(paths)))
@@ -329,7 +329,7 @@ class Driver:
     """What steps use: publish signed intake, wait for answers, call the lab over HTTP."""
 
     def __init__(self, target: BenchTarget, caps: Capabilities, producer: AIOKafkaProducer,
-                 watcher: EventWatcher, http: httpx.AsyncClient, step_timeout: float) -> None:
+                 watcher: EventWatcher, http: aiohttp.ClientSession, step_timeout: float) -> None:
         self.target = target
         self.caps = caps
         self.producer = producer
@@ -387,17 +387,18 @@ class Driver:
             body = {k: v for k, v in body.items() if k in route.properties}
         started = time.perf_counter()
         try:
-            response = await self.http.request(
-                route.method, path, json=body,
-                headers={"Authorization": f"Bearer {self.token(institution, role)}"},
-                timeout=self.step_timeout)
-        except httpx.HTTPError as exc:
+            async with self.http.request(
+                    route.method, self.target.lab_url + path, json=body,
+                    headers={"Authorization": f"Bearer {self.token(institution, role)}"},
+                    timeout=aiohttp.ClientTimeout(self.step_timeout)) as response:
+                text = await response.text()
+        except (aiohttp.ClientError, TimeoutError) as exc:
             raise StepFailed(f"http_error:{type(exc).__name__}") from None
-        if response.status_code >= 300:
-            raise StepFailed(f"http_{response.status_code}", response.text[:300])
+        if response.status >= 300:
+            raise StepFailed(f"http_{response.status}", text[:300])
         self.sample(step, time.perf_counter() - started)
         try:
-            return response.json()
+            return json.loads(text)
         except ValueError:
             return {}
 
@@ -667,8 +668,9 @@ async def run_journeys(
     await watcher.start(target)
     producer = AIOKafkaProducer(**target.kafka_kwargs("producer", "bench-terminal"))
     await producer.start()
-    limits = httpx.Limits(max_connections=concurrency * 2, max_keepalive_connections=concurrency * 2)
-    http = httpx.AsyncClient(base_url=target.lab_url, limits=limits)
+    # aiohttp, not httpx: httpx's pool spends O(connections) per request, and
+    # the driver must cost the machine little next to the lab it measures.
+    http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency * 2))
     driver = Driver(target, caps, producer, watcher, http, step_timeout)
     institution = target.keys.institution_id
     outcome = {"completed": 0, "failed": 0, "specimens": 0, "inputs": 0}
@@ -727,7 +729,7 @@ async def run_journeys(
     finally:
         if profiler is not None and profiler[0].poll() is None:
             profiler[0].kill()
-        await http.aclose()
+        await http.close()
         await producer.stop()
         await watcher.stop()
 

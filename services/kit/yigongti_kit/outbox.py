@@ -2,8 +2,10 @@
 and one relay per service publishes them to Kafka in order.
 
 `add_event` runs inside the caller's transaction: the `ce_id` is fixed there
-and never regenerated, the per-aggregate `ce_sequence` is taken there, and the
-current trace context is stored so the trace crosses the outbox.
+and never regenerated, and the current trace context is stored so the trace
+crosses the outbox. The per-aggregate `ce_sequence` is given by the relay,
+in outbox order, and stored before the row is first published, so a row
+published again after a crash carries the same number.
 """
 
 from __future__ import annotations
@@ -30,15 +32,40 @@ log = logging.getLogger(__name__)
 tracer = trace.get_tracer("yigongti.outbox")
 
 _INSERT = """
-WITH s AS (
-    INSERT INTO outbox_sequence (aggregatetype, aggregateid, last) VALUES ($2, $3, 1)
-    ON CONFLICT (aggregatetype, aggregateid) DO UPDATE SET last = outbox_sequence.last + 1
-    RETURNING last
-)
 INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload, topic, source, subject,
-                    sequence, traceparent, tracestate)
-SELECT $1, $2, $3, $4, $5::text::jsonb, $6, $7, $8, s.last, $9, $10 FROM s
+                    traceparent, tracestate)
+VALUES ($1, $2, $3, $4, $5::text::jsonb, $6, $7, $8, $9, $10)
 """
+
+# ce_sequence for rows not numbered yet, per aggregate in outbox order, continuing
+# the aggregate's counter (outbox_sequence outlives pruned rows).
+_NUMBER = """
+WITH todo AS (
+    SELECT seq, aggregatetype, aggregateid,
+           row_number() OVER (PARTITION BY aggregatetype, aggregateid ORDER BY seq) AS k
+    FROM outbox WHERE seq = ANY($1::bigint[]) AND sequence IS NULL
+), counts AS (
+    SELECT aggregatetype, aggregateid, count(*) AS n FROM todo
+    GROUP BY aggregatetype, aggregateid
+), bumped AS (
+    INSERT INTO outbox_sequence AS q (aggregatetype, aggregateid, last)
+    SELECT aggregatetype, aggregateid, n FROM counts
+    ON CONFLICT (aggregatetype, aggregateid) DO UPDATE SET last = q.last + excluded.last
+    RETURNING q.aggregatetype, q.aggregateid, q.last
+)
+UPDATE outbox o SET sequence = b.last - c.n + t.k
+FROM todo t
+     JOIN counts c ON c.aggregatetype = t.aggregatetype AND c.aggregateid = t.aggregateid
+     JOIN bumped b ON b.aggregatetype = t.aggregatetype AND b.aggregateid = t.aggregateid
+WHERE o.seq = t.seq
+RETURNING o.seq, o.sequence
+"""
+
+
+async def number_events(conn: asyncpg.Connection, seqs: list[int]) -> dict[int, int]:
+    """Give the outbox rows `seqs` that have none their ce_sequence; {seq: sequence}
+    of those numbered now. The relay calls it before publishing them."""
+    return dict(await conn.fetch(_NUMBER, seqs)) if seqs else {}
 
 
 async def add_event(
@@ -207,9 +234,16 @@ class Relay:
         )
         if not rows:
             return 0
+        numbered = await number_events(conn, [r["seq"] for r in rows if r["sequence"] is None])
+        # Rows numbered in an earlier round (published before a crash, or not
+        # at all) go first, by number: they precede this round's rows of their key.
+        again = sorted((r for r in rows if r["sequence"] is not None), key=lambda r: r["sequence"])
+        fresh = [r for r in rows if r["sequence"] is None]
         futures = []
-        for row in rows:
-            futures.append(await self._send(producer, row))
+        for row in again:
+            futures.append(await self._send(producer, row, row["sequence"]))
+        for row in fresh:
+            futures.append(await self._send(producer, row, numbered[row["seq"]]))
         # aiokafka keeps one batch in flight per partition, so per-key order holds
         # even when a batch is retried.
         half = len(futures) // 2
@@ -231,7 +265,7 @@ class Relay:
             return topic
         return topic_name(topic, self.topic_prefix)
 
-    async def _send(self, producer: AIOKafkaProducer, row: asyncpg.Record):
+    async def _send(self, producer: AIOKafkaProducer, row: asyncpg.Record, sequence: int):
         topic = self.physical_topic(row["topic"])
         parent = propagate.extract(
             {k: row[k] for k in ("traceparent", "tracestate") if row[k]}
@@ -250,7 +284,7 @@ class Relay:
                 type=row["type"],
                 time=row["created_at"],
                 subject=row["subject"],
-                sequence=row["sequence"],
+                sequence=sequence,
                 traceparent=carrier.get("traceparent"),
                 tracestate=carrier.get("tracestate"),
             )

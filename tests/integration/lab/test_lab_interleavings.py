@@ -62,7 +62,7 @@ from yigongti_contracts.lab.v1 import (
 from yigongti_kit.consumer import Rejection
 from yigongti_kit.db import create_pool
 from yigongti_kit.migrations import kit_migrations, migrate
-from yigongti_kit.outbox import add_event
+from yigongti_kit.outbox import add_event, number_events
 from yigongti_lab import catalogue, parking, receipt, reports, results, store
 from yigongti_lab.domain import SpecimenState, TestStatus, order_status
 from yigongti_lab.events import AGGREGATE, EVENTS_TOPIC, SOURCE
@@ -615,6 +615,9 @@ async def check_final(world: World) -> None:
                 IntakeRejected.CE_TYPE, ce_ids):
             answered.setdefault(r["payload"]["rejected_id"], []).append(r["payload"])
         keys = [world.order_id, *world.tubes, *world.shipments]
+        # Numbered as the relay numbers them before publishing.
+        await number_events(conn, [r["seq"] for r in await conn.fetch(
+            "SELECT seq FROM outbox WHERE aggregateid = ANY($1::text[])", keys)])
         outbox = await conn.fetch(
             """SELECT aggregatetype, aggregateid, type, sequence, payload FROM outbox
                WHERE aggregateid = ANY($1::text[]) ORDER BY seq""", keys)
