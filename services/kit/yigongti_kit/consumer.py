@@ -54,6 +54,10 @@ log = logging.getLogger(__name__)
 tracer = trace.get_tracer("yigongti.consumer")
 
 APP_RETRIES = 3  # a handler bug is tried this often before the record is dead-lettered
+# Records per transaction. Each record opens a savepoint (a subtransaction) and
+# a handler may open one more; past 64 subtransactions a transaction overflows
+# PostgreSQL's per-backend cache and every other backend's snapshots get slower.
+MAX_TX_RECORDS = 25
 
 
 class Rejection(Exception):
@@ -213,18 +217,15 @@ class IntakeConsumer:
                 # its own: a key's records stay in order, and a polled batch costs
                 # one commit instead of one per record.
                 outcomes = await asyncio.gather(
-                    *(self._handle_batch(records) for records in batches.values()),
-                    return_exceptions=True)
+                    *(self._handle_batch(records) for records in batches.values()))
                 fault = None
-                for (tp, records), outcome in zip(batches.items(), outcomes, strict=True):
-                    if isinstance(outcome, BaseException):
-                        if not _retry_batch(outcome):
-                            raise outcome
-                        # Nothing of the batch was committed: read it again.
-                        consumer.seek(tp, records[0].offset)
-                        fault = fault or outcome
-                    elif outcome is not None:
-                        await self._commit(consumer, tp, outcome + 1)
+                for (tp, records), (done, failed) in zip(batches.items(), outcomes, strict=True):
+                    if done is not None:
+                        await self._commit(consumer, tp, done + 1)
+                    if failed is not None:
+                        # What was not committed is read again.
+                        consumer.seek(tp, records[0].offset if done is None else done + 1)
+                        fault = fault or failed
                 if fault is None:
                     if paused:
                         consumer.resume(*consumer.assignment())
@@ -259,10 +260,29 @@ class IntakeConsumer:
             # After a rebalance the new owner redelivers; the inbox makes that harmless.
             log.warning("offset commit failed on %s: %s", tp, type(exc).__name__)
 
-    async def _handle_batch(self, records: list[ConsumerRecord]) -> int | None:
-        """Handle one partition's records in one transaction; the offset of the
-        last one handled (None if none). Raises what must roll the batch back:
-        an infrastructure fault or a transaction conflict."""
+    async def _handle_batch(
+        self, records: list[ConsumerRecord]
+    ) -> tuple[int | None, BaseException | None]:
+        """Handle one partition's records, up to MAX_TX_RECORDS per transaction:
+        the offset of the last one committed (None if none) and the fault that
+        stopped the rest (an infrastructure fault or a transaction conflict)."""
+        done: int | None = None
+        for start in range(0, len(records), MAX_TX_RECORDS):
+            try:
+                last = await self._handle_chunk(records[start:start + MAX_TX_RECORDS])
+            except Exception as exc:
+                if not _retry_batch(exc):
+                    raise
+                return done, exc
+            if last is None:
+                break
+            done = last
+            if self._stopping.is_set():
+                break
+        return done, None
+
+    async def _handle_chunk(self, records: list[ConsumerRecord]) -> int | None:
+        """Records in one transaction; the offset of the last one handled."""
         done: int | None = None
         outcomes: list[tuple[str, float]] = []
         async with self.pool.acquire() as conn, conn.transaction():
@@ -371,21 +391,23 @@ class IntakeConsumer:
     async def _apply(self, conn: asyncpg.Connection, record: ConsumerRecord,
                      envelope: Envelope, event: StrictModel) -> str:
         digest = inbox.payload_hash(envelope.type, record.value or b"")
+        # One savepoint: a refused record leaves no trace but its answer. Not
+        # released: the transaction's commit releases it, a round trip saved.
+        await conn.execute("SAVEPOINT intake_record")
         try:
-            # One savepoint: a refused record leaves no trace but its answer.
-            async with conn.transaction():
-                sender = await self.guard.check(conn, envelope, record) if self.guard else None
-                claim = await inbox.claim(conn, envelope.source, envelope.id, digest)
-                if claim == "duplicate":
-                    return "duplicate"
-                if claim == "conflict":
-                    raise _Conflict()
-                if self.guard:
-                    await self.guard.remember(conn, envelope, record)
-                intake = Intake(conn=conn, envelope=envelope, event=event, record=record,
-                                consumer=self, sender=sender)
-                await self.handlers[envelope.type](intake)
+            sender = await self.guard.check(conn, envelope, record) if self.guard else None
+            claim = await inbox.claim(conn, envelope.source, envelope.id, digest)
+            if claim == "duplicate":
+                return "duplicate"
+            if claim == "conflict":
+                raise _Conflict()
+            if self.guard:
+                await self.guard.remember(conn, envelope, record)
+            intake = Intake(conn=conn, envelope=envelope, event=event, record=record,
+                            consumer=self, sender=sender)
+            await self.handlers[envelope.type](intake)
         except Rejection as exc:
+            await conn.execute("ROLLBACK TO SAVEPOINT intake_record")
             # A copy of an event already applied (same source, id and payload)
             # that fails the sender check now (re-sent after the time window,
             # its terminal withdrawn since) is a duplicate: a refusal would
@@ -395,6 +417,7 @@ class IntakeConsumer:
             await self._write_rejection(conn, record, exc, envelope)
             return exc.code
         except _Conflict:
+            await conn.execute("ROLLBACK TO SAVEPOINT intake_record")
             await inbox.record_conflict(
                 conn, source=envelope.source, ce_id=envelope.id, ce_type=envelope.type,
                 digest=digest, topic=record.topic, partition=record.partition,
@@ -405,6 +428,10 @@ class IntakeConsumer:
                 envelope,
             )
             return "conflict"
+        except Exception as exc:
+            if not _retry_batch(exc):  # a handler bug: undone, tried again by the caller
+                await conn.execute("ROLLBACK TO SAVEPOINT intake_record")
+            raise
         return "applied"
 
     # -- answers --------------------------------------------------------------

@@ -4,6 +4,8 @@ of a record already handled is a duplicate, not a replay."""
 
 from __future__ import annotations
 
+import time
+
 import asyncpg
 from aiokafka import ConsumerRecord
 from yigongti_contracts.envelope import Envelope
@@ -13,6 +15,7 @@ from .intake_auth import (
     BAD_SIGNATURE,
     NONCE,
     REPLAYED_NONCE,
+    Terminal,
     check_and_store_nonce,
     get_terminal,
     load_public_key,
@@ -22,14 +25,31 @@ from .intake_auth import (
 
 
 class TerminalGuard:
-    def __init__(self, *, max_skew_s: float) -> None:
+    """`cache_s`: how long a terminal's registry entry is reused before it is
+    read again. Terminals are registered at start (TERMINALS_FILE), so this
+    only bounds how long a change made behind the service's back (SQL) takes."""
+
+    def __init__(self, *, max_skew_s: float, cache_s: float = 10.0) -> None:
         self.max_skew_s = max_skew_s
+        self.cache_s = cache_s
+        self._cache: dict[str, tuple[float, Terminal | None]] = {}
+
+    async def _terminal(self, conn: asyncpg.Connection, terminal_id: str) -> Terminal | None:
+        now = time.monotonic()
+        hit = self._cache.get(terminal_id)
+        if hit is not None and now - hit[0] < self.cache_s:
+            return hit[1]
+        terminal = await get_terminal(conn, terminal_id)
+        if len(self._cache) > 10_000:  # unknown ids by the thousand: start again
+            self._cache.clear()
+        self._cache[terminal_id] = (now, terminal)
+        return terminal
 
     async def check(self, conn: asyncpg.Connection, envelope: Envelope,
                     record: ConsumerRecord) -> Sender:
         headers = record.headers or []
         terminal_id = terminal_id_of(headers)
-        terminal = await get_terminal(conn, terminal_id) if terminal_id else None
+        terminal = await self._terminal(conn, terminal_id) if terminal_id else None
         key = load_public_key(terminal.public_key) if terminal and terminal.active else None
         # Time is judged against the broker's timestamp of the record, so a
         # consumer that was down for a while does not refuse what was fresh.

@@ -74,12 +74,12 @@ async def receive_specimen(barcode: str, body: receipt.ReceiptRequest, request: 
                            principal: Principal = Depends(require_roles("lab_technologist"))
                            ) -> dict:
     async with request.app.state.pool.acquire() as conn, conn.transaction():
-        scope = await store.specimen_scope(conn, barcode)
-        if scope is None:
+        specimen = await store.specimen_for_receipt(conn, barcode)
+        if specimen is None:
             raise HTTPException(404, "no such specimen")
-        ensure_institution(principal, scope["lab_centre"])
+        ensure_institution(principal, specimen["lab_centre"])
         try:
-            return await receipt.receive(conn, barcode, body, staff_id=principal.user,
+            return await receipt.receive(conn, specimen, body, staff_id=principal.user,
                                          appliers=APPLIERS)
         except receipt.ReceiptConflict as exc:
             raise HTTPException(409, str(exc)) from None
@@ -117,12 +117,8 @@ async def confirm_results(barcode: str, request: Request,
              responses={409: {"description": "nothing to verify, or another physician is at it"}})
 async def verify_report(order_id: str, request: Request,
                         principal: Principal = Depends(require_roles("lab_physician"))) -> dict:
-    async with request.app.state.pool.acquire() as conn, conn.transaction():
-        await _lab_scope(conn, principal, order_id=order_id)
-        try:
-            return await reports.verify(conn, order_id, physician=principal.user)
-        except reports.ReportConflict as exc:
-            raise HTTPException(409, str(exc)) from None
+    return await _on_report(request, principal, order_id, lambda conn, order: reports.verify(
+        conn, order, physician=principal.user))
 
 
 class AmendRequest(BaseModel):
@@ -138,16 +134,29 @@ class AmendRequest(BaseModel):
              summary="Amend a verified result: a new report revision, the original kept")
 async def amend_report(order_id: str, body: AmendRequest, request: Request,
                        principal: Principal = Depends(require_roles("lab_physician"))) -> dict:
-    async with request.app.state.pool.acquire() as conn, conn.transaction():
-        await _lab_scope(conn, principal, order_id=order_id)
+    try:
+        return await _on_report(request, principal, order_id, lambda conn, order: reports.amend(
+            conn, order, body.observation_id, value=body.value, coded_value=body.coded_value,
+            reason=body.reason, physician=principal.user))
+    except LookupError:
+        raise HTTPException(404, "no such result on this order") from None
+
+
+async def _on_report(request: Request, principal: Principal, order_id: str, action) -> dict:
+    """Run a physician's action on the order's report with the order locked
+    (NOWAIT: a second physician gets a 409, not a wait)."""
+    async with request.app.state.pool.acquire() as conn:
         try:
-            return await reports.amend(conn, order_id, body.observation_id, value=body.value,
-                                       coded_value=body.coded_value, reason=body.reason,
-                                       physician=principal.user)
+            async with conn.transaction():
+                order = await reports.lock_order(conn, order_id)
+                if order is None:
+                    raise HTTPException(404, "no such order")
+                ensure_institution(principal, order["lab_centre"])
+                return await action(conn, order)
         except reports.ReportConflict as exc:
+            # Said only to whom the order is in scope (else 403/404 as usual).
+            await _lab_scope(conn, principal, order_id=order_id)
             raise HTTPException(409, str(exc)) from None
-        except LookupError:
-            raise HTTPException(404, "no such result on this order") from None
 
 
 class CallBackRequest(BaseModel):

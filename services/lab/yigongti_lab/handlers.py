@@ -23,7 +23,7 @@ from yigongti_contracts.refdata import load as load_refdata
 from yigongti_kit import timers
 from yigongti_kit.consumer import Handler, Intake, Rejection
 
-from . import charges, critical, parking, receipt, reports, results, store
+from . import catalogue, charges, critical, parking, receipt, reports, results, store
 from .catalogue import load_catalogue
 from .domain import (
     SpecimenState,
@@ -32,7 +32,7 @@ from .domain import (
     processing_state,
     tests_to_cancel,
 )
-from .events import emit
+from .events import emit, emit_all
 from .parking import Apply, Origin, Park
 
 
@@ -48,41 +48,40 @@ async def apply_order_placed(conn: asyncpg.Connection, order: LabOrderPlaced,
     if problems:
         raise _refuse(problems)
     lab_centre = refdata.lab_centre_for(order.ordering_institution).id
-    # The database clock, as verification stamped verified_at / valid_until
-    # with it and GET /recognised-results compares with it: the host clock
-    # here could call a result valid that the query calls expired (or one
-    # verified a moment ago not yet verified).
-    now = await timers.db_now(conn)
     # Mutual recognition (互认): a test answered by a recognised result is not
     # repeated, unless the order gives one of the override reasons.
-    reused = {}
-    for test in order.tests:
-        if test.override_reason is None:
-            found = await reports.recognised_for(conn, order.patient_ref, test.code, now)
-            if found is not None:
-                reused[test.code] = found
-    if not await store.insert_order(conn, order, lab_centre, frozenset(reused)):
+    reused = await reports.recognised_for(
+        conn, order.patient_ref,
+        [t.code for t in order.tests
+         if t.override_reason is None and catalogue.recognition_window(t.code) is not None])
+    # The database clock stamps acceptance, as verification stamped verified_at
+    # / valid_until with it and GET /recognised-results compares with it: the
+    # host clock here could call a result valid that the query calls expired.
+    accepted_at = await store.insert_order(conn, order, lab_centre, frozenset(reused))
+    if accepted_at is None:
         raise Rejection("order_exists", [("order_id", "exists")])
-    await emit(conn, LabOrderAccepted(
-        order_id=order.order_id,
-        visit_id=order.visit_id,
-        patient_ref=order.patient_ref,
-        ordering_institution=order.ordering_institution,
-        lab_centre=lab_centre,
-        priority=order.priority,
-        tests=tuple(t.code for t in order.tests if t.code not in reused),
-        avoided_tests=tuple(reused),
-        accepted_at=now,
-    ))
-    for code, found in reused.items():
-        await conn.execute(
+    if reused:
+        await conn.executemany(
             "INSERT INTO result_reuses (order_id, test_code, observation_id) VALUES ($1, $2, $3)",
-            order.order_id, code, found["observation_id"])
-        await emit(conn, DuplicateTestAvoided(
+            [(order.order_id, code, found["observation_id"]) for code, found in reused.items()])
+    await emit_all(conn, [
+        LabOrderAccepted(
+            order_id=order.order_id,
+            visit_id=order.visit_id,
+            patient_ref=order.patient_ref,
+            ordering_institution=order.ordering_institution,
+            lab_centre=lab_centre,
+            priority=order.priority,
+            tests=tuple(t.code for t in order.tests if t.code not in reused),
+            avoided_tests=tuple(reused),
+            accepted_at=accepted_at,
+        ),
+        *(DuplicateTestAvoided(
             order_id=order.order_id, test_code=code, patient_ref=order.patient_ref,
             ordering_institution=order.ordering_institution,
-            recognised=reports.recognised_part(found), avoided_at=now,
-        ))
+            recognised=reports.recognised_part(found), avoided_at=accepted_at,
+        ) for code, found in reused.items()),
+    ])
     await parking.release(conn, "order", order.order_id, APPLIERS)
 
 
@@ -94,7 +93,7 @@ async def apply_specimen_collected(conn: asyncpg.Connection, specimen: SpecimenC
     problems = collection_problems(
         specimen,
         ordering_institution=order["ordering_institution"],
-        test_status=await store.test_status(conn, specimen.order_id),
+        test_status=order["tests"],
         catalogue=load_catalogue(),
         sender_institution=origin.sender_institution,
     )
@@ -107,10 +106,12 @@ async def apply_specimen_collected(conn: asyncpg.Connection, specimen: SpecimenC
     if problems:
         raise _refuse(problems)
     state = processing_state(specimen)
-    if not await store.insert_specimen(conn, specimen, state.value):
+    window = receipt.stability_window(specimen)
+    if not await store.insert_specimen(conn, specimen, state.value,
+                                       window and window.stable_until):
         raise Rejection("barcode_already_collected", [("barcode", "exists")])
-    await receipt.watch_transit(conn, specimen.barcode, specimen.tests, specimen.tube,
-                                specimen.collected_at, specimen.centrifuged_at)
+    if window is not None:
+        await receipt.watch_transit(conn, specimen.barcode, window)
     await emit(conn, SpecimenCollectionRecorded(
         order_id=specimen.order_id,
         barcode=specimen.barcode,
@@ -146,21 +147,22 @@ async def apply_specimen_dispatched(conn: asyncpg.Connection, dispatch: Specimen
     if forbidden:
         raise Rejection("forbidden_institution", [(f"barcodes.{i}", "forbidden_institution")
                                                   for i in forbidden])
-    for barcode, specimen in known.items():
-        if specimen["state"] not in SpecimenState.DISPATCHABLE:
-            continue  # already in transit or received: a late or repeated dispatch changes nothing
-        await store.set_in_transit(conn, barcode, shipment_id=dispatch.shipment_id,
-                                   courier_id=dispatch.courier_id,
-                                   logger_id=dispatch.temperature_logger_id,
-                                   dispatched_at=dispatch.dispatched_at)
-        await emit(conn, SpecimenInTransit(
-            order_id=specimen["order_id"],
-            barcode=barcode,
-            shipment_id=dispatch.shipment_id,
-            courier_id=dispatch.courier_id,
-            temperature_logger_id=dispatch.temperature_logger_id,
-            dispatched_at=dispatch.dispatched_at,
-        ))
+    # Already in transit or received: a late or repeated dispatch changes nothing.
+    moving = [b for b, specimen in known.items() if specimen["state"] in SpecimenState.DISPATCHABLE]
+    if not moving:
+        return
+    await store.set_in_transit(conn, moving, shipment_id=dispatch.shipment_id,
+                               courier_id=dispatch.courier_id,
+                               logger_id=dispatch.temperature_logger_id,
+                               dispatched_at=dispatch.dispatched_at)
+    await emit_all(conn, [SpecimenInTransit(
+        order_id=known[barcode]["order_id"],
+        barcode=barcode,
+        shipment_id=dispatch.shipment_id,
+        courier_id=dispatch.courier_id,
+        temperature_logger_id=dispatch.temperature_logger_id,
+        dispatched_at=dispatch.dispatched_at,
+    ) for barcode in moving])
 
 
 async def apply_order_cancelled(conn: asyncpg.Connection, cancel: LabOrderCancelled,
@@ -170,7 +172,7 @@ async def apply_order_cancelled(conn: asyncpg.Connection, cancel: LabOrderCancel
         raise Park("order", cancel.order_id, "order_id")
     if origin.sender_institution not in (None, order["ordering_institution"]):
         raise Rejection("forbidden_institution", [("order_id", "forbidden_institution")])
-    status = await store.test_status(conn, cancel.order_id)
+    status = order["tests"]
     chosen, problems = tests_to_cancel(cancel.tests, status)
     if problems:
         raise _refuse(problems)

@@ -12,6 +12,7 @@ from yigongti_contracts.lab.codes import ProcessingState, TubeType
 from yigongti_contracts.lab.parts import Inspection, LoggerReadout
 from yigongti_contracts.lab.v1 import (
     RecollectionRequested,
+    SpecimenCollected,
     SpecimenInTransitOverdue,
     SpecimenReceived,
     SpecimenRejected,
@@ -20,7 +21,7 @@ from yigongti_kit import timers
 
 from . import parking, stability, store
 from .domain import SpecimenState, TestStatus
-from .events import emit
+from .events import emit, emit_all
 
 OVERDUE_TIMER = "transit_overdue"
 
@@ -42,15 +43,18 @@ class ReceiptConflict(Exception):
     """The tube is not in a state where it can be received (HTTP 409)."""
 
 
-async def watch_transit(conn: asyncpg.Connection, barcode: str, tests, tube: TubeType,
-                        collected_at: datetime, centrifuged_at: datetime | None) -> None:
-    """Remember until when the tube is stable and set the in-transit alarm."""
+def stability_window(specimen: SpecimenCollected) -> stability.StabilityWindow | None:
+    """Until when the tube is stable, or None when no limit is known for it."""
     try:
-        window = stability.stability_window(collected_at, tests, tube,
-                                            centrifuged_at=centrifuged_at)
+        return stability.stability_window(specimen.collected_at, specimen.tests, specimen.tube,
+                                          centrifuged_at=specimen.centrifuged_at)
     except stability.NoStabilityData:
-        return  # no limit known for this tube: nothing to watch
-    await store.set_stable_until(conn, barcode, window.stable_until)
+        return None  # no limit known for this tube: nothing to watch
+
+
+async def watch_transit(conn: asyncpg.Connection, barcode: str,
+                        window: stability.StabilityWindow) -> None:
+    """Set the in-transit alarm for when the tube stops being stable."""
     await timers.schedule(conn, OVERDUE_TIMER, barcode, at=window.stable_until,
                           payload={"limiting_test": window.limiting_test,
                                    "processing_state": window.processing_state.value})
@@ -73,14 +77,15 @@ async def on_overdue(conn: asyncpg.Connection, timer: asyncpg.Record) -> None:
     ))
 
 
-async def receive(conn: asyncpg.Connection, barcode: str, request: ReceiptRequest, *,
-                  staff_id: str, appliers) -> dict:
+async def receive(conn: asyncpg.Connection, specimen: asyncpg.Record, request: ReceiptRequest,
+                  *, staff_id: str, appliers) -> dict:
     """Record receipt: accept (SpecimenReceived) or reject (SpecimenRejected and
-    RecollectionRequested). The caller has checked the staff's scope."""
-    specimen = (await store.specimens_for_update(conn, [barcode]))[barcode]
+    RecollectionRequested). `specimen` is `store.specimen_for_receipt`'s row,
+    whose scope the caller has checked."""
+    barcode = specimen["barcode"]
     if specimen["state"] not in SpecimenState.RECEIVABLE:
         raise ReceiptConflict(f"specimen is {specimen['state']}, not awaiting receipt")
-    tests = await store.tests_of_specimen(conn, barcode)
+    tests = list(specimen["tests"])
     received_at = request.received_at or await timers.db_now(conn)
     tube = TubeType(specimen["tube"])
     reasons = stability.rejection_reasons(
@@ -99,16 +104,18 @@ async def receive(conn: asyncpg.Connection, barcode: str, request: ReceiptReques
                                    inspection=inspection, logger=logger,
                                    reasons=[r.value for r in reasons])
         await store.set_tests_status(conn, barcode, TestStatus.RECOLLECT)
-        await emit(conn, SpecimenRejected(
-            order_id=specimen["order_id"], barcode=barcode, lab_centre=specimen["lab_centre"],
-            tests=tuple(tests), reasons=reasons, inspection=request.inspection,
-            logger=request.logger, rejected_by=staff_id, rejected_at=received_at,
-        ))
-        await emit(conn, RecollectionRequested(
-            order_id=specimen["order_id"], barcode=barcode,
-            ordering_institution=specimen["ordering_institution"], tests=tuple(tests),
-            tube=tube, reasons=reasons, requested_at=received_at,
-        ))
+        await emit_all(conn, [
+            SpecimenRejected(
+                order_id=specimen["order_id"], barcode=barcode, lab_centre=specimen["lab_centre"],
+                tests=tuple(tests), reasons=reasons, inspection=request.inspection,
+                logger=request.logger, rejected_by=staff_id, rejected_at=received_at,
+            ),
+            RecollectionRequested(
+                order_id=specimen["order_id"], barcode=barcode,
+                ordering_institution=specimen["ordering_institution"], tests=tuple(tests),
+                tube=tube, reasons=reasons, requested_at=received_at,
+            ),
+        ])
         # Results that came before this receipt waited for it: answer them now
         # (refused: the tube is rejected) instead of leaving them parked until
         # the grace period ends and refusing them as "prerequisite_missing".

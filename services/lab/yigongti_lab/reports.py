@@ -20,9 +20,8 @@ from yigongti_contracts.lab.v1 import (
     LabReportVerified,
     RecognisedResultAmended,
 )
-from yigongti_kit import timers
 
-from . import catalogue, store, turnaround_metrics
+from . import catalogue, critical, store, turnaround_metrics
 from .events import emit
 
 
@@ -35,9 +34,15 @@ def report_id_of(order_id: str) -> str:
 
 
 async def lock_order(conn: asyncpg.Connection, order_id: str) -> asyncpg.Record | None:
+    """The order, locked NOWAIT, with the database clock ("now") and the report's
+    latest revision ("revision", 1 before any report)."""
     try:
-        return await conn.fetchrow("SELECT * FROM orders WHERE order_id = $1 FOR UPDATE NOWAIT",
-                                   order_id)
+        return await conn.fetchrow(
+            """SELECT o.*, db_now() AS now,
+                      (SELECT coalesce(max(revision), 1) FROM reports
+                       WHERE report_id = $2) AS revision
+               FROM orders o WHERE o.order_id = $1 FOR UPDATE NOWAIT""",
+            order_id, report_id_of(order_id))
     except asyncpg.LockNotAvailableError:
         raise ReportConflict("the report is being verified or amended by another physician") \
             from None
@@ -58,57 +63,57 @@ def observation_of(row: asyncpg.Record) -> Observation:
 
 async def _recognise(conn, order: asyncpg.Record, rows, revision: int, verified_at
                      ) -> list[Recognition]:
-    recognitions = []
+    recognitions, stored = [], []
     for row in rows:
         window = catalogue.recognition_window(row["test_code"])
         if window is None:
             continue
         valid_until = verified_at + window
-        await conn.execute(
+        stored.append((row["observation_id"], order["patient_ref"], row["test_code"],
+                       report_id_of(order["order_id"]), revision, order["lab_centre"],
+                       verified_at, valid_until))
+        recognitions.append(Recognition(observation_id=row["observation_id"], code=row["code"],
+                                        valid_until=valid_until))
+    if stored:
+        await conn.executemany(
             """INSERT INTO recognised_results (observation_id, patient_ref, test_code, report_id,
                                                revision, performed_by, verified_at, valid_until)
                VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
-            row["observation_id"], order["patient_ref"], row["test_code"],
-            report_id_of(order["order_id"]), revision, order["lab_centre"], verified_at,
-            valid_until,
-        )
-        recognitions.append(Recognition(observation_id=row["observation_id"], code=row["code"],
-                                        valid_until=valid_until))
+            stored)
     return recognitions
 
 
-async def verify(conn: asyncpg.Connection, order_id: str, *, physician: str) -> dict:
-    """Verify every confirmed result of the order (the report, or its next part)."""
-    order = await lock_order(conn, order_id)
-    if order is None:
-        raise LookupError(order_id)
-    verified_at = await timers.db_now(conn)
-    revision = await conn.fetchval(
-        "SELECT coalesce(max(revision), 1) FROM reports WHERE report_id = $1",
-        report_id_of(order_id))
-    rows = await conn.fetch(
-        """UPDATE results SET status = 'verified', verified_by = $2, verified_at = $3,
-                  report_revision = $4
-           WHERE order_id = $1 AND status = 'confirmed' RETURNING *""",
-        order_id, physician, verified_at, revision,
-    )
+# The order's confirmed results become verified, the report revision is recorded
+# and the tests move on, in one statement; the results come back with their
+# tube's collection and receipt times (turnaround).
+_VERIFY = """
+WITH v AS (
+    UPDATE results SET status = 'verified', verified_by = $2, verified_at = $3,
+           report_revision = $4
+    WHERE order_id = $1 AND status = 'confirmed' RETURNING *
+), r AS (
+    INSERT INTO reports (report_id, revision, order_id, by_staff, at)
+    SELECT $5, $4, $1, $2, $3 WHERE EXISTS (SELECT 1 FROM v) ON CONFLICT DO NOTHING
+), t AS (
+    UPDATE order_tests SET status = 'verified' WHERE order_id = $1 AND status = 'confirmed'
+)
+SELECT v.*, s.collected_at, s.received_at FROM v JOIN specimens s ON s.barcode = v.barcode
+ORDER BY v.observation_id
+"""
+
+
+async def verify(conn: asyncpg.Connection, order: asyncpg.Record, *, physician: str) -> dict:
+    """Verify every confirmed result of the order (the report, or its next part).
+    `order` is `lock_order`'s row."""
+    order_id = order["order_id"]
+    verified_at, revision = order["now"], order["revision"]
+    rows = await conn.fetch(_VERIFY, order_id, physician, verified_at, revision,
+                            report_id_of(order_id))
     if not rows:
         raise ReportConflict("no confirmed results awaiting verification")
-    rows = sorted(rows, key=lambda r: r["observation_id"])
-    await conn.execute(
-        """INSERT INTO reports (report_id, revision, order_id, by_staff, at)
-           VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING""",
-        report_id_of(order_id), revision, order_id, physician, verified_at,
-    )
-    await conn.execute(
-        """UPDATE order_tests t SET status = 'verified' WHERE t.order_id = $1
-             AND t.status = 'confirmed'""",
-        order_id,
-    )
     await store.advance_specimens(conn, order_id)
     recognitions = await _recognise(conn, order, rows, revision, verified_at)
-    await turnaround_metrics.record_verified(conn, order_id, order["priority"],
-                                             [r["observation_id"] for r in rows])
+    turnaround_metrics.record_verified(order["priority"], rows)
     await emit(conn, LabReportVerified(
         order_id=order_id, report_id=report_id_of(order_id), patient_ref=order["patient_ref"],
         ordering_institution=order["ordering_institution"], lab_centre=order["lab_centre"],
@@ -120,13 +125,12 @@ async def verify(conn: asyncpg.Connection, order_id: str, *, physician: str) -> 
             "verified": [r["observation_id"] for r in rows]}
 
 
-async def amend(conn: asyncpg.Connection, order_id: str, observation_id: str, *,
+async def amend(conn: asyncpg.Connection, order: asyncpg.Record, observation_id: str, *,
                 value: Decimal | None, coded_value: str | None, reason: AmendmentReason,
                 physician: str) -> dict:
-    """A new revision with a corrected result; the original is kept (superseded)."""
-    order = await lock_order(conn, order_id)
-    if order is None:
-        raise LookupError(order_id)
+    """A new revision with a corrected result; the original is kept (superseded).
+    `order` is `lock_order`'s row."""
+    order_id = order["order_id"]
     old = await conn.fetchrow(
         "SELECT * FROM results WHERE observation_id = $1 AND order_id = $2 FOR UPDATE",
         observation_id, order_id)
@@ -137,9 +141,8 @@ async def amend(conn: asyncpg.Connection, order_id: str, observation_id: str, *,
     if (value is None) == (coded_value is None) or (value is not None and old["value"] is None):
         raise ReportConflict("give the corrected value in the result's own form")
     report_id = report_id_of(order_id)
-    revision = await conn.fetchval(
-        "SELECT coalesce(max(revision), 1) + 1 FROM reports WHERE report_id = $1", report_id)
-    amended_at = await timers.db_now(conn)
+    revision = order["revision"] + 1
+    amended_at = order["now"]
     count = await conn.fetchval("SELECT count(*) FROM results WHERE barcode = $1 AND code = $2",
                                 old["barcode"], old["code"])
     new_id = f"{old['barcode']}.{old['code']}.{count + 1}"
@@ -203,8 +206,13 @@ async def amend(conn: asyncpg.Connection, order_id: str, observation_id: str, *,
     ))
     if superseded is not None:
         await _tell_reusers(conn, superseded, replacement, amended_at)
+    # A corrected value in the critical range is a critical value of its own:
+    # the clinic must hear it and read it back, whatever the original was.
+    raised = None
+    if direction is not None:
+        raised = await critical.raise_critical(conn, new, direction, physician)
     return {"report_id": report_id, "revision": revision, "observation_id": new_id,
-            "supersedes": observation_id}
+            "supersedes": observation_id, "critical_value": raised}
 
 
 async def _tell_reusers(conn, superseded: asyncpg.Record,
@@ -231,16 +239,20 @@ async def _tell_reusers(conn, superseded: asyncpg.Record,
         ))
 
 
-async def recognised_for(conn: asyncpg.Connection, patient_ref: str, test_code: str,
-                         at) -> asyncpg.Record | None:
-    """The patient's latest recognised result of a test, valid at `at`."""
-    return await conn.fetchrow(
-        """SELECT * FROM recognised_results
-           WHERE patient_ref = $1 AND test_code = $2 AND superseded_at IS NULL
-             AND valid_until > $3 AND verified_at <= $3
-           ORDER BY verified_at DESC LIMIT 1""",
-        patient_ref, test_code, at,
+async def recognised_for(conn: asyncpg.Connection, patient_ref: str,
+                         test_codes: list[str]) -> dict[str, asyncpg.Record]:
+    """The patient's latest recognised result of each test, valid now (the
+    database clock): {test_code: recognised_results row}."""
+    if not test_codes:
+        return {}
+    rows = await conn.fetch(
+        """SELECT DISTINCT ON (test_code) * FROM recognised_results
+           WHERE patient_ref = $1 AND test_code = ANY($2::text[]) AND superseded_at IS NULL
+             AND valid_until > db_now() AND verified_at <= db_now()
+           ORDER BY test_code, verified_at DESC""",
+        patient_ref, test_codes,
     )
+    return {r["test_code"]: r for r in rows}
 
 
 def recognised_part(row: asyncpg.Record) -> RecognisedResult:

@@ -9,31 +9,38 @@ from .domain import OrderStatus, SpecimenState, TestStatus, order_status
 
 
 async def insert_order(conn: asyncpg.Connection, order: LabOrderPlaced, lab_centre: str,
-                       avoided: frozenset[str] = frozenset()) -> bool:
-    """False when the order id is taken."""
-    inserted = await conn.fetchval(
-        """INSERT INTO orders (order_id, visit_id, patient_ref, sex, age_value, age_unit,
-                               ordering_institution, ordering_clinician, lab_centre, priority,
-                               status, ordered_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-           ON CONFLICT (order_id) DO NOTHING RETURNING true""",
+                       avoided: frozenset[str] = frozenset()):
+    """The order and its tests in one statement; its accepted_at (the database
+    clock), or None when the order id is taken."""
+    return await conn.fetchval(
+        """WITH o AS (
+               INSERT INTO orders (order_id, visit_id, patient_ref, sex, age_value, age_unit,
+                                   ordering_institution, ordering_clinician, lab_centre,
+                                   priority, status, ordered_at)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+               ON CONFLICT (order_id) DO NOTHING RETURNING order_id, accepted_at
+           ), t AS (
+               INSERT INTO order_tests (order_id, test_code, override_reason, status)
+               SELECT o.order_id, t.code, t.reason, t.status
+               FROM o, unnest($13::text[], $14::text[], $15::text[]) AS t(code, reason, status)
+           )
+           SELECT accepted_at FROM o""",
         order.order_id, order.visit_id, order.patient_ref, order.sex.value, order.age.value,
         order.age.unit.value, order.ordering_institution, order.ordering_clinician, lab_centre,
         order.priority.value, OrderStatus.ACCEPTED, order.ordered_at,
+        [t.code for t in order.tests],
+        [t.override_reason and t.override_reason.value for t in order.tests],
+        [TestStatus.AVOIDED if t.code in avoided else TestStatus.ORDERED for t in order.tests],
     )
-    if not inserted:
-        return False
-    await conn.executemany(
-        """INSERT INTO order_tests (order_id, test_code, override_reason, status)
-           VALUES ($1, $2, $3, $4)""",
-        [(order.order_id, t.code, t.override_reason and t.override_reason.value,
-          TestStatus.AVOIDED if t.code in avoided else TestStatus.ORDERED) for t in order.tests],
-    )
-    return True
 
 
 async def order_for_update(conn: asyncpg.Connection, order_id: str) -> asyncpg.Record | None:
-    return await conn.fetchrow("SELECT * FROM orders WHERE order_id = $1 FOR UPDATE", order_id)
+    """The order, locked, with its tests' status as {test_code: status} in "tests"."""
+    return await conn.fetchrow(
+        """SELECT o.*, (SELECT coalesce(json_object_agg(t.test_code, t.status), '{}')
+                        FROM order_tests t WHERE t.order_id = o.order_id) AS tests
+           FROM orders o WHERE o.order_id = $1 FOR UPDATE""",
+        order_id)
 
 
 async def test_status(conn: asyncpg.Connection, order_id: str) -> dict[str, str]:
@@ -44,25 +51,27 @@ async def test_status(conn: asyncpg.Connection, order_id: str) -> dict[str, str]
 
 
 async def insert_specimen(conn: asyncpg.Connection, specimen: SpecimenCollected,
-                          processing_state: str) -> bool:
-    """False when the barcode is already known."""
-    inserted = await conn.fetchval(
-        """INSERT INTO specimens (barcode, order_id, tube, processing_state, state,
-                                  collected_at, centrifuged_at, collector_id, recollection_of)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-           ON CONFLICT (barcode) DO NOTHING RETURNING true""",
+                          processing_state: str, stable_until) -> bool:
+    """The tube, bound to its tests, in one statement; False when the barcode is
+    already known."""
+    return await conn.fetchval(
+        """WITH s AS (
+               INSERT INTO specimens (barcode, order_id, tube, processing_state, state,
+                                      collected_at, centrifuged_at, collector_id,
+                                      recollection_of, stable_until)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+               ON CONFLICT (barcode) DO NOTHING RETURNING barcode
+           ), t AS (
+               UPDATE order_tests SET status = $11, barcode = $1
+               WHERE order_id = $2 AND test_code = ANY($12::text[])
+                 AND EXISTS (SELECT 1 FROM s)
+           )
+           SELECT count(*) = 1 FROM s""",
         specimen.barcode, specimen.order_id, specimen.tube.value, processing_state,
         SpecimenState.COLLECTED, specimen.collected_at, specimen.centrifuged_at,
-        specimen.collector_id, specimen.recollection_of,
+        specimen.collector_id, specimen.recollection_of, stable_until,
+        TestStatus.COLLECTED, list(specimen.tests),
     )
-    if not inserted:
-        return False
-    await conn.execute(
-        """UPDATE order_tests SET status = $3, barcode = $2
-           WHERE order_id = $1 AND test_code = ANY($4::text[])""",
-        specimen.order_id, specimen.barcode, TestStatus.COLLECTED, list(specimen.tests),
-    )
-    return True
 
 
 async def order_view(conn: asyncpg.Connection, order_id: str) -> dict | None:
@@ -107,19 +116,14 @@ async def specimens_for_update(conn: asyncpg.Connection,
     return {r["barcode"]: r for r in rows}
 
 
-async def set_in_transit(conn: asyncpg.Connection, barcode: str, *, shipment_id: str,
+async def set_in_transit(conn: asyncpg.Connection, barcodes: list[str], *, shipment_id: str,
                          courier_id: str, logger_id: str, dispatched_at) -> None:
     await conn.execute(
         """UPDATE specimens SET state = $2, shipment_id = $3, courier_id = $4, logger_id = $5,
                   dispatched_at = $6, updated_at = db_now()
-           WHERE barcode = $1""",
-        barcode, SpecimenState.IN_TRANSIT, shipment_id, courier_id, logger_id, dispatched_at,
+           WHERE barcode = ANY($1::text[])""",
+        barcodes, SpecimenState.IN_TRANSIT, shipment_id, courier_id, logger_id, dispatched_at,
     )
-
-
-async def set_stable_until(conn: asyncpg.Connection, barcode: str, stable_until) -> None:
-    await conn.execute("UPDATE specimens SET stable_until = $2 WHERE barcode = $1",
-                       barcode, stable_until)
 
 
 async def cancel_tests(conn: asyncpg.Connection, order_id: str, codes: list[str], *,
@@ -191,13 +195,17 @@ async def feed_page(conn: asyncpg.Connection, institution_id: str, after: int,
     )
 
 
-async def tests_of_specimen(conn: asyncpg.Connection, barcode: str) -> list[str]:
-    rows = await conn.fetch(
-        """SELECT test_code FROM order_tests WHERE barcode = $1 AND status <> 'cancelled'
-           ORDER BY test_code""",
+async def specimen_for_receipt(conn: asyncpg.Connection, barcode: str) -> asyncpg.Record | None:
+    """The tube, locked, with its order's institutions and its live tests ("tests")."""
+    return await conn.fetchrow(
+        """SELECT s.*, o.ordering_institution, o.lab_centre,
+                  (SELECT coalesce(array_agg(t.test_code ORDER BY t.test_code), '{}')
+                   FROM order_tests t
+                   WHERE t.barcode = s.barcode AND t.status <> 'cancelled') AS tests
+           FROM specimens s JOIN orders o ON o.order_id = s.order_id
+           WHERE s.barcode = $1 FOR UPDATE OF s""",
         barcode,
     )
-    return [r["test_code"] for r in rows]
 
 
 async def set_tests_status(conn: asyncpg.Connection, barcode: str, status: str) -> None:

@@ -329,9 +329,10 @@ class World:
         request = receipt_request(how, self.started)
 
         async def act(conn):
-            if await store.specimen_scope(conn, barcode) is None:
+            specimen = await store.specimen_for_receipt(conn, barcode)
+            if specimen is None:
                 raise LookupError(barcode)
-            return await receipt.receive(conn, barcode, request, staff_id="tech-8",
+            return await receipt.receive(conn, specimen, request, staff_id="tech-8",
                                          appliers=APPLIERS)
 
         answer = await self.staff(step, act)
@@ -349,8 +350,13 @@ class World:
         await self.staff(step, act)
 
     async def verify(self, step: tuple) -> None:
-        await self.staff(step, lambda conn: reports.verify(conn, self.order_id,
-                                                           physician="phys-2"))
+        async def act(conn):
+            order = await reports.lock_order(conn, self.order_id)
+            if order is None:
+                raise LookupError(self.order_id)
+            return await reports.verify(conn, order, physician="phys-2")
+
+        await self.staff(step, act)
 
     async def do(self, step: tuple) -> None:
         kind = step[0]
