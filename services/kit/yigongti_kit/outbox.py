@@ -3,9 +3,12 @@ and one relay per service publishes them to Kafka in order.
 
 `add_event` runs inside the caller's transaction: the `ce_id` is fixed there
 and never regenerated, and the current trace context is stored so the trace
-crosses the outbox. The per-aggregate `ce_sequence` is given by the relay,
-in outbox order, and stored before the row is first published, so a row
-published again after a crash carries the same number.
+crosses the outbox. The per-aggregate `ce_sequence` is given by the relay, the
+only writer of the counters, in outbox order, and stored with the "sent" mark:
+a writer takes no counter lock, and a row updated once. A row published again
+after a relay crash gets the same number, unless a row of its aggregate that
+was still uncommitted then commits before the restart (it comes first in
+outbox order): a consumer sees the copy's ce_id twice either way.
 """
 
 from __future__ import annotations
@@ -37,35 +40,38 @@ INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload, topic, source
 VALUES ($1, $2, $3, $4, $5::text::jsonb, $6, $7, $8, $9, $10)
 """
 
-# ce_sequence for rows not numbered yet, per aggregate in outbox order, continuing
-# the aggregate's counter (outbox_sequence outlives pruned rows).
-_NUMBER = """
-WITH todo AS (
-    SELECT seq, aggregatetype, aggregateid,
-           row_number() OVER (PARTITION BY aggregatetype, aggregateid ORDER BY seq) AS k
-    FROM outbox WHERE seq = ANY($1::bigint[]) AND sequence IS NULL
-), counts AS (
-    SELECT aggregatetype, aggregateid, count(*) AS n FROM todo
-    GROUP BY aggregatetype, aggregateid
-), bumped AS (
-    INSERT INTO outbox_sequence AS q (aggregatetype, aggregateid, last)
-    SELECT aggregatetype, aggregateid, n FROM counts
-    ON CONFLICT (aggregatetype, aggregateid) DO UPDATE SET last = q.last + excluded.last
-    RETURNING q.aggregatetype, q.aggregateid, q.last
+# Published rows: marked sent with the ce_sequence they were published with, and
+# their aggregates' counters moved on (outbox_sequence outlives pruned rows).
+_MARK_SENT = """
+WITH sent AS (
+    UPDATE outbox o SET sent_at = now(), sequence = n.sequence
+    FROM unnest($1::bigint[], $2::bigint[]) AS n(seq, sequence)
+    WHERE o.seq = n.seq
 )
-UPDATE outbox o SET sequence = b.last - c.n + t.k
-FROM todo t
-     JOIN counts c ON c.aggregatetype = t.aggregatetype AND c.aggregateid = t.aggregateid
-     JOIN bumped b ON b.aggregatetype = t.aggregatetype AND b.aggregateid = t.aggregateid
-WHERE o.seq = t.seq
-RETURNING o.seq, o.sequence
+INSERT INTO outbox_sequence (aggregatetype, aggregateid, last)
+SELECT * FROM unnest($3::text[], $4::text[], $5::bigint[])
+ON CONFLICT (aggregatetype, aggregateid) DO UPDATE SET last = excluded.last
 """
 
 
-async def number_events(conn: asyncpg.Connection, seqs: list[int]) -> dict[int, int]:
-    """Give the outbox rows `seqs` that have none their ce_sequence; {seq: sequence}
-    of those numbered now. The relay calls it before publishing them."""
-    return dict(await conn.fetch(_NUMBER, seqs)) if seqs else {}
+def number_events(rows) -> tuple[list[int], dict[tuple[str, str], int]]:
+    """ce_sequence for outbox rows in outbox order, each aggregate continuing
+    from its counter (the rows' "last", None for a new aggregate): the numbers,
+    and each aggregate's new counter."""
+    last: dict[tuple[str, str], int] = {}
+    numbers = []
+    for row in rows:
+        aggregate = (row["aggregatetype"], row["aggregateid"])
+        last[aggregate] = last.get(aggregate, row["last"] or 0) + 1
+        numbers.append(last[aggregate])
+    return numbers, last
+
+
+async def mark_sent(conn: asyncpg.Connection, rows, numbers: list[int],
+                    counters: dict[tuple[str, str], int]) -> None:
+    await conn.execute(_MARK_SENT, [r["seq"] for r in rows], numbers,
+                       [a for a, _ in counters], [i for _, i in counters],
+                       list(counters.values()))
 
 
 async def add_event(
@@ -227,23 +233,20 @@ class Relay:
 
     async def publish_batch(self, conn: asyncpg.Connection, producer: AIOKafkaProducer) -> int:
         rows = await conn.fetch(
-            """SELECT seq, id, aggregateid, type, payload::text AS payload, topic, source,
-                      subject, sequence, traceparent, tracestate, created_at
-               FROM outbox WHERE sent_at IS NULL ORDER BY seq LIMIT $1""",
+            """SELECT o.seq, o.id, o.aggregatetype, o.aggregateid, o.type,
+                      o.payload::text AS payload, o.topic, o.source, o.subject,
+                      o.traceparent, o.tracestate, o.created_at, q.last
+               FROM outbox o LEFT JOIN outbox_sequence q
+                    ON q.aggregatetype = o.aggregatetype AND q.aggregateid = o.aggregateid
+               WHERE o.sent_at IS NULL ORDER BY o.seq LIMIT $1""",
             self.batch_size,
         )
         if not rows:
             return 0
-        numbered = await number_events(conn, [r["seq"] for r in rows if r["sequence"] is None])
-        # Rows numbered in an earlier round (published before a crash, or not
-        # at all) go first, by number: they precede this round's rows of their key.
-        again = sorted((r for r in rows if r["sequence"] is not None), key=lambda r: r["sequence"])
-        fresh = [r for r in rows if r["sequence"] is None]
+        numbers, counters = number_events(rows)
         futures = []
-        for row in again:
-            futures.append(await self._send(producer, row, row["sequence"]))
-        for row in fresh:
-            futures.append(await self._send(producer, row, numbered[row["seq"]]))
+        for row, sequence in zip(rows, numbers, strict=True):
+            futures.append(await self._send(producer, row, sequence))
         # aiokafka keeps one batch in flight per partition, so per-key order holds
         # even when a batch is retried.
         half = len(futures) // 2
@@ -251,10 +254,7 @@ class Relay:
             await fut
             if i == half:
                 fault_point("relay.mid_batch")
-        await conn.execute(
-            "UPDATE outbox SET sent_at = now() WHERE seq = ANY($1::bigint[])",
-            [r["seq"] for r in rows],
-        )
+        await mark_sent(conn, rows, numbers, counters)
         self.published += len(rows)
         metrics().outbox_published.add(len(rows), {"schema": self.schema})
         return len(rows)
