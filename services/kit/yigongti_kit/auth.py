@@ -162,6 +162,10 @@ def verify_token(token: str, public_key_pem: str, audience: str) -> Principal:
         raise TokenError("bad_signature") from exc
     except jwt.PyJWTError as exc:
         raise TokenError("malformed") from exc
+    return _principal_of(claims)
+
+
+def _principal_of(claims: Mapping) -> Principal:
     user, inst, roles = claims["sub"], claims["inst"], claims["roles"]
     if (
         not isinstance(user, str)
@@ -173,6 +177,30 @@ def verify_token(token: str, public_key_pem: str, audience: str) -> Principal:
     ):
         raise TokenError("bad_claim")
     return Principal(user=user, institution=inst, roles=tuple(roles))
+
+
+# Tokens already verified, until they expire: a client sends the same token
+# with every request for its lifetime, and an Ed25519 check per request was a
+# visible share of a service's CPU. Keyed by the exact token, key and audience.
+_verified: dict[tuple[str, str, str], tuple[Principal, float]] = {}
+_VERIFIED_MAX = 4096
+
+
+def verify_token_cached(token: str, public_key_pem: str, audience: str) -> Principal:
+    """`verify_token`, remembering valid tokens until their `exp` (plus leeway)."""
+    slot = (token, public_key_pem, audience)
+    hit = _verified.get(slot)
+    if hit is not None:
+        if time.time() < hit[1]:
+            return hit[0]
+        del _verified[slot]
+        raise TokenError("expired")
+    principal = verify_token(token, public_key_pem, audience)
+    exp = jwt.decode(token, options={"verify_signature": False})["exp"]  # verified above
+    if len(_verified) >= _VERIFIED_MAX:
+        _verified.clear()
+    _verified[slot] = (principal, float(exp) + LEEWAY_S)
+    return principal
 
 
 # --- FastAPI dependencies --------------------------------------------------------
@@ -205,7 +233,7 @@ async def require_principal(
     if credentials is None or not credentials.credentials:
         raise _unauthorized("missing_token")
     try:
-        return verify_token(credentials.credentials, public_key, audience)
+        return verify_token_cached(credentials.credentials, public_key, audience)
     except TokenError as exc:
         raise _unauthorized(exc.reason) from None
 

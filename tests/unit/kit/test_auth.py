@@ -6,6 +6,7 @@ import time
 
 import jwt
 import pytest
+from yigongti_kit import auth
 from yigongti_kit.auth import (
     Principal,
     TokenError,
@@ -14,6 +15,7 @@ from yigongti_kit.auth import (
     main,
     scoped_institutions,
     verify_token,
+    verify_token_cached,
 )
 
 PRIVATE, PUBLIC = generate_keypair()
@@ -184,3 +186,29 @@ def test_cli_keygen_prints_both_keys(capsys):
     assert main(["keygen"]) == 0
     out = capsys.readouterr().out
     assert "BEGIN PRIVATE KEY" in out and "BEGIN PUBLIC KEY" in out
+
+
+def test_cached_verification_answers_as_the_first_and_ends_at_expiry():
+    tok = token()
+    first = verify_token_cached(tok, PUBLIC, "lab")
+    assert verify_token_cached(tok, PUBLIC, "lab") == first
+    # The cache is per key and audience: the same token is still refused elsewhere.
+    with pytest.raises(TokenError):
+        verify_token_cached(tok, OTHER_PUBLIC, "lab")
+    with pytest.raises(TokenError):
+        verify_token_cached(tok, PUBLIC, "referral")
+    # Past its expiry (the cached entry's end moved back) the token is refused.
+    slot = (tok, PUBLIC, "lab")
+    auth._verified[slot] = (first, time.time() - 1)
+    with pytest.raises(TokenError) as caught:
+        verify_token_cached(tok, PUBLIC, "lab")
+    assert caught.value.reason == "expired"
+
+
+def test_a_refused_token_is_not_remembered():
+    forged = issue_token(OTHER_PRIVATE, user="u1", institution="CJ-TH-01", roles=["clinician"],
+                         audience="lab")
+    for _ in range(2):
+        with pytest.raises(TokenError):
+            verify_token_cached(forged, PUBLIC, "lab")
+    assert not [k for k in auth._verified if k[0] == forged]
