@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 from typing import Any
 
 import uvicorn
@@ -31,7 +32,7 @@ def create_http_app(title: str, settings: Any, *, health: Health | None = None) 
     `auth_public_key` (settings.auth_public_key) and `auth_audience`
     (settings.service_name), which `yigongti_kit.auth.require_principal` reads.
     """
-    app = FastAPI(title=title)
+    app = FastAPI(title=title, **_no_native_telemetry())
     health = health if health is not None else Health()
     app.state.settings = settings
     app.state.health = health
@@ -40,6 +41,16 @@ def create_http_app(title: str, settings: Any, *, health: Health | None = None) 
     app.include_router(health.router())
     instrument_fastapi(app)
     return app
+
+
+def _no_native_telemetry() -> dict[str, Any]:
+    """FastAPI ≥ 0.160 traces by itself once a tracer provider is installed
+    (request, dependency and serialization spans, metrics): the kit's own
+    tracing (`instrument_fastapi`) is the one in charge, so FastAPI's is off."""
+    if "telemetry" not in inspect.signature(FastAPI.__init__).parameters:
+        return {}
+    return {"telemetry": {"tracing": False, "metrics": False, "logs": False,
+                          "operation_spans": False}}
 
 
 class _Server(uvicorn.Server):
