@@ -226,3 +226,28 @@ async def test_an_ack_from_another_institution_is_refused_and_the_clock_runs_on(
         mine = (await own.get("/feed", params={"limit": 500})).json()["items"]
     senders = {i["data"].get("sender") for i in mine if i["type"].endswith("rejected.v1")}
     assert senders == {lab.terminal.signer.source}   # only its own refused ack
+
+
+async def test_an_amendment_into_the_critical_range_raises_a_critical_value(lab, dev_keys):
+    """A verified normal potassium corrected to 6.9 mmol/L is a critical value of
+    its own: raised for the new result, with the clock and roster as for any."""
+    from labjourney import physician, verified_order
+
+    o, t = await verified_order(lab, dev_keys, ("K",), {"K": "4.2"})
+    assert seen(lab, "critical_value.raised.v1", order_id=o.order_id) == []
+    [original] = (await one(lab, "report.verified.v1", order_id=o.order_id))["observations"]
+    async with physician(lab, dev_keys, user="phys-3") as doctor:
+        answer = await doctor.post(f"/orders/{o.order_id}/amend", json={
+            "observation_id": original["observation_id"], "value": "6.9",
+            "reason": "analytical_error"})
+    assert answer.status_code == 200, answer.text
+    new_id = answer.json()["observation_id"]
+    raised = await one(lab, "critical_value.raised.v1", order_id=o.order_id)
+    assert raised["observation_id"] == new_id and raised["critical_id"] == \
+        answer.json()["critical_value"]
+    assert (raised["test_code"], Decimal(raised["value"]), raised["direction"]) == \
+        ("K", Decimal("6.9"), "high")
+    assert raised["confirmed_by"] == "phys-3"
+    # The clinic's read-back of the corrected value stops its clock.
+    await lab.terminal.publish(ack(raised, read_back=True))
+    await one(lab, ACKNOWLEDGED, critical_id=raised["critical_id"])

@@ -89,3 +89,28 @@ async def test_cancelling_a_test_not_on_the_order_is_refused(lab, dev_keys):
     ce_id = await lab.terminal.publish(cancel(o.order_id, tests=("GLU",)))
     [answer] = await lab.events.wait_for(rejection_for(ce_id))
     assert payload(answer)["reason"] == "test_not_ordered"
+
+
+async def test_dispatches_racing_their_collections_on_other_partitions_all_arrive(lab, dev_keys):
+    """Collections (keyed by order) and dispatches (keyed by shipment) land on
+    different partitions, handled side by side: a dispatch that finds no tube
+    may park while the tube's collection is committing. None is left parked:
+    every tube ends in transit, at once, not after the grace period."""
+    orders = [order(dev_keys.institution_id) for _ in range(30)]
+    tubes = [collected(o) for o in orders]
+    for o in orders:
+        await lab.terminal.publish(o)
+    # Collection and dispatch of each tube back to back, so they race.
+    await asyncio.gather(*(p for t in tubes for p in (
+        lab.terminal.publish(t), lab.terminal.publish(dispatch(t.barcode)))))
+
+    async def all_in_transit() -> bool:
+        async with lab.pool.acquire() as conn:
+            return await conn.fetchval(
+                "SELECT count(*) FROM specimens WHERE barcode = ANY($1::text[])"
+                " AND state = 'in_transit'", [t.barcode for t in tubes]) == len(tubes)
+
+    await until(all_in_transit, timeout=30)
+    async with lab.pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM parked WHERE expired_at IS NULL") == 0
+    assert not [r for r in lab.events.records if ce_type(r).endswith("intake.rejected.v1")]

@@ -321,3 +321,25 @@ async def test_another_clinic_sees_nothing_and_another_centre_does_nothing(lab, 
         assert (await technologist_only.post(
             f"/orders/{o2.order_id}/verify")).status_code == 403
     await verify(lab, dev_keys, o2.order_id)
+
+
+async def test_a_run_with_a_line_not_ordered_keeps_the_good_lines_and_refuses_that_one(
+        lab, dev_keys):
+    """An analyser run for K and NA that also carries CL (not ordered on the
+    tube): K and NA are stored and reported, CL is refused by name; nothing of
+    the good lines is lost."""
+    o, t = await ordered_tube(lab, dev_keys, ("K", "NA"))
+    await receive(lab, dev_keys, t.barcode)
+    run = analyser_results(t.barcode, obs("K", "4.1"), obs("CL", "101"), obs("NA", "139"))
+    ce_id = await lis(lab, dev_keys).publish(run)
+    reported = await one(lab, "results.reported.v1", barcode=t.barcode)
+    assert sorted(x["code"] for x in reported["observations"]) == ["K", "NA"]
+    [refused] = await lab.events.wait_for(rejection_for(ce_id))
+    assert payload(refused)["reason"] == "not_ordered"
+    assert payload(refused)["fields"] == [{"field": "observations.1.code", "code": "not_ordered"}]
+    assert await fetchval(lab, "SELECT count(*) FROM results WHERE barcode = $1",
+                          t.barcode) == 2
+    # A run with nothing usable is refused whole.
+    ce_id = await lis(lab, dev_keys).publish(analyser_results(t.barcode, obs("CL", "101")))
+    [whole] = await lab.events.wait_for(rejection_for(ce_id))
+    assert payload(whole)["reason"] == "not_ordered"
