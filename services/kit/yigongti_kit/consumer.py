@@ -483,8 +483,9 @@ class IntakeConsumer:
             ("dlq-consumer", self.service.encode()),
             ("dlq-at", datetime.now(UTC).isoformat().encode()),
         ]
+        # The original's timestamp travels with it, for a replay to be judged by.
         await self.producer.send_and_wait(self.dlq_topic, value=record.value, key=record.key,
-                                          headers=headers)
+                                          headers=headers, timestamp_ms=record.timestamp)
         metrics().dead_lettered.add(1, {"service": self.service, "error": code})
 
 

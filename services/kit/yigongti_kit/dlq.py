@@ -31,6 +31,7 @@ class DeadLetter:
     key: bytes | None
     value: bytes | None
     headers: tuple[tuple[str, bytes], ...]
+    timestamp_ms: int | None = None  # the original record's (dead letters keep it)
 
     def header(self, name: str) -> str:
         for k, v in self.headers:
@@ -68,7 +69,7 @@ async def read_dead_letters(settings: KitSettings, service: str) -> list[DeadLet
                 for r in records:
                     if r.offset < end[tp]:
                         letters.append(DeadLetter(r.partition, r.offset, r.key, r.value,
-                                                  tuple(r.headers or ())))
+                                                  tuple(r.headers or ()), r.timestamp))
                 if await consumer.position(tp) >= end[tp]:
                     remaining.discard(tp)
         letters.sort(key=lambda d: (d.partition, d.offset))
@@ -84,8 +85,12 @@ async def replay(settings: KitSettings, letters: list[DeadLetter]) -> int:
         for d in letters:
             headers = [h for h in d.original_headers() if h[0] != "x-replayed-from"]
             headers.append(("x-replayed-from", f"{d.partition}:{d.offset}".encode()))
+            # With the original's timestamp: a signed record is judged fresh or
+            # stale by it (topics with CreateTime; a LogAppendTime topic stamps
+            # the replay anew, and a record older than INTAKE_MAX_SKEW_S is then
+            # refused as stale: its terminal must send it again).
             await producer.send_and_wait(d.header("dlq-source-topic"), value=d.value, key=d.key,
-                                         headers=headers)
+                                         headers=headers, timestamp_ms=d.timestamp_ms)
         return len(letters)
     finally:
         await producer.stop()

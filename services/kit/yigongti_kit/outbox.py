@@ -21,6 +21,14 @@ from datetime import timedelta
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import (
+    CorruptRecordException,
+    InvalidMessageError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+)
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
 from yigongti_contracts.base import StrictModel
@@ -33,6 +41,10 @@ from .telemetry import metrics
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("yigongti.outbox")
+
+# What the broker refuses about one record, however often it is sent.
+_RECORD_ERRORS = (MessageSizeTooLargeError, RecordTooLargeError, RecordListTooLargeError,
+                  InvalidMessageError, CorruptRecordException)
 
 _INSERT = """
 INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload, topic, source, subject,
@@ -156,6 +168,7 @@ class Relay:
         prune_every: float = 600.0,
         outbox_retention: timedelta = timedelta(days=7),
         inbox_retention: timedelta = timedelta(days=7),
+        on_ready=None,
     ) -> None:
         self.database_url = database_url
         self.schema = schema
@@ -166,6 +179,9 @@ class Relay:
         self.prune_every = prune_every
         self.outbox_retention = outbox_retention
         self.inbox_retention = inbox_retention
+        # Readiness callback (component, ready, reason): not ready while the
+        # relay retries an infrastructure fault, as the consumer does.
+        self.on_ready = on_ready or (lambda *_: None)
         self.is_leader = False
         self.published = 0
         self.last_error: str | None = None
@@ -185,10 +201,11 @@ class Relay:
             except Exception as exc:  # noqa: BLE001 - the relay must outlive any fault
                 self.is_leader = False
                 self.last_error = type(exc).__name__
-                if not is_infra_error(exc):
+                if not (is_infra_error(exc) or isinstance(exc, KafkaError)):
                     log.exception("relay error")
                 else:
                     log.warning("relay infrastructure fault: %s", type(exc).__name__)
+                self.on_ready("relay", False, f"infrastructure: {type(exc).__name__}")
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
 
@@ -201,6 +218,7 @@ class Relay:
 
     async def _lead(self) -> None:
         conn = await connect(self.database_url, self.schema)
+        self.on_ready("relay", True, "")  # the database answers; leading or standing by
         producer = None
         try:
             while not await conn.fetchval(
@@ -214,6 +232,7 @@ class Relay:
             await conn.add_listener(f"{self.schema}_outbox", lambda *_: self._wake.set())
             producer = self.producer_factory()
             await producer.start()
+            self.on_ready("relay", True, "")
             loop = asyncio.get_running_loop()
             next_prune = loop.time()
             while not self._stopping.is_set():
@@ -238,26 +257,52 @@ class Relay:
                       o.traceparent, o.tracestate, o.created_at, q.last
                FROM outbox o LEFT JOIN outbox_sequence q
                     ON q.aggregatetype = o.aggregatetype AND q.aggregateid = o.aggregateid
-               WHERE o.sent_at IS NULL ORDER BY o.seq LIMIT $1""",
+               WHERE o.sent_at IS NULL AND o.refused_at IS NULL ORDER BY o.seq LIMIT $1""",
             self.batch_size,
         )
         if not rows:
             return 0
+        refused: dict[int, KafkaError] = {}
         numbers, counters = number_events(rows)
-        futures = []
-        for row, sequence in zip(rows, numbers, strict=True):
-            futures.append(await self._send(producer, row, sequence))
+        futures: list = []
+        for i, (row, sequence) in enumerate(zip(rows, numbers, strict=True)):
+            try:
+                futures.append(await self._send(producer, row, sequence))
+            except _RECORD_ERRORS as exc:  # refused before sending (e.g. over max size)
+                refused[i] = exc
+                futures.append(None)
         # aiokafka keeps one batch in flight per partition, so per-key order holds
         # even when a batch is retried.
         half = len(futures) // 2
         for i, fut in enumerate(futures):
-            await fut
+            if fut is not None:
+                try:
+                    await fut
+                except _RECORD_ERRORS as exc:
+                    refused[i] = exc
+                # Anything else (broker away, not authorised) is raised: the
+                # whole batch is offered again later, nothing is set aside.
             if i == half:
                 fault_point("relay.mid_batch")
+        if refused:
+            await self._set_aside(conn, [rows[i] for i in refused], list(refused.values()))
+            keep = [i for i in range(len(rows)) if i not in refused]
+            rows, numbers = [rows[i] for i in keep], [numbers[i] for i in keep]
+        # The refused rows' numbers stay taken: their aggregates show the gap.
         await mark_sent(conn, rows, numbers, counters)
         self.published += len(rows)
         metrics().outbox_published.add(len(rows), {"schema": self.schema})
-        return len(rows)
+        return len(rows) + len(refused)
+
+    async def _set_aside(self, conn: asyncpg.Connection, rows, errors) -> None:
+        await conn.execute(
+            """UPDATE outbox o SET refused_at = now(), refused_error = r.error
+               FROM unnest($1::bigint[], $2::text[]) AS r(seq, error) WHERE o.seq = r.seq""",
+            [r["seq"] for r in rows], [type(e).__name__ for e in errors])
+        for row, error in zip(rows, errors, strict=True):
+            log.error("outbox row %s (%s) refused by the broker: %s; set aside",
+                      row["id"], row["type"], type(error).__name__)
+        metrics().outbox_refused.add(len(rows), {"schema": self.schema})
 
     def physical_topic(self, topic: str) -> str:
         # Rows written with the physical name already are published as they are.

@@ -116,8 +116,10 @@ class ServiceRuntime:
             producer_factory=lambda: AIOKafkaProducer(**kafka_client_kwargs(s, "producer")),
             outbox_retention=timedelta(hours=s.outbox_retention_h),
             inbox_retention=timedelta(hours=s.inbox_retention_h),
+            on_ready=self.health.set_ready,
         )
-        self.poller = TimerPoller(self.pool, self.spec.timer_handlers)
+        self.poller = TimerPoller(self.pool, self.spec.timer_handlers,
+                                  on_ready=self.health.set_ready)
         self.health.set_ready("consumer", False, "starting")
 
         self.app = create_http_app(f"yigongti {self.spec.name}", s, health=self.health)

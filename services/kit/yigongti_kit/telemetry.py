@@ -243,6 +243,7 @@ class Metrics:
     records_rejected: otel_metrics.Counter  # attrs: topic, reason
     dead_lettered: otel_metrics.Counter  # attrs: topic, reason
     outbox_published: otel_metrics.Counter  # attrs: topic
+    outbox_refused: otel_metrics.Counter  # rows the broker refused for good; attrs: schema
     outbox_backlog: otel_metrics.Gauge  # unsent outbox rows, set by the relay
     handler_duration: otel_metrics.Histogram  # seconds; attrs: topic, ce_type
     consumer_paused: otel_metrics.UpDownCounter  # paused partitions; attrs: topic
@@ -273,6 +274,11 @@ def metrics() -> Metrics:
             "yigongti.outbox_published",
             unit="{event}",
             description="Outbox rows published by the relay",
+        ),
+        outbox_refused=meter.create_counter(
+            "yigongti.outbox_refused",
+            unit="{event}",
+            description="Outbox rows the broker refused for good (set aside with the error)",
         ),
         outbox_backlog=meter.create_gauge(
             "yigongti.outbox_backlog", unit="{event}", description="Outbox rows not yet published"

@@ -91,12 +91,15 @@ class TimerPoller:
         interval: float = 0.5,
         batch_size: int = 100,
         max_attempts: int = 5,
+        on_ready=None,
     ) -> None:
         self.pool = pool
         self.handlers = handlers
         self.interval = interval
         self.batch_size = batch_size
         self.max_attempts = max_attempts
+        # Readiness callback (component, ready, reason), as the consumer's.
+        self.on_ready = on_ready or (lambda *_: None)
         self.fired = 0
         self._stopping = asyncio.Event()
 
@@ -107,9 +110,12 @@ class TimerPoller:
         while not self._stopping.is_set():
             try:
                 fired = await self.run_once()
+                self.on_ready("timers", True, "")
             except Exception as exc:  # noqa: BLE001 - keep polling through faults
                 if not is_infra_error(exc):
                     log.exception("timer poller error")
+                else:
+                    self.on_ready("timers", False, f"infrastructure: {type(exc).__name__}")
                 fired = 0
             if fired < self.batch_size:
                 try:

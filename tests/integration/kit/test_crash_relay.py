@@ -202,3 +202,44 @@ async def test_a_relay_whose_session_dies_is_replaced_and_nothing_is_lost(
         for r in relays:
             r.stop()
         await asyncio.wait_for(asyncio.gather(*tasks), 10)
+
+
+async def test_a_row_the_broker_refuses_is_set_aside_and_the_rest_flows_on(
+    topics, topic_prefix, kit_schema, sql, database_url, kafka_bootstrap, broker_kind,
+):
+    """A row too large for the broker (here: for the producer's 1 MiB request
+    limit) is set aside with the error; the rows after it, of its own aggregate
+    too, are published, and the gap shows in that aggregate's ce_sequence."""
+    topic = (await topics("lab"))["lab.events.v1"]
+    relay = Relay(database_url=database_url, schema=kit_schema, poll_interval=0.1,
+                  topic_prefix=topic_prefix,
+                  producer_factory=lambda: AIOKafkaProducer(
+                      **harness.client_kwargs(kafka_bootstrap, "producer", broker_kind)))
+    before = await _write_rows(sql, 2, ["O-big"])
+    await sql.execute(
+        """INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload, topic, source)
+           VALUES (gen_random_uuid(), 'lab_order', 'O-big', 'yigongti.lab.order.accepted.v1',
+                   jsonb_build_object('pad', repeat('x', 2000000)), 'lab.events.v1',
+                   '/yigongti/lab')""")
+    after = await _write_rows(sql, 3, ["O-big", "O-other"])
+    task = asyncio.create_task(relay.run())
+    events = EventLog()
+    await events.start(harness.client_kwargs(kafka_bootstrap, "consumer", broker_kind), topic)
+    try:
+        await events.wait_for(lambda r: True, count=5, timeout=30)
+        await wait_until(lambda: _all_sent_or_refused(sql), what="outbox drained")
+    finally:
+        relay.stop()
+        await asyncio.wait_for(task, 10)
+        await events.stop()
+    assert {header(r, "ce_id") for r in events.records} == set(before + after)
+    refused = await sql.fetch("SELECT aggregateid, refused_error FROM outbox"
+                              " WHERE refused_at IS NOT NULL")
+    assert [(r["aggregateid"], r["refused_error"]) for r in refused] == [
+        ("O-big", "MessageSizeTooLargeError")]
+    assert _first_occurrences(events.records) == {"O-big": [1, 2, 4, 5], "O-other": [1]}
+
+
+async def _all_sent_or_refused(sql) -> bool:
+    return await count(sql, "SELECT count(*) FROM outbox WHERE sent_at IS NULL"
+                            " AND refused_at IS NULL") == 0

@@ -66,6 +66,8 @@ async def test_database_outage_pauses_intake_and_loses_nothing(
         await asyncio.sleep(OUTAGE_S - (time.monotonic() - cut_at))
         # Still down, still not ready; nothing refused or dead-lettered meanwhile.
         assert await _readyz(http, readyz) == 503
+        # The relay and the timer poller say so too, not only the consumer.
+        assert {"consumer", "relay", "timers"} <= set(lab.runtime.health.failing())
         assert lab.events.of_type("intake.rejected.v1") == []
         assert lab.dlq.records == []
 

@@ -164,6 +164,11 @@ async def test_dead_letters_are_listed_and_replayed(lab, dev_keys, kit_env, monk
     assert header(again[1], "dlq-error") == "unknown_type"
     assert again[1].value == rec.value
     assert header(again[1], "dlq-source-offset") != str(meta.offset)
+    # The original's time travels with the dead letter and its replay (a signed
+    # record is judged fresh or stale by it).
+    if meta.timestamp != -1:
+        assert letter.timestamp_ms == meta.timestamp
+    assert again[1].timestamp == letter.timestamp_ms
     answers = await lab.events.wait_for(rejection_for(rec.ce_id), count=2)
     assert [payload(a)["reason"] for a in answers] == ["unknown_type"] * 2
 
