@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from opentelemetry import trace
+from opentelemetry import propagate, trace
 from yigongti_contracts.common import Age, AgeUnit, Sex
 from yigongti_contracts.lab.codes import Priority, TubeType
 from yigongti_contracts.lab.parts import OrderedTest
@@ -73,6 +73,7 @@ class Timeline:
         self.order_id = order_id
         self.started = started
         self.seen: list[tuple[str, dict]] = []
+        self.trace_ids: list[tuple[str, str]] = []  # (ce_type, trace id of its traceparent)
 
     def say(self, text: str) -> None:
         print(f"[{_ms(self.started):8.1f} ms] {text}", flush=True)
@@ -94,6 +95,8 @@ class Timeline:
                     headers = dict(r.headers)
                     ce_type = headers["ce_type"].decode()
                     self.seen.append((ce_type, body))
+                    parent = headers.get("traceparent", b"").decode()
+                    self.trace_ids.append((ce_type, parent.split("-")[1] if parent else "-"))
                     self.say(f"lab → {ce_type.removeprefix('yigongti.lab.')} "
                              f"(ce_sequence {headers.get('ce_sequence', b'-').decode()})"
                              + _detail(body))
@@ -227,8 +230,11 @@ async def run_journey(stack: Stack) -> int:
         print(f"  {obs['code']:<5} {obs['value'] or obs['coded_value']:>6} {obs['unit'] or '':<8}"
               f" ref {obs['reference_low'] or ''}–{obs['reference_high'] or ''}  {obs['flag']}"
               f"{'  CRITICAL' if obs['critical'] else ''}  verified by {obs['verified_by']}")
-    print(f"trace id {trace_id} (each event's traceparent carries it; export spans with "
-          "OTEL_EXPORTER_OTLP_ENDPOINT)")
+    own = [t for t, tid in timeline.trace_ids if tid != trace_id]
+    print(f"trace id {trace_id}: carried by {len(timeline.trace_ids) - len(own)} of the "
+          f"{len(timeline.trace_ids)} events (export spans with OTEL_EXPORTER_OTLP_ENDPOINT)"
+          + (f"; {len(own)} start a trace of their own where the analyser's HL7 message "
+             "enters (HL7 v2 carries no trace context)" if own else ""))
     print(f"\nOK: the lab journey completed in {_ms(timeline.started):.0f} ms, "
           f"{len(timeline.seen)} events")
     return 0
@@ -251,7 +257,13 @@ def _client(base_url: str, keys, user: str, institution: str, role: str) -> http
     token = issue_token(keys.auth_private_pem, user=user, institution=institution,
                         roles=[role], audience="lab")
     return httpx.AsyncClient(base_url=base_url, timeout=10,
-                             headers={"Authorization": f"Bearer {token}"})
+                             headers={"Authorization": f"Bearer {token}"},
+                             event_hooks={"request": [_carry_trace]})
+
+
+async def _carry_trace(request: httpx.Request) -> None:
+    """The staff's HTTP calls continue the journey's trace (W3C traceparent)."""
+    propagate.inject(request.headers)
 
 
 async def _read_report(stack: Stack, order_id: str, institution: str) -> dict:

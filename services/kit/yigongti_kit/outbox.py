@@ -37,7 +37,7 @@ from yigongti_contracts.topics import topic_name
 
 from .db import connect, is_infra_error
 from .faults import fault_point
-from .telemetry import metrics
+from .telemetry import current_trace_headers, metrics, spans_exported
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("yigongti.outbox")
@@ -312,30 +312,31 @@ class Relay:
 
     async def _send(self, producer: AIOKafkaProducer, row: asyncpg.Record, sequence: int):
         topic = self.physical_topic(row["topic"])
-        parent = propagate.extract(
-            {k: row[k] for k in ("traceparent", "tracestate") if row[k]}
+        if spans_exported():
+            parent = propagate.extract(
+                {k: row[k] for k in ("traceparent", "tracestate") if row[k]})
+            with tracer.start_as_current_span(
+                f"{topic} publish", context=parent, kind=SpanKind.PRODUCER,
+                attributes={"messaging.system": "kafka", "messaging.destination.name": topic,
+                            "cloudevents.event_id": str(row["id"]),
+                            "cloudevents.event_type": row["type"]},
+            ):
+                traceparent, tracestate = current_trace_headers()
+        else:
+            # No span to show: the record carries the change's own trace context.
+            traceparent, tracestate = row["traceparent"], row["tracestate"]
+        envelope = Envelope(
+            id=str(row["id"]),
+            source=row["source"],
+            type=row["type"],
+            time=row["created_at"],
+            subject=row["subject"],
+            sequence=sequence,
+            traceparent=traceparent,
+            tracestate=tracestate,
         )
-        with tracer.start_as_current_span(
-            f"{topic} publish", context=parent, kind=SpanKind.PRODUCER,
-            attributes={"messaging.system": "kafka", "messaging.destination.name": topic,
-                        "cloudevents.event_id": str(row["id"]),
-                        "cloudevents.event_type": row["type"]},
-        ):
-            carrier: dict[str, str] = {}
-            propagate.inject(carrier)
-            envelope = Envelope(
-                id=str(row["id"]),
-                source=row["source"],
-                type=row["type"],
-                time=row["created_at"],
-                subject=row["subject"],
-                sequence=sequence,
-                traceparent=carrier.get("traceparent"),
-                tracestate=carrier.get("tracestate"),
-            )
-            # jsonb's own text: valid JSON, not decoded and encoded again here.
-            value = row["payload"].encode()
-            return await producer.send(
-                topic, value=value, key=row["aggregateid"].encode(),
-                headers=to_headers(envelope),
-            )
+        # jsonb's own text: valid JSON, not decoded and encoded again here.
+        return await producer.send(
+            topic, value=row["payload"].encode(), key=row["aggregateid"].encode(),
+            headers=to_headers(envelope),
+        )

@@ -124,6 +124,13 @@ def setup_telemetry(
     return _state
 
 
+def spans_exported() -> bool:
+    """Whether this process exports spans (an OTLP endpoint or a test's exporter).
+    Without, the kit skips spans nobody would see and passes the trace context
+    it received on, so the trace still crosses the service."""
+    return _state is not None and _state.exporting_spans
+
+
 def tracer() -> trace.Tracer:
     """The kit's tracer (from the global provider)."""
     return trace.get_tracer(INSTRUMENTATION_NAME)
