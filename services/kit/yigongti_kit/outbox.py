@@ -56,9 +56,11 @@ VALUES ($1, $2, $3, $4, $5::text::jsonb, $6, $7, $8, $9, $10)
 # their aggregates' counters moved on (outbox_sequence outlives pruned rows).
 _MARK_SENT = """
 WITH sent AS (
-    UPDATE outbox o SET sent_at = now(), sequence = n.sequence
-    FROM unnest($1::bigint[], $2::bigint[]) AS n(seq, sequence)
-    WHERE o.seq = n.seq
+    -- seq = ANY(…), not a join with unnest(…): the planner guesses 100 rows for
+    -- unnest and, on a young table, scanned the whole outbox for every batch.
+    UPDATE outbox o SET sent_at = now(),
+           sequence = ($2::bigint[])[array_position($1::bigint[], o.seq)]
+    WHERE o.seq = ANY($1::bigint[])
 )
 INSERT INTO outbox_sequence (aggregatetype, aggregateid, last)
 SELECT * FROM unnest($3::text[], $4::text[], $5::bigint[])
@@ -296,8 +298,9 @@ class Relay:
 
     async def _set_aside(self, conn: asyncpg.Connection, rows, errors) -> None:
         await conn.execute(
-            """UPDATE outbox o SET refused_at = now(), refused_error = r.error
-               FROM unnest($1::bigint[], $2::text[]) AS r(seq, error) WHERE o.seq = r.seq""",
+            """UPDATE outbox SET refused_at = now(),
+                      refused_error = ($2::text[])[array_position($1::bigint[], seq)]
+               WHERE seq = ANY($1::bigint[])""",
             [r["seq"] for r in rows], [type(e).__name__ for e in errors])
         for row, error in zip(rows, errors, strict=True):
             log.error("outbox row %s (%s) refused by the broker: %s; set aside",

@@ -162,14 +162,14 @@ async def amend(conn: asyncpg.Connection, order: asyncpg.Record, observation_id:
                                 comparator, coded_value, unit, reference_low, reference_high,
                                 flag, critical, delta_failed, analyser_id, run_at, status,
                                 confirmed_by, confirmed_at, verified_by, verified_at,
-                                report_revision, supersedes)
+                                report_revision, supersedes, patient_ref)
            VALUES ($1,$2,$3,$4,$5,$6,NULL,$7,$8,$9,$10,$11,$12,false,$13,$14,'verified',
-                   $15,$16,$17,$18,$19,$20) RETURNING *""",
+                   $15,$16,$17,$18,$19,$20,$21) RETURNING *""",
         new_id, order_id, old["barcode"], old["test_code"], old["code"],
         None if value is None else str(value), coded_value, old["unit"], old["reference_low"],
         old["reference_high"], flag.value, direction and direction.value, old["analyser_id"],
         old["run_at"], old["confirmed_by"], old["confirmed_at"], physician, amended_at,
-        revision, observation_id,
+        revision, observation_id, old["patient_ref"],
     )
     await conn.execute(
         """INSERT INTO reports (report_id, revision, order_id, by_staff, at, reason)

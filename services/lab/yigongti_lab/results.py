@@ -54,8 +54,8 @@ SELECT s.order_id, s.state, o.lab_centre, o.sex, o.age_value, o.age_unit, o.pati
        (SELECT coalesce(json_agg(json_build_object('code', p.code, 'value', p.value,
                                                    'run_at', p.run_at)), '[]')
           FROM (SELECT DISTINCT ON (r.code) r.code, r.value, r.run_at
-                FROM results r JOIN orders po ON po.order_id = r.order_id
-                WHERE po.patient_ref = o.patient_ref AND r.code = ANY($4::text[])
+                FROM results r
+                WHERE r.patient_ref = o.patient_ref AND r.code = ANY($4::text[])
                   AND r.status = 'verified' AND r.value IS NOT NULL AND r.run_at < $3
                 ORDER BY r.code, r.run_at DESC) p) AS previous
 FROM specimens s JOIN orders o ON o.order_id = s.order_id
@@ -81,10 +81,10 @@ WITH incoming AS (
 )
 INSERT INTO results (observation_id, order_id, barcode, test_code, code, value, comparator,
                      coded_value, unit, reference_low, reference_high, flag, critical,
-                     delta_failed, analyser_id, run_at, status, supersedes)
+                     delta_failed, analyser_id, run_at, status, supersedes, patient_ref)
 SELECT $1 || '.' || i.code || '.' || (coalesce(runs.n, 0) + 1), $2, $1, i.test_code, i.code,
        i.value, i.comparator, i.coded_value, i.unit, i.reference_low, i.reference_high,
-       i.flag, i.critical, i.delta_failed, $14, $15, 'reported', superseded.observation_id
+       i.flag, i.critical, i.delta_failed, $14, $15, 'reported', superseded.observation_id, $16
 FROM incoming i LEFT JOIN runs ON runs.code = i.code
      LEFT JOIN superseded ON superseded.code = i.code
 RETURNING code, observation_id
@@ -153,7 +153,7 @@ async def apply_analyser_results(conn: asyncpg.Connection, results: AnalyserResu
              for obs in fresh]
     stored = dict(await conn.fetch(
         _STORE_LINES, results.barcode, specimen["order_id"], *_columns(lines),
-        results.analyser_id, results.run_at))
+        results.analyser_id, results.run_at, specimen["patient_ref"]))
     observations = tuple(line.observation(stored[line.code]) for line in lines)
 
     live = set(specimen["live"]) | {line.code for line in lines}
