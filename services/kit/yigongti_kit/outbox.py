@@ -128,7 +128,6 @@ async def add_events(
             source, subject if subject is not None else key, carrier.get("traceparent"),
             carrier.get("tracestate"),
         ))
-    # The relay is woken by the outbox's trigger (migrations/0003_outbox_notify.sql).
     if len(rows) == 1:
         await conn.execute(_INSERT, *rows[0])
     elif rows:
@@ -154,9 +153,16 @@ async def prune(conn: asyncpg.Connection, *, outbox_retention: timedelta,
     return int(sent.split()[-1]), int(seen.split()[-1])
 
 
+# The relay's pause after a round that published something (it polls again
+# soon), doubled after each empty round up to its poll_interval.
+POLL_MIN_S = 0.002
+LOCK_RETRY_S = 0.5  # a standby relay asks for the lead this often
+
+
 class Relay:
     """Publishes the outbox of one schema. A session advisory lock makes it the
-    only active relay; others wait idle and take over when it dies."""
+    only active relay; others wait idle and take over when it dies. It polls:
+    an event waits at most `poll_interval` when the relay was idle."""
 
     def __init__(
         self,
@@ -166,7 +172,7 @@ class Relay:
         producer_factory: Callable[[], AIOKafkaProducer],
         topic_prefix: str = "",
         batch_size: int = 500,
-        poll_interval: float = 1.0,
+        poll_interval: float = 0.05,
         prune_every: float = 600.0,
         outbox_retention: timedelta = timedelta(days=7),
         inbox_retention: timedelta = timedelta(days=7),
@@ -227,25 +233,28 @@ class Relay:
                 "SELECT pg_try_advisory_lock(hashtext('outbox-relay:' || current_schema()))"
             ):
                 self.is_leader = False
-                await self._sleep(self.poll_interval)
+                await self._sleep(LOCK_RETRY_S)
                 if self._stopping.is_set():
                     return
             self.is_leader = True
-            await conn.add_listener(f"{self.schema}_outbox", lambda *_: self._wake.set())
             producer = self.producer_factory()
             await producer.start()
             self.on_ready("relay", True, "")
             loop = asyncio.get_running_loop()
             next_prune = loop.time()
+            idle = POLL_MIN_S
             while not self._stopping.is_set():
                 sent = await self.publish_batch(conn, producer)
                 if loop.time() >= next_prune:
                     await prune(conn, outbox_retention=self.outbox_retention,
                                 inbox_retention=self.inbox_retention)
                     next_prune = loop.time() + self.prune_every
-                if sent < self.batch_size:
-                    # Polling fallback: a lost notification costs at most poll_interval.
-                    await self._sleep(self.poll_interval)
+                if sent >= self.batch_size:
+                    continue
+                # Polled, not notified (migrations/0006): soon again while rows
+                # come, then less often, at most every poll_interval when idle.
+                idle = POLL_MIN_S if sent else min(idle * 2, self.poll_interval)
+                await self._sleep(idle)
         finally:
             self.is_leader = False
             if producer is not None:
