@@ -118,15 +118,13 @@ async def add_events(
 ) -> list[str]:
     """Store several (event, key) pairs in one round trip, in order; their ce_ids.
     A key of None is the event's own Kafka key."""
-    carrier: dict[str, str] = {}
-    propagate.inject(carrier)
+    traceparent, tracestate = current_trace_headers()
     rows = []
     for event, key in events:
         key = key if key is not None else event.kafka_key()
         rows.append((
             uuid.uuid4(), aggregatetype, key, event.CE_TYPE, event.model_dump_json(), topic,
-            source, subject if subject is not None else key, carrier.get("traceparent"),
-            carrier.get("tracestate"),
+            source, subject if subject is not None else key, traceparent, tracestate,
         ))
     if len(rows) == 1:
         await conn.execute(_INSERT, *rows[0])
