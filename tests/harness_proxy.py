@@ -25,6 +25,9 @@ class TcpProxy:
         self._server: asyncio.Server | None = None
         self._pipes: set[asyncio.Task] = set()
         self._writers: set[asyncio.StreamWriter] = set()
+        # Bumped by every cut: a connection still being set up when the proxy
+        # is cut must not come through alive afterwards.
+        self._generation = 0
 
     @classmethod
     def for_url(cls, url: str) -> TcpProxy:
@@ -50,6 +53,7 @@ class TcpProxy:
     async def cut(self) -> None:
         """Stop listening (connection refused) and reset every open connection."""
         server, self._server = self._server, None
+        self._generation += 1
         if server is not None:
             server.close()  # stops listening now
         for writer in list(self._writers):
@@ -69,12 +73,20 @@ class TcpProxy:
 
     async def _accept(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter):
         self.connections_made += 1
+        generation = self._generation
+        self._writers.add(client_w)
         try:
             server_r, server_w = await asyncio.open_connection(*self.target)
         except OSError:
             client_w.transport.abort()
+            self._writers.discard(client_w)
             return
-        self._writers.update((client_w, server_w))
+        if generation != self._generation:  # cut while connecting
+            client_w.transport.abort()
+            server_w.transport.abort()
+            self._writers.discard(client_w)
+            return
+        self._writers.add(server_w)
         pipes = [asyncio.create_task(self._pipe(client_r, server_w)),
                  asyncio.create_task(self._pipe(server_r, client_w))]
         self._pipes.update(pipes)
