@@ -6,11 +6,15 @@ STAMP := $(VENV)/.installed
 
 .PHONY: setup demo test test-unit test-integration bench lint stack schemas clean
 
-setup: $(STAMP) .tools/node_modules/@asyncapi/specs
+setup: $(STAMP) .tools/node_modules/@asyncapi/specs .tools/node_modules/fhir
 
 # The AsyncAPI JSON Schema that tests validate contracts/asyncapi/*.yaml against (needs npm).
 .tools/node_modules/@asyncapi/specs:
 	npm install --prefix .tools --no-audit --no-fund --loglevel=error @asyncapi/specs@6.11.1
+
+# FHIR.js, the R4 validator that tests check the FHIR mappings with (needs npm and node).
+.tools/node_modules/fhir:
+	npm install --prefix .tools --no-audit --no-fund --loglevel=error fhir@4.12.0
 
 $(STAMP): contracts/pyproject.toml services/kit/pyproject.toml services/lab/pyproject.toml deploy/pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)

@@ -197,6 +197,7 @@ EXAMPLES: dict[type[StrictModel], StrictModel] = {
         ),
         v1.LabTestsCancelled(
             order_id=ORDER, tests=("CBC",), order_cancelled=False,
+            patient_ref=PATIENT,
             reason=CancellationReason.ordered_in_error, cancelled_by="STAFF-0107",
             cancelled_at=_t(10),
         ),

@@ -471,6 +471,9 @@ class LabTestsCancelled(_LabRecord):
     order_id: Identifier
     tests: tuple[TestCode, ...] = Field(min_length=1, max_length=50)
     order_cancelled: bool
+    patient_ref: PatientRef | None = Field(
+        default=None, description="The order's patient (added in 1.1: the FHIR ServiceRequest "
+                                  "needs its subject).")
     reason: CancellationReason
     cancelled_by: Identifier
     cancelled_at: UtcDateTime

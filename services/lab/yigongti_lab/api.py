@@ -6,15 +6,17 @@ import asyncio
 from decimal import Decimal
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, ValidationError
 from yigongti_contracts.lab.codes import AmendmentReason, CallBackOutcome
 from yigongti_kit.auth import Principal, ensure_institution, require_principal, require_roles
 
-from . import critical, receipt, reports, results, store
+from . import critical, fhir, receipt, reports, results, store
 from .handlers import APPLIERS
 
 LAB_STAFF_ROLES = {"lab_technologist", "lab_physician"}
 CLINIC_ROLES = {"clinician", "clinic_terminal"}
+FHIR_JSON = "application/fhir+json"
 
 router = APIRouter(tags=["orders"])
 
@@ -197,6 +199,30 @@ async def get_report(order_id: str, request: Request,
         if order is None or not _may_read(principal, order):
             raise HTTPException(403, "order out of scope")
         return await store.report_view(conn, order_id, order)
+
+
+@router.get("/orders/{order_id}/fhir", tags=["clinic", "lab centre"],
+            response_class=JSONResponse,
+            responses={200: {"content": {FHIR_JSON: {}},
+                             "description": "A FHIR R4 Bundle (collection)"}},
+            summary="The order as HL7 FHIR R4: its ServiceRequests, Specimens, the "
+                    "DiagnosticReport and the Observations it reports")
+async def get_order_fhir(order_id: str, request: Request,
+                         principal: Principal = Depends(require_principal)) -> JSONResponse:
+    if not set(principal.roles) & (LAB_STAFF_ROLES | CLINIC_ROLES):
+        raise HTTPException(403, "missing role: clinician or lab staff")
+    async with request.app.state.pool.acquire() as conn:
+        order = await store.order_view(conn, order_id)
+        if order is None or not _may_read(principal, order):
+            raise HTTPException(403, "order out of scope")
+        report = await store.report_view(conn, order_id, order)
+        recognised = await store.recognised_until(conn, order_id)
+    current = [(reports.observation_of(row), row) for row in report["observations"]
+               if row["status"] == "verified"]
+    bundle = fhir.order_bundle(order, order["specimens"], current, report_id=report["report_id"],
+                               revisions=report["revisions"], recognised=recognised)
+    bundle["identifier"] = {"system": fhir.ORDER, "value": order_id}
+    return JSONResponse(bundle, media_type=FHIR_JSON)
 
 
 @router.get("/patients/{patient_ref}/recognised-results", tags=["clinic", "lab centre"],

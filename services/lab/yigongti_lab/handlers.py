@@ -192,6 +192,7 @@ async def apply_order_cancelled(conn: asyncpg.Connection, cancel: LabOrderCancel
         order_id=cancel.order_id,
         tests=tuple(chosen),
         order_cancelled=all(s == "cancelled" for s in remaining.values()),
+        patient_ref=order["patient_ref"],
         reason=cancel.reason,
         cancelled_by=cancel.cancelled_by,
         cancelled_at=cancel.cancelled_at,

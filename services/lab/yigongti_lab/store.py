@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import asyncpg
 from yigongti_contracts.lab.v1 import LabOrderPlaced, SpecimenCollected
 
@@ -238,7 +240,7 @@ async def report_view(conn: asyncpg.Connection, order_id: str, order: dict) -> d
     rows = await conn.fetch(
         """SELECT observation_id, test_code, code, value, comparator, coded_value, unit,
                   reference_low, reference_high, flag, critical, delta_failed, status,
-                  confirmed_by, verified_by, verified_at, report_revision, supersedes
+                  confirmed_by, verified_by, verified_at, report_revision, supersedes, barcode
            FROM results WHERE order_id = $1
              -- superseded by an amendment (verified before), not a run replaced
              -- by a re-run before confirmation: that was never reported
@@ -257,6 +259,16 @@ async def report_view(conn: asyncpg.Connection, order_id: str, order: dict) -> d
                           r["verified_at"].isoformat()} for r in rows],
         "revisions": [{**dict(r), "at": r["at"].isoformat()} for r in revisions],
     }
+
+
+async def recognised_until(conn: asyncpg.Connection, order_id: str) -> dict[str, datetime]:
+    """Observation id → end of its recognition, for the order's results recognised now."""
+    rows = await conn.fetch(
+        """SELECT g.observation_id, g.valid_until FROM recognised_results g
+           JOIN results r USING (observation_id)
+           WHERE r.order_id = $1 AND g.superseded_at IS NULL""",
+        order_id)
+    return {r["observation_id"]: r["valid_until"] for r in rows}
 
 
 async def recognised_now(conn: asyncpg.Connection, patient_ref: str) -> list[dict]:

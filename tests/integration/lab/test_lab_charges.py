@@ -129,6 +129,7 @@ async def test_cancelling_the_order_reverses_every_posted_charge(lab, dev_keys):
     await lab.terminal.publish(cancel(o.order_id))
     cancelled = await one(lab, "tests.cancelled.v1", order_id=o.order_id)
     assert cancelled["order_cancelled"] is True
+    assert cancelled["patient_ref"] == o.patient_ref  # since 1.1, for FHIR's subject
     reversals = await lab.events.wait_for(
         lambda r: r in lab.events.of_type(REVERSED), count=2)
     assert sorted(payload(r)["reason"] for r in reversals) == ["order_cancelled"] * 2
