@@ -18,6 +18,7 @@ import json
 import sys
 import time
 import uuid
+from collections import Counter
 from datetime import UTC, datetime, timedelta, timezone
 
 import httpx
@@ -230,6 +231,12 @@ async def run_journey(stack: Stack) -> int:
         print(f"  {obs['code']:<5} {obs['value'] or obs['coded_value']:>6} {obs['unit'] or '':<8}"
               f" ref {obs['reference_low'] or ''}–{obs['reference_high'] or ''}  {obs['flag']}"
               f"{'  CRITICAL' if obs['critical'] else ''}  verified by {obs['verified_by']}")
+    kinds = Counter(e["resource"]["resourceType"] for e in report["fhir"].get("entry", []))
+    status = next((e["resource"]["status"] for e in report["fhir"].get("entry", [])
+                   if e["resource"]["resourceType"] == "DiagnosticReport"), "missing")
+    print(f"as HL7 FHIR R4 (GET /orders/{order.order_id}/fhir, HTTP {report['fhir_status']}): "
+          f"a Bundle of {', '.join(f'{n} {kind}' for kind, n in sorted(kinds.items()))}; "
+          f"the DiagnosticReport is {status}")
     own = [t for t, tid in timeline.trace_ids if tid != trace_id]
     print(f"trace id {trace_id}: carried by {len(timeline.trace_ids) - len(own)} of the "
           f"{len(timeline.trace_ids)} events (export spans with OTEL_EXPORTER_OTLP_ENDPOINT)"
@@ -271,9 +278,11 @@ async def _read_report(stack: Stack, order_id: str, institution: str) -> dict:
     token = issue_token(stack.keys.auth_private_pem, user="qiaoren-doc-01",
                         institution=institution, roles=["clinician"], audience="lab")
     async with httpx.AsyncClient(base_url=stack.services["lab"].url, timeout=10) as client:
-        response = await client.get(f"/orders/{order_id}/report",
-                                    headers={"Authorization": f"Bearer {token}"})
-        return {"status": response.status_code, "body": response.json()}
+        headers = {"Authorization": f"Bearer {token}"}
+        response = await client.get(f"/orders/{order_id}/report", headers=headers)
+        as_fhir = await client.get(f"/orders/{order_id}/fhir", headers=headers)
+        return {"status": response.status_code, "body": response.json(),
+                "fhir_status": as_fhir.status_code, "fhir": as_fhir.json()}
 
 
 def _ms(started: float) -> float:
