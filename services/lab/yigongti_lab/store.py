@@ -7,7 +7,7 @@ from datetime import datetime
 import asyncpg
 from yigongti_contracts.lab.v1 import LabOrderPlaced, SpecimenCollected
 
-from .domain import OrderStatus, SpecimenState, TestStatus, order_status
+from .domain import SpecimenState, TestStatus, order_status
 
 
 async def insert_order(conn: asyncpg.Connection, order: LabOrderPlaced, lab_centre: str,
@@ -18,18 +18,18 @@ async def insert_order(conn: asyncpg.Connection, order: LabOrderPlaced, lab_cent
         """WITH o AS (
                INSERT INTO orders (order_id, visit_id, patient_ref, sex, age_value, age_unit,
                                    ordering_institution, ordering_clinician, lab_centre,
-                                   priority, status, ordered_at)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                                   priority, ordered_at)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
                ON CONFLICT (order_id) DO NOTHING RETURNING order_id, accepted_at
            ), t AS (
                INSERT INTO order_tests (order_id, test_code, override_reason, status)
                SELECT o.order_id, t.code, t.reason, t.status
-               FROM o, unnest($13::text[], $14::text[], $15::text[]) AS t(code, reason, status)
+               FROM o, unnest($12::text[], $13::text[], $14::text[]) AS t(code, reason, status)
            )
            SELECT accepted_at FROM o""",
         order.order_id, order.visit_id, order.patient_ref, order.sex.value, order.age.value,
         order.age.unit.value, order.ordering_institution, order.ordering_clinician, lab_centre,
-        order.priority.value, OrderStatus.ACCEPTED, order.ordered_at,
+        order.priority.value, order.ordered_at,
         [t.code for t in order.tests],
         [t.override_reason and t.override_reason.value for t in order.tests],
         [TestStatus.AVOIDED if t.code in avoided else TestStatus.ORDERED for t in order.tests],
