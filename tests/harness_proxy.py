@@ -73,6 +73,9 @@ class TcpProxy:
 
     async def _accept(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter):
         self.connections_made += 1
+        if not self.up:  # accepted just before a cut, handled just after it
+            client_w.transport.abort()
+            return
         generation = self._generation
         self._writers.add(client_w)
         try:
