@@ -223,7 +223,7 @@ class Relay:
         self._wake.clear()
 
     async def _lead(self) -> None:
-        conn = await connect(self.database_url, self.schema)
+        conn = await connect(self.database_url, self.schema, custom_plans=True)
         self.on_ready("relay", True, "")  # the database answers; leading or standing by
         producer = None
         try:
