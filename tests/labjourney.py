@@ -126,6 +126,14 @@ async def until(check, timeout: float = 20.0, what: str = "condition") -> None: 
         await asyncio.sleep(0.05)
 
 
+async def feed_settled(lab) -> None:
+    """Every event written so far is published, so it is in its clinic's feed
+    (the relay fills the feed as it marks events sent)."""
+    await until(lambda: fetchval(lab, "SELECT count(*) = 0 FROM outbox"
+                                      " WHERE sent_at IS NULL AND refused_at IS NULL"),
+                what="every event published")
+
+
 async def fetchval(lab, sql: str, *args):
     async with lab.pool.acquire() as conn:
         return await conn.fetchval(sql, *args)

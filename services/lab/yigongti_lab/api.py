@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from yigongti_contracts.lab.codes import AmendmentReason, CallBackOutcome
 from yigongti_kit.auth import Principal, ensure_institution, require_principal, require_roles
 
-from . import critical, fhir, receipt, reports, results, store
+from . import critical, feed_watch, fhir, receipt, reports, results, store
 from .handlers import APPLIERS
 
 LAB_STAFF_ROLES = {"lab_technologist", "lab_physician"}
@@ -53,19 +53,29 @@ async def feed(request: Request, after: int = Query(0, ge=0, description="last s
     first after the cursor `after`; `next` is the cursor for the next call."""
     if not set(principal.roles) & CLINIC_ROLES:
         raise HTTPException(403, "missing role: clinician")
-    deadline = asyncio.get_running_loop().time() + wait
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
     while True:
         async with request.app.state.pool.acquire() as conn:
+            # Read before the page: a row above it arrived after this read.
+            mark = await conn.fetchval(feed_watch.HIGH_WATER) if wait else 0
             rows = await store.feed_page(conn, principal.institution, after, limit)
-        if rows or asyncio.get_running_loop().time() >= deadline:
+        if rows or loop.time() >= deadline:
             break
-        await asyncio.sleep(0.2)
+        await _feed_watch(request).wait(principal.institution, mark, deadline - loop.time())
     return {
         "items": [{"seq": r["seq"], "id": str(r["ce_id"]), "type": r["type"],
                    "order_id": r["order_id"], "time": r["created_at"].isoformat(),
                    "data": r["payload"]} for r in rows],
         "next": rows[-1]["seq"] if rows else after,
     }
+
+
+def _feed_watch(request: Request) -> feed_watch.FeedWatch:
+    state = request.app.state
+    if getattr(state, "feed_watch", None) is None:
+        state.feed_watch = feed_watch.FeedWatch(state.pool)
+    return state.feed_watch
 
 
 @router.post("/specimens/{barcode}/receipt", tags=["lab centre"],

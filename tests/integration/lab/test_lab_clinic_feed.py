@@ -3,9 +3,16 @@ rejections, in order, by cursor; another clinic sees nothing of them."""
 
 from __future__ import annotations
 
+import asyncio
+from datetime import UTC, datetime
+
 import httpx
-from labflow import collected, order, rejection_for
+from labflow import ce_type, collected, order, payload, rejection_for
+from labjourney import feed_settled, new_patient
+from yigongti_contracts.lab.codes import CriticalDirection
+from yigongti_contracts.lab.v1 import CriticalValueRaised
 from yigongti_kit.auth import issue_token
+from yigongti_lab.events import emit
 
 
 def client(lab, dev_keys, institution: str, roles=("clinician",)) -> httpx.AsyncClient:
@@ -21,6 +28,7 @@ async def test_feed_carries_own_events_by_cursor_and_nothing_to_another_clinic(l
     await lab.terminal.publish(collected(o, tests=("K",)))
     bad = await lab.terminal.publish(collected(o, tests=("GLU",)))  # not ordered: refused
     await lab.events.wait_for(rejection_for(bad))
+    await feed_settled(lab)
 
     async with client(lab, dev_keys, dev_keys.institution_id) as own:
         first = (await own.get("/feed", params={"limit": 2})).json()
@@ -38,3 +46,59 @@ async def test_feed_carries_own_events_by_cursor_and_nothing_to_another_clinic(l
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=lab.runtime.app),
                                  base_url="http://lab") as anonymous:
         assert (await anonymous.get("/feed")).status_code == 401
+
+
+def _accepted(o):
+    return lambda r: ce_type(r).endswith("order.accepted.v1") and \
+        payload(r)["order_id"] == o.order_id
+
+
+async def test_an_event_committed_late_is_not_passed_over_by_the_cursor(lab, dev_keys):
+    """A writer's transaction still open while later events reach the feed: its
+    event comes after them, above the cursor the clinic holds, not below it."""
+    first = order(dev_keys.institution_id, tests=("K",), patient_ref=new_patient())
+    await lab.terminal.publish(first)
+    await lab.events.wait_for(_accepted(first))
+    await feed_settled(lab)
+    async with client(lab, dev_keys, dev_keys.institution_id) as own:
+        cursor = (await own.get("/feed", params={"limit": 500})).json()["next"]
+        async with lab.pool.acquire() as conn:
+            late = conn.transaction()
+            await late.start()
+            # A critical value of `first`, written by a transaction that commits late.
+            await emit(conn, CriticalValueRaised(
+                order_id=first.order_id, critical_id=f"CV-{first.order_id}",
+                patient_ref=first.patient_ref, ordering_institution=dev_keys.institution_id,
+                lab_centre="652325-L01", barcode=f"B{first.order_id[-8:]}",
+                observation_id="obs-late", test_code="K", value="6.9", unit="mmol/L",
+                direction=CriticalDirection.high, confirmed_by="tech-8",
+                raised_at=datetime.now(UTC), escalate_at=datetime.now(UTC)))
+            second = order(dev_keys.institution_id, tests=("K",), patient_ref=new_patient())
+            await lab.terminal.publish(second)
+            await lab.events.wait_for(_accepted(second))
+            await feed_settled(lab)
+            page = (await own.get("/feed", params={"after": cursor, "limit": 500})).json()
+            assert [i["order_id"] for i in page["items"]] == [second.order_id]
+            await late.commit()
+        await feed_settled(lab)
+        after = (await own.get("/feed", params={"after": page["next"]})).json()
+    assert [(i["order_id"], i["type"].split(".")[-2]) for i in after["items"]] == [
+        (first.order_id, "raised")]
+
+
+async def test_a_waiting_long_poll_answers_with_what_arrives(lab, dev_keys):
+    async with client(lab, dev_keys, dev_keys.institution_id) as own, \
+            client(lab, dev_keys, "652325-B02") as other:
+        cursor = (await own.get("/feed", params={"limit": 500})).json()["next"]
+        other_cursor = (await other.get("/feed", params={"limit": 500})).json()["next"]
+        waiting = asyncio.create_task(own.get("/feed", params={"after": cursor, "wait": 20}))
+        others = asyncio.create_task(other.get("/feed", params={"after": other_cursor,
+                                                                "wait": 1}))
+        await asyncio.sleep(0.1)
+        o = order(dev_keys.institution_id, tests=("K",), patient_ref=new_patient())
+        await lab.terminal.publish(o)
+        answer = (await asyncio.wait_for(waiting, 20)).json()
+        # Another clinic's long-poll is not answered with it: it times out empty.
+        assert (await others).json() == {"items": [], "next": other_cursor}
+    assert [(i["order_id"], i["type"].split(".")[-2]) for i in answer["items"]] == [
+        (o.order_id, "accepted")]

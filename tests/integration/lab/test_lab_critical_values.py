@@ -18,6 +18,7 @@ from labjourney import (
     ack,
     clinician,
     confirm,
+    feed_settled,
     fetchval,
     is_,
     lis,
@@ -86,6 +87,7 @@ async def test_a_critical_potassium_is_raised_when_confirmed_and_not_before(lab,
     raised_at = datetime.fromisoformat(raised["raised_at"])
     assert escalate_at - raised_at == roster.escalation_interval() == timedelta(minutes=15)
     # The ordering clinic reads it on its feed.
+    await feed_settled(lab)
     async with clinician(lab, dev_keys) as clinic:
         items = (await clinic.get("/feed", params={"limit": 500})).json()["items"]
     assert any(i["type"].endswith("critical_value.raised.v1") for i in items)
@@ -218,6 +220,7 @@ async def test_an_ack_from_another_institution_is_refused_and_the_clock_runs_on(
     assert escalated["level"] == 1
     assert not seen(lab, ACKNOWLEDGED)
     # The refusal of the other clinic's ack goes to that clinic, not to the patient's.
+    await feed_settled(lab)
     async with clinician(lab, dev_keys, OTHER_CLINIC) as other:
         items = (await other.get("/feed")).json()["items"]
     assert [(i["type"].split(".")[-2], i["data"]["sender"]) for i in items] == [

@@ -18,6 +18,7 @@ from labjourney import (
     OTHER_CLINIC,
     clinician,
     confirm,
+    feed_settled,
     fetchval,
     http,
     new_patient,
@@ -137,6 +138,7 @@ async def test_recognised_results_are_for_the_lab_and_clinics_of_the_patient(
     await other_terminal.publish(theirs)
     answer = await accepted(lab, theirs)
     assert answer["avoided_tests"] == ["NA"] and answer["tests"] == ["CL"]
+    await feed_settled(lab)
     async with clinician(lab, dev_keys, OTHER_CLINIC) as other:
         assert (await other.get(path)).status_code == 200
         assert (await other.get(f"/orders/{first.order_id}")).status_code == 403

@@ -20,6 +20,7 @@ from labjourney import (
     clinician,
     confirm,
     dispatch,
+    feed_settled,
     fetchval,
     http,
     is_,
@@ -289,6 +290,7 @@ async def test_another_clinic_sees_nothing_and_another_centre_does_nothing(lab, 
     o, t = await verified_order(lab, dev_keys, ("K",))
     o2, t2 = await ordered_tube(lab, dev_keys, ("K",))
 
+    await feed_settled(lab)
     async with clinician(lab, dev_keys, OTHER_CLINIC) as other:
         for path in (f"/orders/{o.order_id}", f"/orders/{o.order_id}/report",
                      f"/patients/{o.patient_ref}/recognised-results"):
