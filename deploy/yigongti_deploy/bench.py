@@ -36,6 +36,7 @@ from typing import Any
 from yigongti_kit.service import event_loop_runner
 
 from .bench_common import BenchTarget
+from .bench_critical import report_lines, run_critical
 from .bench_floor import measure_floor
 from .bench_lab import run_journeys
 
@@ -53,10 +54,14 @@ async def run_bench(
     max_seconds: float = 60.0,
     step_timeout: float = 30.0,
     profile_to: Path | None = None,
+    critical_load: float = 200.0,
+    critical_seconds: float = 30.0,
+    critical_probes_per_s: float = 4.0,
     progress=print,
 ) -> dict[str, Any]:
-    """Measure the floor (per event before and after the journey, per batch once)
-    and the journey on `target`; returns the figures (see `report`)."""
+    """Measure the floor (per event before and after the journey, per batch once),
+    the journey, and a critical value's way to the clinic under load, on
+    `target`; returns the figures (see `report`)."""
     progress(f"floor, one transaction per event: {floor_events} events, {partitions} partitions …")
     before = await measure_floor(target, events=floor_events, partitions=partitions)
     progress(f"  {before.events_per_s:,.0f} events/s")
@@ -74,8 +79,15 @@ async def run_bench(
     progress("floor, one transaction per event, again after the journey …")
     after = await measure_floor(target, events=floor_events, partitions=partitions)
     progress(f"  {after.events_per_s:,.0f} events/s")
+    progress(f"critical values to the clinic at {critical_load:.0f} inputs/s for "
+             f"{critical_seconds:.0f} s …")
+    critical = (await run_critical(target, load=critical_load, seconds=critical_seconds,
+                                   probes_per_s=critical_probes_per_s,
+                                   step_timeout=step_timeout)).as_dict()
+    progress(f"  p99 {critical['confirm_to_clinic_feed']['p99_ms']:.1f} ms")
     floor = (before.events_per_s + after.events_per_s) / 2
     return {
+        "critical_value_latency": critical,
         "broker": target.broker_kind,
         "cpus": os.cpu_count(),
         "floor": {
@@ -155,6 +167,8 @@ def report(figures: dict[str, Any]) -> str:
         lines.append("  platform code, inclusive:")
         lines += [f"    {pct:5.1f}%  {name}"
                   for name, pct in profile["platform_inclusive_pct"].items()]
+    if "critical_value_latency" in figures:
+        lines += report_lines(figures["critical_value_latency"])
     lines += ["", verdict(figures)]
     return "\n".join(lines)
 
@@ -199,6 +213,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="stop starting journeys after this long")
     parser.add_argument("--step-timeout", type=float, default=30.0,
                         help="seconds to wait for one step's answer")
+    parser.add_argument("--critical-load", type=float, default=200.0,
+                        help="journey inputs/s in the background while critical values "
+                             "are timed (DESIGN §8: 200)")
+    parser.add_argument("--critical-seconds", type=float, default=30.0,
+                        help="how long critical values are timed")
     parser.add_argument("--profile", action="store_true",
                         help="py-spy the lab process during the journey (needs py-spy)")
     parser.add_argument("--run-dir", type=Path, default=Path(".run"),
@@ -226,7 +245,8 @@ async def _main(args: argparse.Namespace) -> int:
             target, floor_events=args.floor_events, orders=args.orders,
             concurrency=args.concurrency, partitions=args.partitions, warmup=args.warmup,
             max_seconds=args.max_seconds, step_timeout=args.step_timeout,
-            profile_to=profile_to, progress=lambda m: print(m, flush=True))
+            profile_to=profile_to, critical_load=args.critical_load,
+            critical_seconds=args.critical_seconds, progress=lambda m: print(m, flush=True))
     except Exception as exc:  # noqa: BLE001 - report, with the lab's log, and exit non-zero
         traceback.print_exc()
         print(f"bench FAILED: {exc!r}", file=sys.stderr)

@@ -30,6 +30,7 @@ class BenchTarget:
     lab_pid: int | None = None  # for py-spy and the CPU meter
     broker_pid: int | None = None  # for the CPU meter
     database_name: str | None = None  # for the CPU meter (PostgreSQL backends)
+    lab_schema: str = "lab"  # the lab's DB_SCHEMA (its terminal registry)
 
     @classmethod
     def from_stack(cls, stack: Any) -> BenchTarget:

@@ -39,6 +39,7 @@ import time
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -661,6 +662,18 @@ async def run_journeys(
 ) -> JourneyRun:
     """Drive `orders` journeys (after `warmup` unmeasured ones) with at most
     `concurrency` in flight; stops starting new ones after `max_seconds`."""
+    async with open_driver(target, steps, step_timeout, concurrency * 2) as (driver, active,
+                                                                             missing):
+        return await _run_journeys(target, driver, active, missing, orders=orders,
+                                   concurrency=concurrency, warmup=warmup,
+                                   max_seconds=max_seconds, profile_to=profile_to)
+
+
+@asynccontextmanager
+async def open_driver(target: BenchTarget, steps: Sequence[Step], step_timeout: float,
+                      connections: int):
+    """A Driver on `target` (watcher, producer, HTTP session), the steps the lab
+    has and why the others are not run; everything closed on exit."""
     caps = await Capabilities.detect(
         target.lab_url, {s.name: s.http_patterns for s in steps if s.via == "http"})
     active, missing = plan(caps, steps)
@@ -670,29 +683,42 @@ async def run_journeys(
     await producer.start()
     # aiohttp, not httpx: httpx's pool spends O(connections) per request, and
     # the driver must cost the machine little next to the lab it measures.
-    http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency * 2))
-    driver = Driver(target, caps, producer, watcher, http, step_timeout)
-    institution = target.keys.institution_id
-    outcome = {"completed": 0, "failed": 0, "specimens": 0, "inputs": 0}
+    http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=connections))
+    try:
+        yield Driver(target, caps, producer, watcher, http, step_timeout), active, missing
+    finally:
+        await http.close()
+        await producer.stop()
+        await watcher.stop()
 
-    async def journey(index: int) -> None:
-        j = make_journey(index, institution)
-        for step in active:
-            try:
-                handled = await step.run(driver, j)
-            except StepFailed as exc:
-                if driver.measuring:
-                    stats = driver.stats[step.name]
-                    stats.failures[exc.reason] += 1
-                    stats.failure_examples.setdefault(exc.reason, exc.detail)
-                    outcome["failed"] += 1
-                return
+
+async def journey(driver: Driver, steps: Sequence[Step], index: int,
+                  outcome: Counter) -> None:
+    """One journey through `steps`; counted in `outcome` and the driver's stats
+    while the driver is measuring."""
+    j = make_journey(index, driver.target.keys.institution_id)
+    for step in steps:
+        try:
+            handled = await step.run(driver, j)
+        except StepFailed as exc:
             if driver.measuring:
-                driver.stats[step.name].inputs += handled
-                outcome["inputs"] += handled
+                stats = driver.stats[step.name]
+                stats.failures[exc.reason] += 1
+                stats.failure_examples.setdefault(exc.reason, exc.detail)
+                outcome["failed"] += 1
+            return
         if driver.measuring:
-            outcome["completed"] += 1
-            outcome["specimens"] += len(j.tubes)
+            driver.stats[step.name].inputs += handled
+            outcome["inputs"] += handled
+    if driver.measuring:
+        outcome["completed"] += 1
+        outcome["specimens"] += len(j.tubes)
+
+
+async def _run_journeys(target: BenchTarget, driver: Driver, active: list[Step],
+                        missing: dict[str, str], *, orders: int, concurrency: int, warmup: int,
+                        max_seconds: float, profile_to: Path | None) -> JourneyRun:
+    outcome: Counter = Counter()
 
     async def drive(count: int, parallel: int, deadline: float) -> None:
         indices = iter(range(count))
@@ -701,7 +727,7 @@ async def run_journeys(
             for index in indices:
                 if time.perf_counter() > deadline:
                     return
-                await journey(index)
+                await journey(driver, active, index, outcome)
 
         await asyncio.gather(*(worker() for _ in range(max(1, min(parallel, count)))))
 
@@ -718,7 +744,7 @@ async def run_journeys(
         cpu = meter.stop()
         driver.measuring = False
         await asyncio.sleep(0.2)  # late events of the last journeys (not counted in the rate)
-        produced = Counter(t for at, t in watcher.seen if started <= at <= ended)
+        produced = Counter(t for at, t in driver.watcher.seen if started <= at <= ended)
         return JourneyRun(
             steps=active, missing=missing, orders=orders, concurrency=concurrency,
             completed=outcome["completed"], failed=outcome["failed"],
@@ -729,9 +755,6 @@ async def run_journeys(
     finally:
         if profiler is not None and profiler[0].poll() is None:
             profiler[0].kill()
-        await http.close()
-        await producer.stop()
-        await watcher.stop()
 
 
 # --- optional: py-spy on the lab process -----------------------------------------------

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 async def bench_target(service_process, topics, kit_env, dev_keys, database_url,
-                       kafka_bootstrap, broker_kind, topic_prefix):
+                       kafka_bootstrap, broker_kind, topic_prefix, schema):
     await topics("lab")
     lab = await service_process("lab", kit_env("lab"))
     return BenchTarget(
@@ -29,6 +29,7 @@ async def bench_target(service_process, topics, kit_env, dev_keys, database_url,
         topic=lambda base: topic_name(base, topic_prefix),
         topic_prefix=topic_prefix,
         lab_pid=lab.pid,
+        lab_schema=schema,
     )
 
 
@@ -37,7 +38,8 @@ async def test_the_bench_runs_the_floor_and_the_journey_and_reports_figures(
     bench_target, tmp_path
 ):
     figures = await run_bench(bench_target, floor_events=20, orders=10, concurrency=4,
-                              warmup=2, max_seconds=60, progress=lambda _: None)
+                              warmup=2, max_seconds=60, critical_load=20, critical_seconds=2,
+                              critical_probes_per_s=2, progress=lambda _: None)
 
     floor = figures["floor"]
     for variant in ("per_event_before", "per_event_after", "per_batch"):
@@ -51,9 +53,16 @@ async def test_the_bench_runs_the_floor_and_the_journey_and_reports_figures(
     for step in journey["steps"]:
         assert journey["per_step"][step]["count"] > 0
     assert figures["ratio"] > 0
+    critical = figures["critical_value_latency"]
+    assert critical["failures"] == {}
+    assert critical["probes"] >= 3
+    assert critical["confirm_to_clinic_feed"]["count"] == critical["probes"]
+    assert critical["confirm_to_event"]["count"] == critical["probes"]
+    assert critical["load_inputs_per_s"] > 0
 
     text = report(figures)
     assert verdict(figures) in text
+    assert "critical value to the clinic" in text
     path = write_json(figures, tmp_path)
     assert json.loads(path.read_text())["ratio"] == figures["ratio"]
 
