@@ -31,13 +31,17 @@ def _may_read(principal: Principal, order: dict) -> bool:
 @router.get("/orders/{order_id}", summary="An order with its tests and specimens")
 async def get_order(order_id: str, request: Request,
                     principal: Principal = Depends(require_principal)) -> dict:
-    # The role is checked before the order is looked up, and "absent" gets the
-    # same answer as "not yours": otherwise 403-vs-404 would tell any caller
-    # which order ids exist.
+    async with request.app.state.pool.acquire() as conn:
+        return await _readable_order(conn, principal, order_id)
+
+
+async def _readable_order(conn, principal: Principal, order_id: str) -> dict:
+    """The order's view if the caller may read it. The role is checked before
+    the order is looked up, and "absent" gets the same answer as "not yours":
+    otherwise 403-vs-404 would tell any caller which order ids exist."""
     if not set(principal.roles) & (LAB_STAFF_ROLES | CLINIC_ROLES):
         raise HTTPException(403, "missing role: clinician or lab staff")
-    async with request.app.state.pool.acquire() as conn:
-        order = await store.order_view(conn, order_id)
+    order = await store.order_view(conn, order_id)
     if order is None or not _may_read(principal, order):
         raise HTTPException(403, "order out of scope")
     return order
@@ -205,9 +209,7 @@ async def call_back(critical_id: str, body: CallBackRequest, request: Request,
 async def get_report(order_id: str, request: Request,
                      principal: Principal = Depends(require_principal)) -> dict:
     async with request.app.state.pool.acquire() as conn:
-        order = await store.order_view(conn, order_id)
-        if order is None or not _may_read(principal, order):
-            raise HTTPException(403, "order out of scope")
+        order = await _readable_order(conn, principal, order_id)
         return await store.report_view(conn, order_id, order)
 
 
@@ -219,12 +221,8 @@ async def get_report(order_id: str, request: Request,
                     "DiagnosticReport and the Observations it reports")
 async def get_order_fhir(order_id: str, request: Request,
                          principal: Principal = Depends(require_principal)) -> JSONResponse:
-    if not set(principal.roles) & (LAB_STAFF_ROLES | CLINIC_ROLES):
-        raise HTTPException(403, "missing role: clinician or lab staff")
     async with request.app.state.pool.acquire() as conn:
-        order = await store.order_view(conn, order_id)
-        if order is None or not _may_read(principal, order):
-            raise HTTPException(403, "order out of scope")
+        order = await _readable_order(conn, principal, order_id)
         report = await store.report_view(conn, order_id, order)
         recognised = await store.recognised_until(conn, order_id)
     current = [(reports.observation_of(row), row) for row in report["observations"]
