@@ -237,6 +237,10 @@ async def run_journey(stack: Stack) -> int:
     print(f"as HL7 FHIR R4 (GET /orders/{order.order_id}/fhir, HTTP {report['fhir_status']}): "
           f"a Bundle of {', '.join(f'{n} {kind}' for kind, n in sorted(kinds.items()))}; "
           f"the DiagnosticReport is {status}")
+    kinds = Counter(".".join(i["type"].split(".")[2:-1]) for i in report["feed"]
+                    if i["order_id"] == order.order_id)
+    print(f"the clinic's feed (GET /feed) holds {sum(kinds.values())} items of the order: "
+          + ", ".join(f"{kind} ×{n}" if n > 1 else kind for kind, n in kinds.items()))
     own = [t for t, tid in timeline.trace_ids if tid != trace_id]
     print(f"trace id {trace_id}: carried by {len(timeline.trace_ids) - len(own)} of the "
           f"{len(timeline.trace_ids)} events (export spans with OTEL_EXPORTER_OTLP_ENDPOINT)"
@@ -281,8 +285,10 @@ async def _read_report(stack: Stack, order_id: str, institution: str) -> dict:
         headers = {"Authorization": f"Bearer {token}"}
         response = await client.get(f"/orders/{order_id}/report", headers=headers)
         as_fhir = await client.get(f"/orders/{order_id}/fhir", headers=headers)
+        feed = await client.get("/feed", params={"limit": 500, "wait": 2}, headers=headers)
         return {"status": response.status_code, "body": response.json(),
-                "fhir_status": as_fhir.status_code, "fhir": as_fhir.json()}
+                "fhir_status": as_fhir.status_code, "fhir": as_fhir.json(),
+                "feed": feed.json().get("items", [])}
 
 
 def _ms(started: float) -> float:
