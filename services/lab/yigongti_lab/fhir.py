@@ -125,8 +125,8 @@ def critical_alert_ref(critical_id: str) -> dict[str, Any]:
     return f.ref("Communication", CRITICAL, critical_id)
 
 
-def _service_request(order_id: str, code: str, *, status: str, patient_ref: str,
-                     authored, requester: str, **extra: Any) -> dict[str, Any]:
+def _service_request(order_id: str, code: str, *, status: str, subject: dict[str, Any],
+                     **extra: Any) -> dict[str, Any]:
     return {
         "resourceType": "ServiceRequest",
         "identifier": [f.identifier(ORDER_TEST, f"{order_id}/{code}")],
@@ -135,9 +135,7 @@ def _service_request(order_id: str, code: str, *, status: str, patient_ref: str,
         "intent": "order",
         "category": [LAB_PROCEDURE],
         "code": test_concept(code),
-        "subject": f.patient(patient_ref),
-        "authoredOn": f.instant(authored),
-        "requester": f.organization(requester),
+        "subject": subject,
         **extra,
     }
 
@@ -271,10 +269,11 @@ def _reasons(reasons: Iterable[str]) -> list[dict[str, Any]]:
 
 def _accepted(e: v1.LabOrderAccepted) -> list[dict[str, Any]]:
     return [
-        _service_request(e.order_id, code, status="active", patient_ref=e.patient_ref,
-                         authored=e.accepted_at, requester=e.ordering_institution,
-                         priority=e.priority.value, encounter=f.ref("Encounter", f.VISIT,
-                                                                    e.visit_id),
+        _service_request(e.order_id, code, status="active", subject=f.patient(e.patient_ref),
+                         authoredOn=f.instant(e.accepted_at),
+                         requester=f.organization(e.ordering_institution),
+                         priority=e.priority.value,
+                         encounter=f.ref("Encounter", f.VISIT, e.visit_id),
                          performer=[f.organization(e.lab_centre)])
         for code in e.tests
     ]
@@ -283,24 +282,18 @@ def _accepted(e: v1.LabOrderAccepted) -> list[dict[str, Any]]:
 def _avoided(e: v1.DuplicateTestAvoided) -> list[dict[str, Any]]:
     # Not performed: the recognised result of another member hospital stands in.
     return [_service_request(
-        e.order_id, e.test_code, status="revoked", patient_ref=e.patient_ref,
-        authored=e.avoided_at, requester=e.ordering_institution,
+        e.order_id, e.test_code, status="revoked", subject=f.patient(e.patient_ref),
+        authoredOn=f.instant(e.avoided_at), requester=f.organization(e.ordering_institution),
         supportingInfo=[observation_ref(e.recognised.observation_id)],
         performer=[f.organization(e.recognised.performed_by)])]
 
 
 def _cancelled(e: v1.LabTestsCancelled) -> list[dict[str, Any]]:
-    return [{
-        "resourceType": "ServiceRequest",
-        "identifier": [f.identifier(ORDER_TEST, f"{e.order_id}/{code}")],
-        "requisition": f.identifier(ORDER, e.order_id),
-        "status": "revoked",
-        "intent": "order",
-        "code": test_concept(code),
-        # Events written before 1.1 do not carry the patient: the order names it.
-        "subject": f.patient(e.patient_ref) if e.patient_ref
-        else {"type": "Patient", "display": "the patient of the order"},
-    } for code in e.tests]
+    # Events written before 1.1 do not carry the patient: the order names it.
+    subject = f.patient(e.patient_ref) if e.patient_ref \
+        else {"type": "Patient", "display": "the patient of the order"}
+    return [_service_request(e.order_id, code, status="revoked", subject=subject)
+            for code in e.tests]
 
 
 def _collected(e: v1.SpecimenCollectionRecorded) -> list[dict[str, Any]]:
@@ -505,21 +498,12 @@ def order_bundle(order: Mapping[str, Any], specimens: list[Mapping[str, Any]],
     `revisions` are report `report_id`'s (revision, by_staff, at), `recognised` maps an
     observation id to its recognition's valid_until."""
     patient_ref = order["patient_ref"]
-    requests = [{
-        "resourceType": "ServiceRequest",
-        "identifier": [f.identifier(ORDER_TEST, f"{order['order_id']}/{t['test_code']}")],
-        "requisition": f.identifier(ORDER, order["order_id"]),
-        "status": REQUEST_STATUS.get(t["status"], "active"),
-        "intent": "order",
-        "category": [LAB_PROCEDURE],
-        "priority": order["priority"],
-        "code": test_concept(t["test_code"]),
-        "subject": f.patient(patient_ref),
-        "encounter": f.ref("Encounter", f.VISIT, order["visit_id"]),
-        "authoredOn": order["ordered_at"],
-        "requester": f.organization(order["ordering_institution"]),
-        "performer": [f.organization(order["lab_centre"])],
-    } for t in order["tests"]]
+    requests = [_service_request(
+        order["order_id"], t["test_code"], status=REQUEST_STATUS.get(t["status"], "active"),
+        subject=f.patient(patient_ref), priority=order["priority"],
+        encounter=f.ref("Encounter", f.VISIT, order["visit_id"]),
+        authoredOn=order["ordered_at"], requester=f.organization(order["ordering_institution"]),
+        performer=[f.organization(order["lab_centre"])]) for t in order["tests"]]
     tubes = [_specimen(s["barcode"], status=SPECIMEN_STATUS.get(s["state"], "available"),
                        tube=TubeType(s["tube"]), subject=f.patient(patient_ref),
                        request=[order_test(order["order_id"], t["test_code"])
