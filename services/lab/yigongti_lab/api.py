@@ -227,9 +227,8 @@ async def get_order_fhir(order_id: str, request: Request,
         recognised = await store.recognised_until(conn, order_id)
     current = [(reports.observation_of(row), row) for row in report["observations"]
                if row["status"] == "verified"]
-    bundle = fhir.order_bundle(order, order["specimens"], current, report_id=report["report_id"],
+    bundle = fhir.order_bundle(order, current, report_id=report["report_id"],
                                revisions=report["revisions"], recognised=recognised)
-    bundle["identifier"] = {"system": fhir.ORDER, "value": order_id}
     return JSONResponse(bundle, media_type=FHIR_JSON)
 
 

@@ -46,6 +46,7 @@ from yigongti_contracts.lab.codes import (
 from yigongti_contracts.lab.parts import Observation, Recognition
 
 from . import catalogue
+from .domain import SpecimenState, TestStatus
 
 ORDER = f.sid("lab-order")  # the order (requisition)
 ORDER_TEST = f.sid("lab-order-test")  # one ordered test: "<order_id>/<test code>"
@@ -198,20 +199,28 @@ def _diagnostic_report(e: v1.LabReportVerified | v1.LabReportAmended, *, status:
                     performer=e.lab_centre, recognition=recognised.get(o.observation_id))
         for o in e.observations
     ]
-    report = {
+    report = _report(e.order_id, e.patient_ref, e.lab_centre,
+                     [o.observation_id for o in e.observations])
+    report["identifier"].insert(0, f.identifier(REPORT, f"{e.report_id}/{revision}"))
+    report.update(status=status, issued=f.instant(issued),
+                  resultsInterpreter=[f.practitioner(interpreter)])
+    return [report, *observations]
+
+
+def _report(order_id: str, patient_ref: str, lab_centre: str,
+            observation_ids: list[str]) -> dict[str, Any]:
+    """A DiagnosticReport of the order without its status and revision."""
+    report: dict[str, Any] = {
         "resourceType": "DiagnosticReport",
-        "identifier": [f.identifier(REPORT, f"{e.report_id}/{revision}"),
-                       f.identifier(ORDER, e.order_id)],
-        "status": status,
+        "identifier": [f.identifier(ORDER, order_id)],
         "category": [LAB_SECTION],
         "code": LAB_REPORT_CODE,
-        "subject": f.patient(e.patient_ref),
-        "issued": f.instant(issued),
-        "performer": [f.organization(e.lab_centre)],
-        "resultsInterpreter": [f.practitioner(interpreter)],
-        "result": [observation_ref(o.observation_id) for o in e.observations],
+        "subject": f.patient(patient_ref),
+        "performer": [f.organization(lab_centre)],
     }
-    return [report, *observations]
+    if observation_ids:
+        report["result"] = [observation_ref(i) for i in observation_ids]
+    return report
 
 
 def _specimen(barcode: str, *, status: str, tube: TubeType | None = None,
@@ -481,19 +490,22 @@ MAPPINGS: dict[type[StrictModel], Callable[[Any], list[dict[str, Any]]]] = {
 # --- an order as it stands (GET /orders/{id}/fhir) --------------------------------
 
 # Test status (domain.TestStatus) → ServiceRequest.status.
-REQUEST_STATUS = {"verified": "completed", "cancelled": "revoked", "avoided": "revoked"}
+REQUEST_STATUS = {TestStatus.VERIFIED: "completed", TestStatus.CANCELLED: "revoked",
+                  TestStatus.AVOIDED: "revoked"}
 # Specimen state (domain.SpecimenState) → Specimen.status.
-SPECIMEN_STATUS = {"rejected": "unsatisfactory", "cancelled": "unavailable"}
+SPECIMEN_STATUS = {SpecimenState.REJECTED: "unsatisfactory",
+                   SpecimenState.CANCELLED: "unavailable"}
 
 
-def order_bundle(order: Mapping[str, Any], specimens: list[Mapping[str, Any]],
+def order_bundle(order: Mapping[str, Any],
                  observations: list[tuple[Observation, Mapping[str, Any]]],
                  report_id: str, revisions: list[Mapping[str, Any]],
                  recognised: Mapping[str, Any]) -> dict[str, Any]:
     """The order as it stands, as a Bundle: a ServiceRequest per test, a Specimen
     per tube, the DiagnosticReport at its latest revision and the Observations it
     reports now (superseded ones are left out: the amended report lists their
-    replacements). `order` is store.order_view's, `observations` pair each
+    replacements). `order` is store.order_view's (tests and specimens with it),
+    `observations` pair each
     current result with its row (status, report_revision, supersedes),
     `revisions` are report `report_id`'s (revision, by_staff, at), `recognised` maps an
     observation id to its recognition's valid_until."""
@@ -509,7 +521,7 @@ def order_bundle(order: Mapping[str, Any], specimens: list[Mapping[str, Any]],
                        request=[order_test(order["order_id"], t["test_code"])
                                 for t in order["tests"] if t["barcode"] == s["barcode"]],
                        collection={"collectedDateTime": s["collected_at"]})
-             for s in specimens]
+             for s in order["specimens"]]
     results = [observation(
         obs, status="amended" if row["supersedes"] else "final", patient_ref=patient_ref,
         barcode=row["barcode"], performer=order["lab_centre"],
@@ -517,31 +529,25 @@ def order_bundle(order: Mapping[str, Any], specimens: list[Mapping[str, Any]],
                                 valid_until=recognised[obs.observation_id])
         if obs.observation_id in recognised else None)
         for obs, row in observations]
-    live = [t for t in order["tests"] if t["status"] not in ("cancelled", "avoided")]
-    report: dict[str, Any] = {
-        "resourceType": "DiagnosticReport",
-        "identifier": [f.identifier(ORDER, order["order_id"])],
-        "basedOn": [order_test(order["order_id"], t["test_code"]) for t in live],
-        "category": [LAB_SECTION],
-        "code": LAB_REPORT_CODE,
-        "subject": f.patient(patient_ref),
-        "performer": [f.organization(order["lab_centre"])],
-        "result": [observation_ref(obs.observation_id) for obs, _ in observations],
-    }
+    live = [t for t in order["tests"]
+            if t["status"] not in (TestStatus.CANCELLED, TestStatus.AVOIDED)]
+    report = _report(order["order_id"], patient_ref, order["lab_centre"],
+                     [obs.observation_id for obs, _ in observations])
+    report["basedOn"] = [order_test(order["order_id"], t["test_code"]) for t in live]
     if not revisions:
         report["status"] = "registered"  # nothing verified yet
     else:
         latest = revisions[-1]
         report["identifier"].insert(0, f.identifier(
             REPORT, f"{report_id}/{latest['revision']}"))
-        done = all(t["status"] == "verified" for t in live)
+        done = all(t["status"] == TestStatus.VERIFIED for t in live)
         report["status"] = ("amended" if latest["revision"] > 1
                             else "final" if done else "partial")
         report["issued"] = latest["at"]
         report["resultsInterpreter"] = [f.practitioner(latest["by_staff"])]
-    if not report["result"]:
-        del report["result"]
-    return f.bundle([*requests, *tubes, report, *results])
+    bundle = f.bundle([*requests, *tubes, report, *results])
+    bundle["identifier"] = f.identifier(ORDER, order["order_id"])
+    return bundle
 
 
 def resources(event: StrictModel) -> list[dict[str, Any]]:
