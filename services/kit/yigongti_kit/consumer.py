@@ -1,40 +1,28 @@
 """The intake consumer: decode → verify → handle in one transaction → commit offset.
 
-A polled batch is handled partition by partition side by side, each partition's
-records in one transaction (up to MAX_TX_RECORDS), each record under a savepoint
-so that a refused one leaves nothing but its answer. A deadlock or
-serialization failure between two partitions' transactions rolls the batch
-back and it is read again at once.
+It is the handler of the intake topic's FastStream batch subscriber; the batch
+machinery (partitions side by side, transactions, offsets, pause and backoff)
+is `batches.py`. Here: one record.
 
-Failure handling (DESIGN §6):
-- infrastructure faults (database or broker away) are retried with backoff for
-  as long as they last; the partitions are paused meanwhile and readiness
-  reports 503; nothing is dead-lettered for them;
 - a record that can never succeed is answered with `IntakeRejected` (reason
   names fields and codes, never values); when it could not even be decoded, a
   copy also goes to the service's dead-letter topic with the error and its
   origin in the headers;
 - a handler bug is retried a few times, then treated like an undecodable record.
-Offsets are committed only after the database commit, so a crash in between
-redelivers, and the inbox makes the redelivery harmless.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import re
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka import AIOKafkaProducer, ConsumerRecord
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
@@ -52,19 +40,12 @@ from yigongti_contracts.envelope import Envelope, EnvelopeError, from_headers
 from yigongti_contracts.registry import model_for
 
 from . import inbox
-from .db import is_infra_error, is_transient_error
-from .faults import fault_point
+from .batches import BatchHandler, ReadySink, retry_batch
 from .outbox import add_event
 from .telemetry import metrics, spans_exported
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("yigongti.consumer")
-
-APP_RETRIES = 3  # a handler bug is tried this often before the record is dead-lettered
-# Records per transaction. Each record opens a savepoint (a subtransaction) and
-# a handler may open one more; past 64 subtransactions a transaction overflows
-# PostgreSQL's per-backend cache and every other backend's snapshots get slower.
-MAX_TX_RECORDS = 25
 
 
 class Rejection(Exception):
@@ -137,8 +118,6 @@ class Sender:
 class _Conflict(Exception):
     pass
 
-# Readiness callback: (component, ready, reason)
-ReadySink = Callable[[str, bool, str], None]
 
 
 def _record_key(record: ConsumerRecord) -> str | None:
@@ -163,13 +142,12 @@ def _answer_key(record: ConsumerRecord, envelope: Envelope | None) -> str:
     return f"{record.topic}:{record.partition}:{record.offset}"[-64:].lstrip(".:-_")
 
 
-class IntakeConsumer:
+class IntakeConsumer(BatchHandler):
     def __init__(
         self,
         *,
         pool: asyncpg.Pool,
-        consumer_factory: Callable[[], AIOKafkaConsumer],
-        producer: AIOKafkaProducer,
+        producer: Callable[[], AIOKafkaProducer],
         topic: str,
         events_topic: str,
         dlq_topic: str,
@@ -179,160 +157,25 @@ class IntakeConsumer:
         handlers: dict[str, Handler],
         guard: Guard | None = None,
         max_record_bytes: int = 256 * 1024,
-        max_batch: int = 200,
         on_ready: ReadySink | None = None,
     ) -> None:
-        self.pool = pool
-        self.consumer_factory = consumer_factory
+        super().__init__(pool=pool, service=service, component="consumer", on_ready=on_ready)
+        # The dead-letter copies' producer (raw headers and bytes), looked up when
+        # used: the broker's, connected before its subscribers start.
         self.producer = producer
         self.topic = topic
         self.events_topic = events_topic
         self.dlq_topic = dlq_topic
         self.source = source
-        self.service = service
         self.aggregatetype = aggregatetype
         self.handlers = handlers
         self.guard = guard
         self.max_record_bytes = max_record_bytes
-        self.max_batch = max_batch
-        self.on_ready = on_ready or (lambda *_: None)
-        self.processed = 0
-        self._stopping = asyncio.Event()
-        self._consumer: AIOKafkaConsumer | None = None
-        self.assigned = asyncio.Event()
 
-    def stop(self) -> None:
-        """Finish the record in hand, commit, and leave."""
-        self._stopping.set()
-
-    # -- the loop -------------------------------------------------------------
-
-    async def run(self) -> None:
-        consumer = self.consumer_factory()
-        self._consumer = consumer
-        consumer.subscribe([self.topic], listener=_AssignmentListener(self.assigned))
-        await consumer.start()
-        self.on_ready("consumer", True, "")
-        backoff = 0.1
-        paused = False
-        try:
-            while not self._stopping.is_set():
-                batches = await consumer.getmany(timeout_ms=100, max_records=self.max_batch)
-                if not batches:
-                    continue
-                # Partitions are handled side by side, each in one transaction of
-                # its own: a key's records stay in order, and a polled batch costs
-                # one commit instead of one per record.
-                outcomes = await asyncio.gather(
-                    *(self._handle_batch(records) for records in batches.values()))
-                fault = None
-                for (tp, records), (done, failed) in zip(batches.items(), outcomes, strict=True):
-                    if done is not None:
-                        await self._commit(consumer, tp, done + 1)
-                    if failed is not None:
-                        # What was not committed is read again.
-                        consumer.seek(tp, records[0].offset if done is None else done + 1)
-                        fault = fault or failed
-                if fault is None:
-                    if paused:
-                        consumer.resume(*consumer.assignment())
-                        metrics().consumer_paused.add(-1, {"service": self.service})
-                        self.on_ready("consumer", True, "")
-                        paused = False
-                    backoff = 0.1
-                    continue
-                if is_transient_error(fault):
-                    # A deadlock or serialization failure between two transactions:
-                    # the loser tries again at once, the service is healthy.
-                    log.info("transaction conflict, batch retried: %s", type(fault).__name__)
-                    await asyncio.sleep(0.01)
-                    continue
-                if not paused:
-                    log.warning("infrastructure fault, pausing: %s", type(fault).__name__)
-                    consumer.pause(*consumer.assignment())
-                    metrics().consumer_paused.add(1, {"service": self.service})
-                    self.on_ready("consumer", False, f"infrastructure: {type(fault).__name__}")
-                    paused = True
-                await self._idle(consumer, backoff)
-                backoff = min(backoff * 2, 5.0)
-                # Try again: the next poll gives the rewound records.
-                consumer.resume(*consumer.assignment())
-        finally:
-            await consumer.stop()
-
-    async def _commit(self, consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int) -> None:
-        try:
-            await consumer.commit({tp: offset})
-        except (CommitFailedError, KafkaError) as exc:
-            # After a rebalance the new owner redelivers; the inbox makes that harmless.
-            log.warning("offset commit failed on %s: %s", tp, type(exc).__name__)
-
-    async def _handle_batch(
-        self, records: list[ConsumerRecord]
-    ) -> tuple[int | None, BaseException | None]:
-        """Handle one partition's records, up to MAX_TX_RECORDS per transaction:
-        the offset of the last one committed (None if none) and the fault that
-        stopped the rest (an infrastructure fault or a transaction conflict)."""
-        done: int | None = None
-        for start in range(0, len(records), MAX_TX_RECORDS):
-            try:
-                last = await self._handle_chunk(records[start:start + MAX_TX_RECORDS])
-            except Exception as exc:
-                if not _retry_batch(exc):
-                    raise
-                return done, exc
-            if last is None:
-                break
-            done = last
-            if self._stopping.is_set():
-                break
-        return done, None
-
-    async def _handle_chunk(self, records: list[ConsumerRecord]) -> int | None:
-        """Records in one transaction; the offset of the last one handled."""
-        done: int | None = None
-        outcomes: list[tuple[str, float]] = []
-        async with self.pool.acquire() as conn, conn.transaction():
-            for record in records:
-                if self._stopping.is_set():
-                    break
-                outcomes.append(await self._handle_record(conn, record))
-                done = record.offset
-        fault_point("consumer.after_db_commit")
-        # Counted after the commit: only what really took effect.
-        for outcome, seconds in outcomes:
-            self._count(outcome, seconds)
-        self.processed += len(outcomes)
-        return done
-
-    async def _handle_record(self, conn: asyncpg.Connection,
-                             record: ConsumerRecord) -> tuple[str, float]:
-        """One record inside the batch's transaction: its effect, or its answer
-        (a handler bug is tried APP_RETRIES times, then dead-lettered)."""
-        started = time.perf_counter()
-        for attempt in range(1, APP_RETRIES + 1):
-            try:
-                return await self.process(conn, record), time.perf_counter() - started
-            except Exception as exc:
-                if _retry_batch(exc):
-                    raise
-                log.exception("handler failed (%d/%d) at %s-%d@%d", attempt, APP_RETRIES,
-                              record.topic, record.partition, record.offset)
-                if attempt < APP_RETRIES:
-                    await asyncio.sleep(0.05 * attempt)
+    async def give_up(self, conn: asyncpg.Connection, record: ConsumerRecord) -> str:
         err = Undecodable("processing_error", [("value", "exception")])
         await self._answer_undecodable(conn, record, err)
-        return err.code, time.perf_counter() - started
-
-    async def _idle(self, consumer: AIOKafkaConsumer, seconds: float) -> None:
-        """Wait while paused, still polling so the group keeps us."""
-        end = asyncio.get_running_loop().time() + seconds
-        while asyncio.get_running_loop().time() < end and not self._stopping.is_set():
-            stray = await consumer.getmany(timeout_ms=50)
-            # Partitions assigned during the pause are not paused: rewind what they gave.
-            for tp, records in stray.items():
-                consumer.seek(tp, records[0].offset)
-                consumer.pause(tp)
+        return err.code
 
     # -- one record -----------------------------------------------------------
 
@@ -398,13 +241,10 @@ class IntakeConsumer:
             span.set_attribute("cloudevents.event_type", envelope.type)
         return await self._apply(conn, record, envelope, event)
 
-    def _count(self, outcome: str, seconds: float) -> None:
-        m = metrics()
-        attrs = {"service": self.service, "outcome": outcome}
-        m.records_consumed.add(1, attrs)
-        m.handler_duration.record(seconds, attrs)
+    def count(self, outcome: str, seconds: float) -> None:
+        super().count(outcome, seconds)
         if outcome not in ("applied", "duplicate"):
-            m.records_rejected.add(1, {"service": self.service, "reason": outcome})
+            metrics().records_rejected.add(1, {"service": self.service, "reason": outcome})
 
     async def _apply(self, conn: asyncpg.Connection, record: ConsumerRecord,
                      envelope: Envelope, event: StrictModel) -> str:
@@ -447,7 +287,7 @@ class IntakeConsumer:
             )
             return "conflict"
         except Exception as exc:
-            if not _retry_batch(exc):  # a handler bug: undone, tried again by the caller
+            if not retry_batch(exc):  # a handler bug: undone, tried again by the caller
                 await conn.execute("ROLLBACK TO SAVEPOINT intake_record")
             raise
         return "applied"
@@ -502,14 +342,9 @@ class IntakeConsumer:
             ("dlq-at", datetime.now(UTC).isoformat().encode()),
         ]
         # The original's timestamp travels with it, for a replay to be judged by.
-        await self.producer.send_and_wait(self.dlq_topic, value=record.value, key=record.key,
+        await self.producer().send_and_wait(self.dlq_topic, value=record.value, key=record.key,
                                           headers=headers, timestamp_ms=record.timestamp)
         metrics().dead_lettered.add(1, {"service": self.service, "error": code})
-
-
-def _retry_batch(exc: BaseException) -> bool:
-    """Faults after which the whole batch is rolled back and read again."""
-    return is_infra_error(exc) or is_transient_error(exc) or isinstance(exc, KafkaError)
 
 
 def _partial_envelope(record: ConsumerRecord) -> Envelope | None:
@@ -518,15 +353,3 @@ def _partial_envelope(record: ConsumerRecord) -> Envelope | None:
         return from_headers(record.headers or [])
     except EnvelopeError:
         return None
-
-
-class _AssignmentListener(ConsumerRebalanceListener):
-    def __init__(self, event: asyncio.Event) -> None:
-        self.event = event
-
-    async def on_partitions_revoked(self, revoked) -> None:  # noqa: D401
-        pass
-
-    async def on_partitions_assigned(self, assigned) -> None:
-        if assigned:
-            self.event.set()

@@ -1,6 +1,7 @@
-"""Runs one service: pool and migrations, the intake consumer, the outbox
-relay, the timer poller and the HTTP app, in one process; stops them in order
-on SIGTERM, finishing the work in hand."""
+"""Runs one service: pool and migrations, the Kafka subscribers (intake, and
+the events of other services it reads), the outbox relay, the timer poller
+and the HTTP app, in one process; stops them in order on SIGTERM, finishing
+the work in hand."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
 from yigongti_contracts.topics import topic_name
 
@@ -23,6 +24,13 @@ from .health import Health
 from .http import create_http_app, serve
 from .intake_auth import load_terminals
 from .intake_guard import TerminalGuard
+from .kafka import (
+    UnsafeKafkaSettings,
+    add_batch_subscriber,
+    build_broker,
+    require_topics,
+    unsafe_settings,
+)
 from .migrations import kit_migrations, migrate
 from .outbox import Relay
 from .settings import KitSettings, kafka_client_kwargs
@@ -55,7 +63,8 @@ class ServiceRuntime:
         self.span_exporter = span_exporter
         self.health = Health()
         self.pool: asyncpg.Pool | None = None
-        self.producer: AIOKafkaProducer | None = None
+        self.broker = None  # FastStream's KafkaBroker: every subscriber runs on it
+        self.subscribers: list = []
         self.consumer: IntakeConsumer | None = None
         self.relay: Relay | None = None
         self.poller: TimerPoller | None = None
@@ -86,17 +95,10 @@ class ServiceRuntime:
             await conn.close()
         self.pool = await create_pool(s.database_url, s.db_schema)
 
-        self.producer = AIOKafkaProducer(**kafka_client_kwargs(s, "producer"))
-        await self.producer.start()
-
-        def consumer_factory() -> AIOKafkaConsumer:
-            return AIOKafkaConsumer(group_id=s.consumer_group or self.spec.name,
-                                    **kafka_client_kwargs(s, "consumer"))
-
+        self.broker = build_broker(s)
         self.consumer = IntakeConsumer(
             pool=self.pool,
-            consumer_factory=consumer_factory,
-            producer=self.producer,
+            producer=lambda: self.broker.config.producer._producer.producer,
             topic=self.topic("intake"),
             events_topic=f"{self.spec.name}.events.v1",  # registered name: the relay prefixes it
             dlq_topic=self.topic("dlq"),
@@ -109,6 +111,7 @@ class ServiceRuntime:
             max_record_bytes=s.max_record_bytes,
             on_ready=self.health.set_ready,
         )
+        self._subscribe(self.consumer, self.consumer.topic, s.consumer_group or self.spec.name)
         self.relay = Relay(
             database_url=s.database_url,
             schema=s.db_schema,
@@ -127,8 +130,8 @@ class ServiceRuntime:
         self.app.state.runtime = self
         if self.spec.routes:
             self.spec.routes(self.app)
-        for name, coro in (("consumer", self.consumer.run()), ("relay", self.relay.run()),
-                           ("timers", self.poller.run())):
+        await self._start_kafka()
+        for name, coro in (("relay", self.relay.run()), ("timers", self.poller.run())):
             task = asyncio.create_task(coro, name=f"{self.spec.name}-{name}")
             task.add_done_callback(self._task_done)
             self._tasks.append(task)
@@ -137,6 +140,31 @@ class ServiceRuntime:
         if self.spec.extra is not None:
             self._stop_extra = await self.spec.extra(self)
         log.info("%s started on %s:%s", self.spec.name, s.http_host, s.http_port)
+
+    def _subscribe(self, handler, topic: str, group_id: str) -> None:
+        handler.subscriber = add_batch_subscriber(
+            self.broker, self.settings, topic=topic, group_id=group_id, handler=handler,
+            listener=handler.listener())
+        self.subscribers.append(handler.subscriber)
+
+    async def _start_kafka(self) -> None:
+        """Connect FastStream's broker and start its subscribers, after checking
+        that what it built keeps the guarantees (kafka.py)."""
+        await self.broker.connect()
+        await require_topics(self.broker, [t for sub in self.subscribers for t in sub.topic_names])
+        await self.broker.start()
+        problems = unsafe_settings(self.broker, self.subscribers,
+                                   broker_kind=self.settings.kafka_broker_kind)
+        relay_producer = self.relay.producer_factory()  # built, never started
+        if relay_producer._sender._acks != -1:
+            problems.append("relay: producer acks is not all")
+        if self.settings.kafka_broker_kind == "kafka" and relay_producer._txn_manager is None:
+            problems.append("relay: producer not idempotent on Apache Kafka")
+        await relay_producer.stop()
+        if problems:
+            await self.broker.stop()
+            raise UnsafeKafkaSettings("; ".join(problems))
+        self.health.set_ready("consumer", True, "")
 
     def _task_done(self, task: asyncio.Task) -> None:
         if not task.cancelled() and task.exception() is not None:
@@ -149,16 +177,20 @@ class ServiceRuntime:
             await self._stop_extra()
         if self._server is not None:
             self._server.should_exit = True
-        for part in (self.consumer, self.poller, self.relay):
+        if self.consumer is not None:
+            self.consumer.stop()
+        for part in (self.poller, self.relay):
             if part is not None:
                 part.stop()
+        if self.broker is not None:
+            # Subscribers first (each finishes the batch in hand, up to the
+            # graceful timeout), then the producer the dead letters use.
+            await self.broker.stop()
         if self._tasks:
             done, pending = await asyncio.wait(self._tasks, timeout=self.settings.graceful_timeout_s)
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-        if self.producer is not None:
-            await self.producer.stop()
         if self.pool is not None:
             await self.pool.close()
 
