@@ -31,3 +31,15 @@ FROZEN: dict[str, type[StrictModel]] = _index(
 def model_for(ce_type: str) -> type[StrictModel] | None:
     """The model of a `ce_type`, or None when the type is unknown."""
     return MODELS.get(ce_type)
+
+
+# What each service publishes on its events topic: a subscriber accepts these
+# types from that topic and nothing else (DESIGN §2: only the owner writes it).
+EVENTS_BY_OWNER: dict[str, tuple[type[StrictModel], ...]] = {
+    "lab": lab_v1.EVENTS + (common.IntakeRejected,),
+}
+
+
+def published_by(owner: str) -> dict[str, type[StrictModel]]:
+    """ce_type → model of every event `owner` publishes (empty for an unknown owner)."""
+    return {m.CE_TYPE: m for m in EVENTS_BY_OWNER.get(owner, ())}

@@ -28,18 +28,28 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 import asyncpg
 from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind
+from pydantic import BaseModel
+from yigongti_contracts.base import StrictModel
+from yigongti_contracts.envelope import Envelope
 
 from .db import is_infra_error, is_transient_error
 from .faults import fault_point
-from .telemetry import metrics
+from .outbox import add_event
+from .telemetry import metrics, spans_exported
 
 log = logging.getLogger(__name__)
+tracer = trace.get_tracer("yigongti.consumer")
 
 APP_RETRIES = 3  # a handler bug is tried this often before the record is answered
 # Records per transaction. Each record opens a savepoint (a subtransaction) and
@@ -58,16 +68,44 @@ def retry_batch(exc: BaseException) -> bool:
     return is_infra_error(exc) or is_transient_error(exc) or isinstance(exc, KafkaError)
 
 
+@dataclass
+class Delivery:
+    """What a handler gets: the decoded record and a way to emit events in the
+    record's transaction (the outbox)."""
+
+    conn: asyncpg.Connection
+    envelope: Envelope
+    event: BaseModel
+    record: ConsumerRecord
+    consumer: BatchHandler
+    emitted: list[str] = field(default_factory=list, kw_only=True)
+
+    async def emit(self, event: StrictModel, *, key: str | None = None,
+                   aggregatetype: str | None = None) -> str:
+        ce_id = await add_event(
+            self.conn, event, topic=self.consumer.events_topic, source=self.consumer.source,
+            aggregatetype=aggregatetype or self.consumer.aggregatetype, key=key,
+        )
+        self.emitted.append(ce_id)
+        return ce_id
+
+
 class BatchHandler:
     """The handler of one FastStream batch subscriber. Subclasses give
     `process` (one record, in the caller's transaction) and `give_up` (a record
     whose processing failed APP_RETRIES times)."""
 
-    def __init__(self, *, pool: asyncpg.Pool, service: str, component: str,
+    def __init__(self, *, pool: asyncpg.Pool, service: str, component: str, source: str,
+                 events_topic: str, aggregatetype: str,
                  on_ready: ReadySink | None = None) -> None:
         self.pool = pool
         self.service = service
         self.component = component  # its name in readiness and logs
+        # Where what the handlers emit goes (Delivery.emit): the service's own
+        # events topic (its registered name), its source and aggregate type.
+        self.source = source
+        self.events_topic = events_topic
+        self.aggregatetype = aggregatetype
         self.on_ready = on_ready or (lambda *_: None)
         self.subscriber = None  # the FastStream subscriber, set when registered
         self.assigned = asyncio.Event()
@@ -249,6 +287,31 @@ class BatchHandler:
                                                "consumer": self.component})
             log.info("%s: resumed", self.component)
         self.on_ready(self.component, True, "")
+
+
+async def traced(record: ConsumerRecord, work: Callable[[Any], Awaitable[str]]) -> str:
+    """Run `work(span)` for one record in the trace the record carries: its
+    own span when spans are exported (a child of the publisher's), else the
+    carried context attached as it is, so what the record causes (events,
+    timers) continues the sender's trace at no cost. Returns its outcome."""
+    parent = propagate.extract(
+        {k: v.decode("latin-1") for k, v in (record.headers or []) if v is not None
+         and k in ("traceparent", "tracestate")})
+    if not spans_exported():
+        token = otel_context.attach(parent)
+        try:
+            return await work(None)
+        finally:
+            otel_context.detach(token)
+    with tracer.start_as_current_span(
+        f"{record.topic} process", context=parent, kind=SpanKind.CONSUMER,
+        attributes={"messaging.system": "kafka", "messaging.destination.name": record.topic,
+                    "messaging.kafka.partition": record.partition,
+                    "messaging.kafka.offset": record.offset},
+    ) as span:
+        outcome = await work(span)
+        span.set_attribute("yigongti.outcome", outcome)
+    return outcome
 
 
 class _AssignmentListener(ConsumerRebalanceListener):

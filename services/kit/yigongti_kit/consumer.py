@@ -17,15 +17,13 @@ import json
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
 import asyncpg
-from aiokafka import AIOKafkaProducer, ConsumerRecord
-from opentelemetry import context as otel_context
-from opentelemetry import propagate, trace
-from opentelemetry.trace import SpanKind
+from aiokafka import ConsumerRecord
+from opentelemetry import trace
 from pydantic import ValidationError
 from yigongti_contracts.base import StrictModel
 from yigongti_contracts.common import (
@@ -39,10 +37,10 @@ from yigongti_contracts.common import (
 from yigongti_contracts.envelope import Envelope, EnvelopeError, from_headers
 from yigongti_contracts.registry import model_for
 
-from . import inbox
-from .batches import BatchHandler, ReadySink, retry_batch
+from . import dead_letters, inbox
+from .batches import BatchHandler, Delivery, ReadySink, retry_batch, traced
 from .outbox import add_event
-from .telemetry import metrics, spans_exported
+from .telemetry import metrics
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("yigongti.consumer")
@@ -71,25 +69,10 @@ class Undecodable(Exception):
 
 
 @dataclass
-class Intake:
-    """What a handler gets: the decoded record and a way to emit events."""
+class Intake(Delivery):
+    """What an intake handler gets: the decoded record, who sent it, a way to emit events."""
 
-    conn: asyncpg.Connection
-    envelope: Envelope
-    event: StrictModel
-    record: ConsumerRecord
-    consumer: IntakeConsumer
     sender: Sender | None = None
-    emitted: list[str] = field(default_factory=list)
-
-    async def emit(self, event: StrictModel, *, key: str | None = None,
-                   aggregatetype: str | None = None) -> str:
-        ce_id = await add_event(
-            self.conn, event, topic=self.consumer.events_topic, source=self.consumer.source,
-            aggregatetype=aggregatetype or self.consumer.aggregatetype, key=key,
-        )
-        self.emitted.append(ce_id)
-        return ce_id
 
 
 Handler = Callable[[Intake], Awaitable[None]]
@@ -99,8 +82,9 @@ class Guard(Protocol):
     """Checks what an intake record claims about its sender (DESIGN §6 security)."""
 
     async def check(self, conn: asyncpg.Connection, envelope: Envelope,
-                    record: ConsumerRecord) -> Sender:
-        """Signature, known terminal, fresh time; raises Rejection. Before the inbox."""
+                    record: ConsumerRecord, received_at: datetime) -> Sender:
+        """Signature, known terminal, time fresh at `received_at`; raises
+        Rejection. Before the inbox."""
 
     async def remember(self, conn: asyncpg.Connection, envelope: Envelope,
                        record: ConsumerRecord) -> None:
@@ -147,7 +131,6 @@ class IntakeConsumer(BatchHandler):
         self,
         *,
         pool: asyncpg.Pool,
-        producer: Callable[[], AIOKafkaProducer],
         topic: str,
         events_topic: str,
         dlq_topic: str,
@@ -159,15 +142,11 @@ class IntakeConsumer(BatchHandler):
         max_record_bytes: int = 256 * 1024,
         on_ready: ReadySink | None = None,
     ) -> None:
-        super().__init__(pool=pool, service=service, component="consumer", on_ready=on_ready)
-        # The dead-letter copies' producer (raw headers and bytes), looked up when
-        # used: the broker's, connected before its subscribers start.
-        self.producer = producer
+        super().__init__(pool=pool, service=service, component="consumer", source=source,
+                         events_topic=events_topic, aggregatetype=aggregatetype,
+                         on_ready=on_ready)
         self.topic = topic
-        self.events_topic = events_topic
         self.dlq_topic = dlq_topic
-        self.source = source
-        self.aggregatetype = aggregatetype
         self.handlers = handlers
         self.guard = guard
         self.max_record_bytes = max_record_bytes
@@ -204,31 +183,20 @@ class IntakeConsumer(BatchHandler):
                             [(f.field, f.code) for f in field_errors(exc)]) from None
         return envelope, event
 
-    async def process(self, conn: asyncpg.Connection, record: ConsumerRecord) -> str:
-        """Decode, check and apply one record in the caller's transaction; its outcome."""
-        parent = propagate.extract(
-            {k: v.decode("latin-1") for k, v in (record.headers or []) if v is not None
-             and k in ("traceparent", "tracestate")}
-        )
-        if not spans_exported():
-            # No span to show: what the record causes carries the sender's trace.
-            token = otel_context.attach(parent)
-            try:
-                return await self._decode_and_apply(conn, record, None)
-            finally:
-                otel_context.detach(token)
-        with tracer.start_as_current_span(
-            f"{record.topic} process", context=parent, kind=SpanKind.CONSUMER,
-            attributes={"messaging.system": "kafka", "messaging.destination.name": record.topic,
-                        "messaging.kafka.partition": record.partition,
-                        "messaging.kafka.offset": record.offset},
-        ) as span:
-            outcome = await self._decode_and_apply(conn, record, span)
-            span.set_attribute("yigongti.outcome", outcome)
-        return outcome
+    async def process(self, conn: asyncpg.Connection, record: ConsumerRecord, *,
+                      seen_at: datetime | None = None) -> str:
+        """Decode, check and apply one record in the caller's transaction; its
+        outcome. `seen_at`: when the service first saw it (a dead letter's
+        replay), for the freshness check; default `received_at(record)`."""
+        return await traced(record,
+                            lambda span: self._decode_and_apply(conn, record, span, seen_at))
+
+    def received_at(self, record: ConsumerRecord) -> datetime:
+        """The time a record's signed ce_time is judged against."""
+        return datetime.fromtimestamp(record.timestamp / 1000, UTC)
 
     async def _decode_and_apply(self, conn: asyncpg.Connection, record: ConsumerRecord,
-                                span) -> str:
+                                span, seen_at: datetime | None) -> str:
         try:
             envelope, event = self.decode(record)
         except Undecodable as exc:
@@ -239,7 +207,7 @@ class IntakeConsumer(BatchHandler):
             return exc.code
         if span is not None:
             span.set_attribute("cloudevents.event_type", envelope.type)
-        return await self._apply(conn, record, envelope, event)
+        return await self._apply(conn, record, envelope, event, seen_at)
 
     def count(self, outcome: str, seconds: float) -> None:
         super().count(outcome, seconds)
@@ -247,13 +215,15 @@ class IntakeConsumer(BatchHandler):
             metrics().records_rejected.add(1, {"service": self.service, "reason": outcome})
 
     async def _apply(self, conn: asyncpg.Connection, record: ConsumerRecord,
-                     envelope: Envelope, event: StrictModel) -> str:
+                     envelope: Envelope, event: StrictModel, seen_at: datetime | None) -> str:
         digest = inbox.payload_hash(envelope.type, record.value or b"")
         # One savepoint: a refused record leaves no trace but its answer. Not
         # released: the transaction's commit releases it, a round trip saved.
         await conn.execute("SAVEPOINT intake_record")
         try:
-            sender = await self.guard.check(conn, envelope, record) if self.guard else None
+            sender = await self.guard.check(
+                conn, envelope, record, seen_at or self.received_at(record)) \
+                if self.guard else None
             claim = await inbox.claim(conn, envelope.source, envelope.id, digest)
             if claim == "duplicate":
                 return "duplicate"
@@ -325,26 +295,9 @@ class IntakeConsumer(BatchHandler):
     async def _answer_undecodable(self, conn: asyncpg.Connection, record: ConsumerRecord,
                                   exc: Undecodable) -> None:
         envelope = exc.envelope or _partial_envelope(record)
-        await self.dead_letter(record, exc.code, exc.fields)
+        await dead_letters.store(conn, record, dlq_topic=self.dlq_topic, error=exc.code,
+                                 fields=exc.fields, consumer=self.service)
         await self._write_rejection(conn, record, Rejection(exc.code, exc.fields), envelope)
-
-    async def dead_letter(self, record: ConsumerRecord, code: str,
-                          fields: list[tuple[str, str]]) -> None:
-        detail = ",".join(f"{f}:{c}" for f, c in fields)
-        headers = [(k, v) for k, v in (record.headers or []) if not k.startswith("dlq-")]
-        headers += [
-            ("dlq-error", code.encode()),
-            ("dlq-error-detail", detail.encode()),
-            ("dlq-source-topic", record.topic.encode()),
-            ("dlq-source-partition", str(record.partition).encode()),
-            ("dlq-source-offset", str(record.offset).encode()),
-            ("dlq-consumer", self.service.encode()),
-            ("dlq-at", datetime.now(UTC).isoformat().encode()),
-        ]
-        # The original's timestamp travels with it, for a replay to be judged by.
-        await self.producer().send_and_wait(self.dlq_topic, value=record.value, key=record.key,
-                                          headers=headers, timestamp_ms=record.timestamp)
-        metrics().dead_lettered.add(1, {"service": self.service, "error": code})
 
 
 def _partial_envelope(record: ConsumerRecord) -> Envelope | None:

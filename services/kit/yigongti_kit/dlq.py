@@ -1,14 +1,28 @@
 """Inspect and replay a service's dead letters.
 
     yigongti-dlq list   --service lab [--limit 50]
-    yigongti-dlq replay --service lab --offset 12 [--offset 13 ...]
+    yigongti-dlq replay --service lab --offset 12 [--offset 0:13 ...]
     yigongti-dlq replay --service lab --all
 
-A dead letter keeps the original value and headers plus `dlq-*` headers (the
-error, source topic, partition, offset). Replay sends the original back to its
-source topic, marked with `x-replayed-from`, for records whose cause has been
-fixed (e.g. a consumer that now knows a new event type). Output shows no
-payloads: they may hold personal data.
+A dead letter keeps the original key, value, headers and timestamp plus
+`dlq-*` headers (the error, source topic, partition and offset: see
+dead_letters.py). Output shows no payloads: they may hold personal data.
+
+Replay hands the original back to the service that dead-lettered it, and to
+it alone, once the cause is fixed (a consumer that now knows a new type, a
+handler bug deployed): it runs the record through the service's own path
+(decoding, the sender's signature, the inbox, the handler) in this process,
+with the service's environment: DATABASE_URL and DB_SCHEMA as well as the
+Kafka settings. Nothing is produced onto the intake topic, which terminals
+write, nor onto another service's events topic, which only its owner writes.
+
+Its authority is the service's own `dead_letters` row for those source
+coordinates, which only the service writes and a sender cannot forge: a
+signed intake record is judged fresh against the time the service first
+saw it (that row's `seen_at`), so a dead letter replayed hours later passes
+while the same record sent again by its terminal is still refused as stale.
+A copy cut for size (`dlq-value-bytes`) is replayed from the source topic,
+read at its coordinates, while the topic still holds it.
 """
 
 from __future__ import annotations
@@ -18,9 +32,13 @@ import asyncio
 import sys
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import ConsumerRecord
+from faststream.kafka import KafkaBroker, TopicPartition
+from faststream.kafka.message import KafkaAckableMessage
 from yigongti_contracts.topics import topic_name
 
+from .db import create_pool
+from .dead_letters import DLQ_VALUE_BYTES_HEADER
 from .settings import KitSettings, kafka_client_kwargs
 
 
@@ -42,84 +60,163 @@ class DeadLetter:
     def original_headers(self) -> list[tuple[str, bytes]]:
         return [(k, v) for k, v in self.headers if not k.startswith("dlq-")]
 
+    @property
+    def source(self) -> tuple[str, int, int]:
+        return (self.header("dlq-source-topic"), int(self.header("dlq-source-partition")),
+                int(self.header("dlq-source-offset")))
+
+    @property
+    def cut(self) -> bool:
+        """The copy's value was cut for size: the original is on the source topic."""
+        return bool(self.header(DLQ_VALUE_BYTES_HEADER))
+
+
+def _one(record: ConsumerRecord) -> KafkaAckableMessage:
+    return KafkaAckableMessage(raw_message=record, body=record, consumer=None,
+                               message_id=f"{record.topic}-{record.partition}@{record.offset}")
+
+
+def _record(message: KafkaAckableMessage) -> ConsumerRecord:
+    return message.raw_message
+
+
+async def _read(settings: KitSettings, topic: str, partition: int, start: int | None,
+                until: int | None = None) -> list[ConsumerRecord]:
+    """Records of one partition from `start` (None: the beginning) to `until`
+    (None: the end now), read by a FastStream subscriber of its own, assigned
+    by hand (no consumer group)."""
+    kwargs = kafka_client_kwargs(settings, "consumer")
+    broker = KafkaBroker(kwargs["bootstrap_servers"], consumer_only=True, logger=None,
+                         client_id=kwargs["client_id"])
+    tp = TopicPartition(topic, partition)
+    sub = broker.subscriber(partitions=[tp], auto_offset_reset="earliest", parser=_one,
+                            decoder=_record)
+    await broker.start()
+    try:
+        consumer = sub.consumer
+        [assigned] = consumer.assignment()
+        first = (await consumer.beginning_offsets([assigned]))[assigned]
+        end = (await consumer.end_offsets([assigned]))[assigned]
+        if until is not None:
+            end = min(end, until)
+        if start is not None:
+            if start < first:
+                return []  # gone: the topic no longer holds it
+            consumer.seek(assigned, start)
+        records: list[ConsumerRecord] = []
+        while await consumer.position(assigned) < end:
+            message = await sub.get_one(timeout=2.0)
+            if message is None:
+                break
+            if message.raw_message.offset < end:
+                records.append(message.raw_message)
+        return records
+    finally:
+        await broker.stop()
+
 
 async def read_dead_letters(settings: KitSettings, service: str) -> list[DeadLetter]:
-    """Everything on the dead-letter topic now, oldest first (no consumer group)."""
+    """Everything on the service's dead-letter topic now, oldest first.
+    (Dead letters are sent one at a time, so the embedded broker's end offset,
+    which lags after batched sends, is exact here.)"""
     topic = topic_name(f"{service}.dlq.v1", settings.topic_prefix)
-    kwargs = {**kafka_client_kwargs(settings, "consumer"), "group_id": None,
-              "enable_auto_commit": False}
-    consumer = AIOKafkaConsumer(**kwargs)
-    await consumer.start()
-    try:
-        partitions = consumer.partitions_for_topic(topic)
-        if not partitions:
-            await consumer._client.force_metadata_update()  # first use of the topic
-            partitions = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        if not tps:
-            return []
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        end = await consumer.end_offsets(tps)
-        letters: list[DeadLetter] = []
-        remaining = {tp for tp in tps if end[tp] > 0}
-        while remaining:
-            batch = await consumer.getmany(*remaining, timeout_ms=500)
-            for tp, records in batch.items():
-                for r in records:
-                    if r.offset < end[tp]:
-                        letters.append(DeadLetter(r.partition, r.offset, r.key, r.value,
-                                                  tuple(r.headers or ()), r.timestamp))
-                if await consumer.position(tp) >= end[tp]:
-                    remaining.discard(tp)
-        letters.sort(key=lambda d: (d.partition, d.offset))
-        return letters
-    finally:
-        await consumer.stop()
+    records = await _read(settings, topic, 0, None)
+    return [DeadLetter(r.partition, r.offset, r.key, r.value, tuple(r.headers or ()),
+                       r.timestamp) for r in records]
 
 
-async def replay(settings: KitSettings, letters: list[DeadLetter]) -> int:
-    producer = AIOKafkaProducer(**kafka_client_kwargs(settings, "producer"))
-    await producer.start()
+async def read_original(settings: KitSettings, topic: str, partition: int,
+                        offset: int) -> ConsumerRecord | None:
+    """The record at these coordinates, or None when the topic no longer holds it."""
+    records = await _read(settings, topic, partition, offset, offset + 1)
+    return records[0] if records else None
+
+
+async def replay(settings: KitSettings, spec, letters: list[DeadLetter]) -> list[str]:
+    """Run each dead letter's original through the service's own path; the
+    outcome of each ("applied", a reason code, or why it was not replayed)."""
+    from .service import intake_consumer, subscription_consumers  # the runtime's pieces
+
+    pool = await create_pool(settings.database_url, settings.db_schema, max_size=2)
     try:
-        for d in letters:
-            headers = [h for h in d.original_headers() if h[0] != "x-replayed-from"]
-            headers.append(("x-replayed-from", f"{d.partition}:{d.offset}".encode()))
-            # With the original's timestamp: a signed record is judged fresh or
-            # stale by it (topics with CreateTime; a LogAppendTime topic stamps
-            # the replay anew, and a record older than INTAKE_MAX_SKEW_S is then
-            # refused as stale: its terminal must send it again).
-            await producer.send_and_wait(d.header("dlq-source-topic"), value=d.value, key=d.key,
-                                         headers=headers, timestamp_ms=d.timestamp_ms)
-        return len(letters)
+        intake = intake_consumer(spec, settings, pool)
+        readers = {r.topic: r for r in subscription_consumers(spec, settings, pool).values()}
+        outcomes = []
+        for letter in letters:
+            outcomes.append(await _replay_one(settings, pool, intake, readers, letter))
+        return outcomes
     finally:
-        await producer.stop()
+        await pool.close()
+
+
+async def _replay_one(settings, pool, intake, readers, letter: DeadLetter) -> str:
+    topic, partition, offset = letter.source
+    if letter.cut:
+        record = await read_original(settings, topic, partition, offset)
+        if record is None:
+            return "original_gone"
+    else:
+        record = ConsumerRecord(
+            topic=topic, partition=partition, offset=offset, timestamp=letter.timestamp_ms,
+            timestamp_type=0, key=letter.key, value=letter.value, checksum=None,
+            serialized_key_size=-1, serialized_value_size=-1,
+            headers=tuple(letter.original_headers()))
+    async with pool.acquire() as conn, conn.transaction():
+        seen_at = await conn.fetchval(
+            """SELECT seen_at FROM dead_letters WHERE source_topic = $1
+                 AND source_partition = $2 AND source_offset = $3 FOR UPDATE""",
+            topic, partition, offset)
+        if seen_at is None:
+            return "not_this_services_dead_letter"
+        if topic == intake.topic:
+            outcome = await intake.process(conn, record, seen_at=seen_at)
+        elif topic in readers:
+            outcome = await readers[topic].process(conn, record)
+        else:
+            return "unknown_source_topic"
+        await conn.execute(
+            """UPDATE dead_letters SET replayed_at = now(), replay_outcome = $4
+               WHERE source_topic = $1 AND source_partition = $2 AND source_offset = $3""",
+            topic, partition, offset, outcome)
+    return outcome
 
 
 def _describe(d: DeadLetter) -> str:
     return (f"{d.partition}:{d.offset}\t{d.header('dlq-error')}\t{d.header('dlq-error-detail')}\t"
             f"{d.header('dlq-source-topic')}[{d.header('dlq-source-partition')}]"
             f"@{d.header('dlq-source-offset')}\t{d.header('ce_type') or '-'}\t"
-            f"{len(d.value or b'')}B\t{d.header('dlq-at')}")
+            f"{len(d.value or b'')}B{' (cut from ' + d.header(DLQ_VALUE_BYTES_HEADER) + 'B)' if d.cut else ''}"
+            f"\t{d.header('dlq-at')}")
 
 
 async def _main(args: argparse.Namespace) -> int:
-    settings = KitSettings()
+    settings = KitSettings(service_name=args.service)
     letters = await read_dead_letters(settings, args.service)
     if args.command == "list":
         print("partition:offset\terror\tdetail\tsource\tce_type\tsize\tat")
+        # One line per source coordinates: a relay that crashed before marking
+        # a copy sent may have published it twice.
+        seen: set[tuple[str, str, str]] = set()
         for d in letters[-args.limit:]:
-            print(_describe(d))
+            coordinates = (d.header("dlq-source-topic"), d.header("dlq-source-partition"),
+                           d.header("dlq-source-offset"))
+            if coordinates not in seen:
+                seen.add(coordinates)
+                print(_describe(d))
         return 0
+    wanted = set(args.offset)
     chosen = letters if args.all else [
-        d for d in letters if f"{d.partition}:{d.offset}" in set(args.offset)
-        or (d.partition == 0 and str(d.offset) in set(args.offset))
+        d for d in letters if f"{d.partition}:{d.offset}" in wanted
+        or (d.partition == 0 and str(d.offset) in wanted)
     ]
     if not chosen:
         print("nothing to replay", file=sys.stderr)
         return 1
-    n = await replay(settings, chosen)
-    print(f"replayed {n} record(s)")
+    from .service import load_spec
+
+    spec = load_spec(args.service, args.spec)
+    for letter, outcome in zip(chosen, await replay(settings, spec, chosen), strict=True):
+        print(f"{letter.partition}:{letter.offset}\t{outcome}")
     return 0
 
 
@@ -129,12 +226,14 @@ def main(argv: list[str] | None = None) -> int:
     ls = sub.add_parser("list", help="list dead letters (no payloads)")
     ls.add_argument("--service", required=True)
     ls.add_argument("--limit", type=int, default=50)
-    rp = sub.add_parser("replay", help="send dead letters back to their source topic")
+    rp = sub.add_parser("replay", help="hand dead letters back to the service that refused them")
     rp.add_argument("--service", required=True)
     group = rp.add_mutually_exclusive_group(required=True)
     group.add_argument("--offset", action="append", default=[],
                        help="partition:offset (or offset, partition 0), repeatable")
     group.add_argument("--all", action="store_true")
+    rp.add_argument("--spec", help="module:function giving the ServiceSpec (default: the "
+                    "service's installed entry point)")
     return asyncio.run(_main(parser.parse_args(argv)))
 
 

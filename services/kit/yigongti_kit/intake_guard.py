@@ -5,6 +5,7 @@ of a record already handled is a duplicate, not a replay."""
 from __future__ import annotations
 
 import time
+from datetime import datetime
 
 import asyncpg
 from aiokafka import ConsumerRecord
@@ -46,15 +47,13 @@ class TerminalGuard:
         return terminal
 
     async def check(self, conn: asyncpg.Connection, envelope: Envelope,
-                    record: ConsumerRecord) -> Sender:
+                    record: ConsumerRecord, received_at: datetime) -> Sender:
         headers = record.headers or []
         terminal_id = terminal_id_of(headers)
         terminal = await self._terminal(conn, terminal_id) if terminal_id else None
         key = load_public_key(terminal.public_key) if terminal and terminal.active else None
-        # Time is judged against the broker's timestamp of the record, so a
-        # consumer that was down for a while does not refuse what was fresh.
         code = verify_record(headers, record.value or b"", key,
-                             received_at=record.timestamp, max_skew_s=self.max_skew_s)
+                             received_at=received_at, max_skew_s=self.max_skew_s)
         if code is not None:
             raise Rejection(code, [("x-signature", "invalid")] if code == BAD_SIGNATURE else [])
         assert terminal is not None

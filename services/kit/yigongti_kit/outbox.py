@@ -35,6 +35,7 @@ from yigongti_contracts.base import StrictModel
 from yigongti_contracts.envelope import Envelope, to_headers
 from yigongti_contracts.topics import topic_name
 
+from . import dead_letters
 from .db import connect, is_infra_error
 from .faults import fault_point
 from .telemetry import current_trace_headers, metrics, spans_exported
@@ -155,6 +156,7 @@ async def prune(conn: asyncpg.Connection, *, outbox_retention: timedelta,
 # soon), doubled after each empty round up to its poll_interval.
 POLL_MIN_S = 0.002
 LOCK_RETRY_S = 0.5  # a standby relay asks for the lead this often
+DEAD_LETTERS_EVERY_S = 0.05  # stored dead-letter copies are looked for this often
 
 
 class Relay:
@@ -239,10 +241,14 @@ class Relay:
             await producer.start()
             self.on_ready("relay", True, "")
             loop = asyncio.get_running_loop()
-            next_prune = loop.time()
+            next_prune = next_dead_letters = loop.time()
             idle = POLL_MIN_S
             while not self._stopping.is_set():
-                sent = await self.publish_batch(conn, producer)
+                sent = await self.publish_pending(conn, producer)
+                if loop.time() >= next_dead_letters:
+                    await dead_letters.publish(conn, producer, physical_topic=self.physical_topic,
+                                               record_errors=_RECORD_ERRORS)
+                    next_dead_letters = loop.time() + DEAD_LETTERS_EVERY_S
                 if loop.time() >= next_prune:
                     await prune(conn, outbox_retention=self.outbox_retention,
                                 inbox_retention=self.inbox_retention)
@@ -259,7 +265,7 @@ class Relay:
                 await producer.stop()
             await conn.close()
 
-    async def publish_batch(self, conn: asyncpg.Connection, producer: AIOKafkaProducer) -> int:
+    async def publish_pending(self, conn: asyncpg.Connection, producer: AIOKafkaProducer) -> int:
         rows = await conn.fetch(
             """SELECT o.seq, o.id, o.aggregatetype, o.aggregateid, o.type,
                       o.payload::text AS payload, o.topic, o.source, o.subject,

@@ -34,6 +34,8 @@ from .kafka import (
 from .migrations import kit_migrations, migrate
 from .outbox import Relay
 from .settings import KitSettings, kafka_client_kwargs
+from .subscriptions import Subscription, SubscriptionConsumer
+from .subscriptions import timer_handlers as held_timer_handlers
 from .telemetry import configure_logging, instrument_asyncpg, setup_telemetry
 from .timers import TimerHandler, TimerPoller
 
@@ -51,6 +53,8 @@ class ServiceSpec:
     timer_handlers: dict[str, TimerHandler] = field(default_factory=dict)
     routes: Callable[[FastAPI], None] | None = None
     signed_intake: bool = True
+    # Other services' events it reads (subscriptions.py), one per owner.
+    subscriptions: tuple[Subscription, ...] = ()
     # Extra listeners a service runs beside HTTP (e.g. the lab's MLLP port):
     # started last, given the runtime; returns how to stop it (first at shutdown).
     extra: Callable[[ServiceRuntime], Awaitable[Callable[[], Awaitable[None]] | None]] | None = None
@@ -66,6 +70,7 @@ class ServiceRuntime:
         self.broker = None  # FastStream's KafkaBroker: every subscriber runs on it
         self.subscribers: list = []
         self.consumer: IntakeConsumer | None = None
+        self.subscription_consumers: dict[str, SubscriptionConsumer] = {}
         self.relay: Relay | None = None
         self.poller: TimerPoller | None = None
         self.app: FastAPI | None = None
@@ -96,22 +101,13 @@ class ServiceRuntime:
         self.pool = await create_pool(s.database_url, s.db_schema)
 
         self.broker = build_broker(s)
-        self.consumer = IntakeConsumer(
-            pool=self.pool,
-            producer=lambda: self.broker.config.producer._producer.producer,
-            topic=self.topic("intake"),
-            events_topic=f"{self.spec.name}.events.v1",  # registered name: the relay prefixes it
-            dlq_topic=self.topic("dlq"),
-            source=self.source,
-            service=self.spec.name,
-            aggregatetype=self.spec.aggregatetype,
-            handlers=self.spec.handlers,
-            guard=TerminalGuard(max_skew_s=s.intake_max_skew_s) if self.spec.signed_intake
-            else None,
-            max_record_bytes=s.max_record_bytes,
-            on_ready=self.health.set_ready,
-        )
-        self._subscribe(self.consumer, self.consumer.topic, s.consumer_group or self.spec.name)
+        self.consumer = intake_consumer(self.spec, s, self.pool, on_ready=self.health.set_ready)
+        group = s.consumer_group or self.spec.name
+        self._subscribe(self.consumer, self.consumer.topic, group)
+        self.subscription_consumers = subscription_consumers(
+            self.spec, s, self.pool, on_ready=self.health.set_ready)
+        for reader in self.subscription_consumers.values():
+            self._subscribe(reader, reader.topic, f"{group}.{reader.subscription.owner}.events.v1")
         self.relay = Relay(
             database_url=s.database_url,
             schema=s.db_schema,
@@ -121,7 +117,8 @@ class ServiceRuntime:
             inbox_retention=timedelta(hours=s.inbox_retention_h),
             on_ready=self.health.set_ready,
         )
-        self.poller = TimerPoller(self.pool, self.spec.timer_handlers,
+        self.poller = TimerPoller(self.pool, {**held_timer_handlers(self.subscription_consumers),
+                                              **self.spec.timer_handlers},
                                   on_ready=self.health.set_ready)
         self.health.set_ready("consumer", False, "starting")
 
@@ -164,7 +161,8 @@ class ServiceRuntime:
         if problems:
             await self.broker.stop()
             raise UnsafeKafkaSettings("; ".join(problems))
-        self.health.set_ready("consumer", True, "")
+        for handler in (self.consumer, *self.subscription_consumers.values()):
+            self.health.set_ready(handler.component, True, "")
 
     def _task_done(self, task: asyncio.Task) -> None:
         if not task.cancelled() and task.exception() is not None:
@@ -177,8 +175,9 @@ class ServiceRuntime:
             await self._stop_extra()
         if self._server is not None:
             self._server.should_exit = True
-        if self.consumer is not None:
-            self.consumer.stop()
+        for handler in (self.consumer, *self.subscription_consumers.values()):
+            if handler is not None:
+                handler.stop()
         for part in (self.poller, self.relay):
             if part is not None:
                 part.stop()
@@ -203,6 +202,55 @@ class ServiceRuntime:
         await stop.wait()
         log.info("%s stopping", self.spec.name)
         await self.stop()
+
+
+def intake_consumer(spec: ServiceSpec, settings: KitSettings, pool: asyncpg.Pool, *,
+                    on_ready=None) -> IntakeConsumer:
+    """The handler of the service's intake (also used without Kafka: a replay)."""
+    return IntakeConsumer(
+        pool=pool,
+        topic=topic_name(f"{spec.name}.intake.v1", settings.topic_prefix),
+        events_topic=f"{spec.name}.events.v1",  # registered name: the relay prefixes it
+        dlq_topic=topic_name(f"{spec.name}.dlq.v1", settings.topic_prefix),
+        source=f"/yigongti/{spec.name}",
+        service=spec.name,
+        aggregatetype=spec.aggregatetype,
+        handlers=spec.handlers,
+        guard=TerminalGuard(max_skew_s=settings.intake_max_skew_s) if spec.signed_intake
+        else None,
+        max_record_bytes=settings.max_record_bytes,
+        on_ready=on_ready,
+    )
+
+
+def subscription_consumers(spec: ServiceSpec, settings: KitSettings, pool: asyncpg.Pool, *,
+                           on_ready=None) -> dict[str, SubscriptionConsumer]:
+    """The handlers of the service's subscriptions, by owner (also used without
+    Kafka: `yigongti-events reapply`, a replay)."""
+    return {
+        sub.owner: SubscriptionConsumer(
+            pool=pool, subscription=sub,
+            topic=topic_name(f"{sub.owner}.events.v1", settings.topic_prefix),
+            dlq_topic=topic_name(f"{spec.name}.dlq.v1", settings.topic_prefix),
+            service=spec.name, source=f"/yigongti/{spec.name}",
+            events_topic=f"{spec.name}.events.v1", aggregatetype=spec.aggregatetype,
+            max_record_bytes=settings.max_record_bytes, on_ready=on_ready)
+        for sub in spec.subscriptions
+    }
+
+
+def load_spec(service: str, spec_path: str | None = None) -> ServiceSpec:
+    """The ServiceSpec of an installed service (entry point group
+    "yigongti.services"), or of `module:function` (tests, a service in development)."""
+    from importlib.metadata import entry_points
+
+    if spec_path:
+        module, _, function = spec_path.partition(":")
+        return getattr(__import__(module, fromlist=[function]), function)()
+    for entry in entry_points(group="yigongti.services"):
+        if entry.name == service:
+            return entry.load()()
+    raise SystemExit(f"no service {service!r} installed (entry points yigongti.services)")
 
 
 def run_service(spec_factory: Callable[[], ServiceSpec]) -> None:

@@ -78,6 +78,13 @@ class KitSettings(BaseSettings):
         "",
         description="Prefix put before every topic name (test isolation); '' in production.",
     )
+    kafka_max_poll_interval_ms: int = Field(
+        300_000,
+        gt=0,
+        description="Longest time between two polls before a consumer is put out of its "
+        "group. A batch is handled in a fraction of it; a database outage never counts "
+        "against it (the kit pauses the partitions and FastStream keeps polling).",
+    )
     consumer_group: str | None = Field(
         None, description="Kafka consumer group id of the intake consumer. Default: SERVICE_NAME."
     )
@@ -264,6 +271,7 @@ def kafka_client_kwargs(settings: KitSettings, role: ClientRole) -> dict[str, An
         kwargs.update(
             enable_auto_commit=False,  # offsets are committed after the database commit
             auto_offset_reset="earliest",
+            max_poll_interval_ms=settings.kafka_max_poll_interval_ms,
             **_CONSUMER_TUNING[kind],
         )
     elif role == "producer":

@@ -1,6 +1,7 @@
-"""PostgreSQL unreachable for longer than any retry budget: the lab reports not
-ready, dead-letters and rejects nothing, and processes every record once the
-database is back (issue 2, "Checked by"; DESIGN §6 infrastructure faults).
+"""PostgreSQL unreachable for longer than any retry budget, and longer than the
+consumer's max_poll_interval: the lab reports not ready, dead-letters and
+rejects nothing, stays the same member of its consumer group, and processes
+every record once the database is back (DESIGN §6 infrastructure faults).
 
 The shared server is not stopped: a cuttable TCP proxy sits between the
 service and PostgreSQL."""
@@ -17,6 +18,7 @@ from kitflow import wait_until
 from labflow import ce_type, header, order, payload
 
 OUTAGE_S = 7.0  # longer than the consumer's and the relay's longest backoff (5 s)
+MAX_POLL_INTERVAL_MS = 3000  # shorter than the outage: a blocking retry would leave the group
 
 
 @pytest.fixture
@@ -36,7 +38,10 @@ async def _readyz(client: httpx.AsyncClient, url: str) -> int:
 async def test_database_outage_pauses_intake_and_loses_nothing(
     pg_proxy, start_lab, database_url, sql, dev_keys,
 ):
-    lab = await start_lab(DATABASE_URL=pg_proxy.url_through(database_url))
+    lab = await start_lab(DATABASE_URL=pg_proxy.url_through(database_url),
+                          KAFKA_MAX_POLL_INTERVAL_MS=MAX_POLL_INTERVAL_MS)
+    coordinator = lab.runtime.consumer.subscriber.consumer._coordinator
+    member = (coordinator.member_id, coordinator.generation)
     readyz = f"http://127.0.0.1:{lab.settings.http_port}/readyz"
     accepted = lambda r: ce_type(r).endswith("order.accepted.v1")  # noqa: E731
     async with httpx.AsyncClient(timeout=5) as http:
@@ -83,6 +88,9 @@ async def test_database_outage_pauses_intake_and_loses_nothing(
         recovery_s = time.monotonic() - restored_at
         await wait_until(lambda: _status_is(http, readyz, 200), what="ready again")
 
+    # The outage outlasted max_poll_interval, yet the consumer never left its
+    # group: the partitions were paused while FastStream kept polling.
+    assert (coordinator.member_id, coordinator.generation) == member
     # Resumes within the longest backoff (5 s) of the consumer and of the relay.
     assert recovery_s < 15, recovery_s
     published = {o.order_id for o in orders}
