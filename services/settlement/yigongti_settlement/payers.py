@@ -25,8 +25,11 @@ order of domain-rules.md §1.1:
 The annual payers (3 and 4) are cumulative: a settlement pays the year's
 entitlement on the new cumulative base less what the year has already paid.
 So splitting a year's bills into several settlements leaves their annual
-totals exactly as one settlement would, and the order of the bills does not
-change the year's total.
+totals exactly as one settlement would. A settlement never pays more than its
+own remaining policy-range amount, so if a person's category changes during
+the year (say, to 低保), the new terms reach the year's earlier costs only as
+later settlements leave room. Referral status does not change any ratio in
+this version (domain-rules.md §7 has lower ratios for unreferred care).
 
 Money is Decimal yuan with two places. Rounding (half up) happens only here:
 - per line: the part within the price limit (limit × quantity, when the unit

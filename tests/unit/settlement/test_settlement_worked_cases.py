@@ -239,3 +239,29 @@ def test_an_untilted_resident_pays_more_than_the_seed_patient():
     b = settle(POLICY, SettlementRequest(SEED_BILL, person, IN, 2))
     assert (b.critical_illness, b.assistance, b.out_of_pocket) == (
         D("1517.08"), D("0.00"), D("18988.51"))
+
+
+def test_the_explanation_names_each_rule_that_was_applied():
+    destitute = settle(POLICY, SettlementRequest((line("A-STAY", A, "400000.00"),),
+                                                 Person(R, DESTITUTE), IN, 3))
+    text = explain(destitute)
+    assert "三级医疗机构住院" in text and "65%" in text
+    assert "特困人员，起付线由14,473.50元减半为7,236.75元" in text
+    assert "5万元以内65%，5万元至10万元70%，10万元以上75%" in text
+    assert "92,389.31元" in text and "救助比例90%" in text and "43,229.87元" in text
+
+    outpatient = settle(POLICY, SettlementRequest((line("250302001", A, "500.00"),),
+                                                  Person(R, NONE), OUTP, 1, Accumulators(
+                                                      outpatient_deductible_used=D("100.00"),
+                                                      basic_paid=D("700.00"),
+                                                      outpatient_basic_paid=D("700.00"))))
+    text = explain(outpatient)
+    assert "门诊统筹" in text and "已达到年度最高支付限额800.00元" in text
+    assert "大病保险不支付门诊费用" in text and "您不属于医疗救助对象" in text
+    assert "您本次需支付400.00元" in text
+
+    employee = settle(POLICY, SettlementRequest((line("A-STAY", A, "60000.00"),),
+                                                Person(E, NONE), IN, 3))
+    text = explain(employee)
+    assert "职工大额医疗费用补助：年度起付线5,000.00元" in text
+    assert "20万元以内85%，20万元以上90%" in text and "5,054.95元" in text
