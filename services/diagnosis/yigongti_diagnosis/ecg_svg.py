@@ -16,7 +16,7 @@ labelled SYNTHETIC says so on the paper.
 
 Traces are drawn from the samples. Per pixel column (0.25 mm = 10 ms at 4
 px/mm) the lowest and the highest sample are kept, in time order, at their own
-times; where a pixel holds two samples or fewer every sample is drawn. So every
+times, plus the window's first and last sample; where a pixel holds two samples or fewer every sample is drawn. So every
 peak is drawn at its true height: a trace's drawn height is its mV range x 10
 mm exactly. The only change to a sample is a constant per trace: the median of
 the drawn window is subtracted so the trace sits on its row's baseline (no
@@ -177,16 +177,15 @@ def _decimate(x: np.ndarray, fs: float) -> np.ndarray:
     """Sample indices to draw: per pixel column its lowest and highest sample in
     time order; every sample when a column holds two or fewer."""
     per_px = fs / (MM_PER_S * PX_PER_MM)
-    if per_px <= 2:
+    if per_px <= 2 or x.size < 3:
         return np.arange(x.size)
     column = (np.arange(x.size) / per_px).astype(int)
     starts = np.flatnonzero(np.r_[True, column[1:] != column[:-1]])
     ends = np.r_[starts[1:], x.size]
-    keep = []
+    keep = {0, x.size - 1}  # the window's ends, so the trace spans its time exactly
     for s, e in zip(starts, ends, strict=True):
-        lo, hi = s + int(np.argmin(x[s:e])), s + int(np.argmax(x[s:e]))
-        keep.extend(sorted({lo, hi}))
-    return np.array(keep)
+        keep.update((s + int(np.argmin(x[s:e])), s + int(np.argmax(x[s:e]))))
+    return np.array(sorted(keep))
 
 
 def _px(mm: float) -> str:

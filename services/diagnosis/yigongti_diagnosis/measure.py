@@ -154,14 +154,58 @@ def _measure(blob: bytes) -> Measurements:
 
 
 def _rss() -> tuple[float, float]:
-    """(current, peak) resident set size of the calling process in MiB."""
-    current = None
+    """(current, peak) resident set size of the calling process in MiB (Linux:
+    VmRSS and VmHWM; elsewhere the peak from getrusage for both)."""
+    found: dict[str, float] = {}
     try:
         with open(f"/proc/{os.getpid()}/status") as status:
             for line in status:
-                if line.startswith("VmRSS:"):
-                    current = int(line.split()[1]) / 1024
+                key = line.split(":")[0]
+                if key in ("VmRSS", "VmHWM"):
+                    found[key] = int(line.split()[1]) / 1024
     except OSError:
         pass
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
-    return (round(current if current is not None else peak, 1), round(peak, 1))
+    peak = found.get("VmHWM", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    return (round(found.get("VmRSS", peak), 1), round(peak, 1))
+
+def main() -> None:
+    """``python -m yigongti_diagnosis.measure [FILE.dcm|FILE.csv]``: measure one
+    recording (default: pydicom's waveform_ecg.dcm) in the worker and print the
+    figures, the timings and both processes' memory as JSON."""
+    import json
+    import sys
+    import time
+
+    from .recording import MEDIA_CSV, MEDIA_DICOM, parse
+
+    if len(sys.argv) > 1:
+        path = sys.argv[1]
+    else:
+        from pydicom.data import get_testdata_file
+        path = get_testdata_file("waveform_ecg.dcm")
+    with open(path, "rb") as f:
+        data = f.read()
+
+    async def run() -> dict:
+        started = time.perf_counter()
+        recording = parse(data, MEDIA_CSV if path.endswith(".csv") else MEDIA_DICOM)
+        parsed = time.perf_counter()
+        async with Analyser() as analyser:
+            warm = time.perf_counter()
+            measurements = await analyser.measure(recording)
+            measured = time.perf_counter()
+            memory = await analyser.memory()
+        return {
+            "measurements": measurements.to_dict(),
+            "parse_s": round(parsed - started, 3),
+            "worker_start_s": round(warm - parsed, 3),
+            "measure_wall_s": round(measured - warm, 3),
+            "memory_mib": asdict(memory),
+            "parent_imported_neurokit2": "neurokit2" in sys.modules,
+        }
+
+    print(json.dumps(asyncio.run(run()), indent=2))
+
+
+if __name__ == "__main__":
+    main()

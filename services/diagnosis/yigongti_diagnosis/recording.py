@@ -322,14 +322,13 @@ _DICOM_TAGS: Final = ["SOPClassUID", "AcquisitionDateTime", "ContentDate", "Cont
 
 def parse_dicom(data: bytes) -> Recording:
     import pydicom
-    from pydicom.errors import InvalidDicomError
     from pydicom.waveforms.numpy_handler import multiplex_array
 
     if len(data) > MAX_UPLOAD_BYTES:
         raise RecordingRefused(TOO_LARGE, "size")
     try:
         ds = pydicom.dcmread(io.BytesIO(data), specific_tags=_DICOM_TAGS)
-    except (InvalidDicomError, EOFError, ValueError, KeyError, struct.error, OSError):
+    except Exception:  # hostile input: whatever pydicom trips over is "unreadable"
         raise RecordingRefused(UNREADABLE, "dicom") from None
     if str(ds.get("SOPClassUID", "")) not in _ECG_SOP_CLASSES:
         raise RecordingRefused(UNSUPPORTED_FORMAT, "sop_class")
@@ -343,7 +342,7 @@ def parse_dicom(data: bytes) -> Recording:
         rate = float(group.SamplingFrequency)
         raw = multiplex_array(ds, index, as_raw=True)  # (samples, channels)
         definitions = list(group.ChannelDefinitionSequence)
-    except (AttributeError, KeyError, ValueError, TypeError, ZeroDivisionError, NotImplementedError):
+    except Exception:  # missing or inconsistent waveform attributes, unsupported encodings
         raise RecordingRefused(UNREADABLE, "waveform") from None
     if raw.ndim != 2 or raw.shape[1] != len(definitions):
         raise RecordingRefused(UNREADABLE, "waveform")

@@ -33,9 +33,10 @@ Method:
    S shrinks).
 3. ST elevation: for each beat a plateau from the J point (rising over R+30 to
    R+60 ms, flat to R+200 ms, falling into the T wave by R+360 ms) with a height
-   per lead (`ST_MV`): V2 0.30, V3 0.35, V4 0.25 mV (at or above the 2.5 mm STEMI
-   limit in V2-V3 for men under 40, domain-rules §4), V1 and V5 0.10, lead I
-   0.10, lead II -0.05 mV.
+   per lead (`ST_MV`): V2 0.35, V3 0.40, V4 0.30 mV (so that at the J point,
+   where the S wave has not quite returned, V2-V3 stay at or above the 2.5 mm
+   STEMI limit for men under 40, domain-rules §4), V1 and V5 0.10, lead I 0.10,
+   lead II -0.05 mV.
 4. III, aVR, aVL and aVF are derived from I and II (Einthoven: III = II - I;
    Goldberger: aVR = -(I + II)/2, aVL = I - II/2, aVF = II - I/2), so the limb
    leads agree as a cart's do; the ST offsets follow the same equations, giving
@@ -76,7 +77,7 @@ AMPLITUDES_MV: Final = {
     "V6": (0.08, -0.08, 1.00, -0.10, 0.30),
 }
 # ST elevation at the J point (mV) for an anterior STEMI; see the module docstring.
-ST_MV: Final = {"I": 0.10, "II": -0.05, "V1": 0.10, "V2": 0.30, "V3": 0.35, "V4": 0.25,
+ST_MV: Final = {"I": 0.10, "II": -0.05, "V1": 0.10, "V2": 0.35, "V3": 0.40, "V4": 0.30,
                 "V5": 0.10, "V6": 0.00}
 ST_RISE_S: Final = (0.030, 0.060)
 ST_FALL_S: Final = (0.200, 0.360)
