@@ -63,13 +63,18 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import math
 import struct
+import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Final
 
 import numpy as np
+import pydicom
+from pydicom.valuerep import DA, DT, TM
+from pydicom.waveforms.numpy_handler import multiplex_array
 
 # The 12 standard leads in the order of the DICOM 12-lead IOD and of the SVG layout.
 LEADS: Final = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
@@ -157,6 +162,7 @@ class Recording:
             raise ValueError("counts must be int16 with shape (12, n)")
         if self.label not in (None, SYNTHETIC):
             raise ValueError("label must be None or SYNTHETIC")
+        self.counts.setflags(write=False)  # frozen means the samples too
 
     @property
     def n_samples(self) -> int:
@@ -311,6 +317,11 @@ def _mv_per_unit(unit: str) -> float:
 
 # --- DICOM ------------------------------------------------------------------------
 
+# pydicom logs and warns about malformed elements quoting their values: a file's
+# values must never reach the service's logs, so its logger says nothing and its
+# warnings are ignored while parsing.
+logging.getLogger("pydicom").addFilter(lambda record: False)
+
 _ECG_SOP_CLASSES: Final = {
     "1.2.840.10008.5.1.4.1.1.9.1.1": "12-lead ECG Waveform Storage",
     "1.2.840.10008.5.1.4.1.1.9.1.2": "General ECG Waveform Storage",
@@ -321,11 +332,14 @@ _DICOM_TAGS: Final = ["SOPClassUID", "AcquisitionDateTime", "ContentDate", "Cont
 
 
 def parse_dicom(data: bytes) -> Recording:
-    import pydicom
-    from pydicom.waveforms.numpy_handler import multiplex_array
-
     if len(data) > MAX_UPLOAD_BYTES:
         raise RecordingRefused(TOO_LARGE, "size")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _parse_dicom(data)
+
+
+def _parse_dicom(data: bytes) -> Recording:
     try:
         ds = pydicom.dcmread(io.BytesIO(data), specific_tags=_DICOM_TAGS)
     except Exception:  # hostile input: whatever pydicom trips over is "unreadable"
@@ -402,8 +416,6 @@ def _float_or_none(value) -> float | None:
 
 
 def _dicom_time(ds) -> datetime | None:
-    from pydicom.valuerep import DA, DT, TM
-
     try:
         if ds.get("AcquisitionDateTime"):
             when = DT(ds.AcquisitionDateTime)
@@ -484,7 +496,9 @@ def parse_csv(data: bytes) -> Recording:
     _check_lead_set(leads)
     body = "\n".join(lines[n + 1:])
     try:
-        values = np.loadtxt(io.StringIO(body), delimiter=",", dtype=np.float64, ndmin=2)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "input contained no data": refused below
+            values = np.loadtxt(io.StringIO(body), delimiter=",", dtype=np.float64, ndmin=2)
     except ValueError:
         raise RecordingRefused(BAD_VALUE, "samples") from None
     if values.shape[0] == 0 or values.shape[1] != 12:

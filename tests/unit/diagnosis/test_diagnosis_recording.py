@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import logging
+import warnings
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -206,6 +208,19 @@ def test_dicom_with_a_lead_missing_is_refused():
     assert (error.code, error.field) == ("missing_lead", "leads")
 
 
+def test_values_of_a_malformed_file_never_reach_the_logs_or_warnings(caplog):
+    def edit(ds):
+        ds.SOPClassUID = "ZHANG-SAN^650102"  # not a valid UI: pydicom would quote it
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # writing it warns too; only reading counts
+        data = dicom_bytes(edit)
+    caplog.set_level(logging.DEBUG)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert refused(parse_dicom, data).code == "unsupported_format"
+    assert "ZHANG" not in caplog.text and not caught
+
+
 def test_not_dicom_is_unreadable_and_other_media_types_unsupported():
     assert refused(parse, b"hello, world" * 50, "application/dicom").code == "unreadable"
     assert refused(parse, SAMPLE_BYTES, "application/pdf").code == "unsupported_format"
@@ -329,6 +344,37 @@ def test_quantisation_error_is_at_most_half_a_step(seed, amplitude):
     for lead, channel in zip(LEADS, recording.channels, strict=True):
         assert channel.mv_per_count >= 0.001
         assert np.max(np.abs(recording.mv(lead) - signals[lead])) <= channel.mv_per_count / 2 + 1e-12
+
+
+@settings(max_examples=60, deadline=None)
+@given(cuts=st.lists(st.tuples(st.integers(0, len(SAMPLE_BYTES) - 1), st.binary(min_size=1,
+                                                                              max_size=8)),
+                     min_size=1, max_size=4),
+       truncate=st.one_of(st.none(), st.integers(0, len(SAMPLE_BYTES))))
+def test_a_damaged_dicom_file_is_parsed_or_refused_never_crashes(cuts, truncate):
+    data = bytearray(SAMPLE_BYTES)
+    for at, junk in cuts:
+        data[at:at + len(junk)] = junk
+    if truncate is not None:
+        data = data[:truncate]
+    try:
+        parse_dicom(bytes(data))
+    except RecordingRefused as refusal:
+        assert refusal.code in rec.REASON_CODES
+
+
+@settings(max_examples=100, deadline=None)
+@given(text=st.text(max_size=400), header=st.booleans())
+def test_arbitrary_csv_text_is_refused_with_a_reason_never_crashes(text, header):
+    data = (csv_text(rows=0).decode() if header else "") + text
+    with pytest.raises(RecordingRefused):
+        parse_csv(data.encode())
+
+
+def test_samples_of_a_recording_cannot_be_changed():
+    recording = parse(SAMPLE_BYTES, "application/dicom")
+    with pytest.raises(ValueError):
+        recording.counts[0, 0] = 1
 
 
 def test_a_truncated_stored_form_is_rejected():
