@@ -5,9 +5,12 @@ Method (each step names its library call or its rule):
 
 1. Each lead is cleaned with `nk.ecg_clean(method="neurokit")`: a 0.5 Hz
    high-pass (5th-order Butterworth) and a 50 Hz power-line filter (China's mains).
-2. R peaks: `nk.ecg_peaks(method="neurokit")` on every lead; the lead whose peaks
-   the other leads agree with most (a peak within 50 ms) is the detection lead,
-   so one lead off or noisy does not decide the rhythm.
+2. R peaks: `nk.ecg_peaks(method="neurokit")` on every lead, with a refractory
+   time of 0.2 s instead of neurokit2's 0.3 s (which caps the rate it can see at
+   200/min, below the 230/min limit). A peak is confirmed when at least half of
+   the other leads have one within 50 ms; the detection lead is the one with the
+   most confirmed and fewest unconfirmed peaks, so a lead that is off, noisy or
+   counts its tall T waves does not decide the rhythm.
 3. Rate and rhythm figures from the RR intervals of the detection lead:
    - heart rate = 60 / mean RR (the "mean ventricular rate" of the critical list);
    - RR regularity = coefficient of variation of the RR intervals (SD / mean, %),
@@ -56,6 +59,9 @@ QRS_VELOCITY_FRACTION = 0.10
 QRS_SMOOTH_S = 0.008
 QRS_GAP_S = 0.010
 PEAK_AGREEMENT_S = 0.050
+# assumed: 0.2 s, the RR of 300/min (ventricular flutter's rate), so that rates
+# at the 230/min critical limit are measurable; neurokit2's default is 0.3 s.
+REFRACTORY_S = 0.2
 BEAT_BEFORE_S = 0.25
 BEAT_AFTER_S = 0.60
 MIN_BEATS_FOR_MEDIAN = 3
@@ -131,27 +137,32 @@ def _round(value: float | None) -> float | None:
 
 def _rpeaks(clean: np.ndarray, fs: float) -> np.ndarray:
     try:
-        _, info = nk.ecg_peaks(clean, sampling_rate=fs, method="neurokit")
+        _, info = nk.ecg_peaks(clean, sampling_rate=fs, method="neurokit",
+                               mindelay=REFRACTORY_S)
     except (ValueError, IndexError, ZeroDivisionError):
         return np.array([], dtype=int)
     return np.asarray(info["ECG_R_Peaks"], dtype=int)
 
 
 def _detection_lead(peaks_by_lead: list[np.ndarray], fs: float) -> int:
-    """The lead whose R peaks the other leads confirm most often (ties: the
-    lead order II, V5, I, … — lead II is the usual rhythm lead)."""
+    """The lead with the most peaks confirmed by at least half of the other leads,
+    less its unconfirmed ones (ties: II, V5, I, … — lead II is the usual rhythm
+    lead)."""
     tolerance = PEAK_AGREEMENT_S * fs
     preference = [LEADS.index(lead) for lead in ("II", "V5", "I", "V6", "V4", "aVF", "III",
                                                   "V3", "V2", "V1", "aVL", "aVR")]
 
     def score(i: int) -> tuple[int, int]:
-        agreed = 0
+        mine = peaks_by_lead[i]
+        if not mine.size:
+            return 0, -preference.index(i)
+        confirmations = np.zeros(mine.size, dtype=int)
         for j, other in enumerate(peaks_by_lead):
-            if j == i or not other.size or not peaks_by_lead[i].size:
-                continue
-            nearest = np.abs(peaks_by_lead[i][:, None] - other[None, :]).min(axis=1)
-            agreed += int((nearest <= tolerance).sum())
-        return agreed, -preference.index(i)
+            if j != i and other.size:
+                nearest = np.abs(mine[:, None] - other[None, :]).min(axis=1)
+                confirmations += nearest <= tolerance
+        confirmed = int((confirmations >= (len(peaks_by_lead) - 1) / 2).sum())
+        return confirmed - (mine.size - confirmed), -preference.index(i)
 
     return max(range(len(peaks_by_lead)), key=score)
 

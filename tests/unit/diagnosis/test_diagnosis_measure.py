@@ -154,3 +154,44 @@ def test_a_flat_recording_is_one_long_pause_and_withholds_the_rest():
     assert m.longest_pause_s == pytest.approx(10.0)
     assert m.heart_rate_bpm is None and m.qrs_ms is None and m.qtc_ms is None
     assert m.withheld["heart_rate_bpm"] == "too_few_beats"
+
+
+def test_every_other_beat_removed_halves_the_rate_below_the_critical_35():
+    from yigongti_diagnosis import analysis
+    from yigongti_diagnosis.ecg_limits import breaches
+
+    recording = sample_recording()
+    mv = recording.all_mv()
+    level = np.median(mv, axis=1, keepdims=True)
+    for r in (1524, 3487, 5465, 7442, 9368):  # the 2nd, 4th, … R peaks of the sample
+        mv[:, r - 300:r + 450] = level  # P to T end replaced by the baseline
+    slow = rec.from_mv(dict(zip(rec.LEADS, mv, strict=True)), 1000, source="csv")
+    m = analysis.measure(slow)
+    assert abs(m.heart_rate_bpm - 30.3) <= 1 and m.beats == 5
+    assert [b.code for b in breaches(m)] == ["ventricular_rate_below_35"]
+
+
+@pytest.mark.parametrize(("rate_bpm", "codes"), [
+    (190, ["rate_180_or_faster"]),
+    (240, ["rate_230_or_faster", "rate_180_or_faster"]),
+    (280, ["rate_230_or_faster", "rate_180_or_faster"]),
+])
+def test_fast_rates_up_to_300_are_measured_and_breach_their_limits(rate_bpm, codes):
+    """neurokit2's default 0.3 s refractory time would halve any rate over 200/min."""
+    from yigongti_diagnosis import analysis
+    from yigongti_diagnosis.ecg_limits import breaches
+
+    m = analysis.measure(synthetic_stemi(heart_rate_bpm=rate_bpm))
+    assert abs(m.heart_rate_bpm - rate_bpm) <= 3
+    assert [b.code for b in breaches(m)] == codes
+
+
+def test_tall_t_waves_in_one_or_two_leads_do_not_double_the_rate():
+    from yigongti_diagnosis import analysis
+
+    recording = sample_recording()  # V3 and V4 have T waves of 0.8 mV
+    mv = recording.all_mv()
+    mv[rec.LEADS.index("II")] = 0.0  # the usual rhythm lead is off
+    m = analysis.measure(rec.from_mv(dict(zip(rec.LEADS, mv, strict=True)), 1000,
+                                     source="csv"))
+    assert m.beats == 10 and abs(m.heart_rate_bpm - 61) <= 2  # a vote by count gave 125
