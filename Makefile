@@ -16,10 +16,12 @@ setup: $(STAMP) .tools/node_modules/@asyncapi/specs .tools/node_modules/fhir
 .tools/node_modules/fhir:
 	npm install --prefix .tools --no-audit --no-fund --loglevel=error fhir@4.12.0
 
-$(STAMP): contracts/pyproject.toml services/kit/pyproject.toml services/lab/pyproject.toml services/settlement/pyproject.toml deploy/pyproject.toml
+# Every package of the repository, installed editable into .venv.
+SERVICES := services/lab services/diagnosis services/settlement
+$(STAMP): contracts/pyproject.toml services/kit/pyproject.toml $(SERVICES:%=%/pyproject.toml) deploy/pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e contracts -e 'services/kit[dev]' -e services/lab -e services/settlement -e deploy
+	$(BIN)/python -m pip install --quiet -e contracts -e 'services/kit[dev]' $(SERVICES:%=-e %) -e deploy
 	touch $(STAMP)
 
 demo: setup
