@@ -4,9 +4,39 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-unit test-integration bench lint stack schemas clean
+.PHONY: setup orthanc demo test test-unit test-integration bench lint stack schemas clean
 
-setup: $(STAMP) .tools/node_modules/@asyncapi/specs .tools/node_modules/fhir
+setup: orthanc $(STAMP) .tools/node_modules/@asyncapi/specs .tools/node_modules/fhir
+
+# The PACS: Orthanc and its DICOMweb plugin from Debian, installed where apt-get
+# is available and we are root; skipped quietly elsewhere (README), but under
+# CI=true a missing Orthanc fails. The stack and the tests run their own Orthanc
+# (yigongti_deploy/orthanc.py), so the daemon the package starts is stopped and
+# disabled (systemd, or the init script without it); 4242/8042 stay free.
+ORTHANC_BIN := /usr/sbin/Orthanc
+ORTHANC_DICOMWEB := /usr/share/orthanc/plugins/libOrthancDicomWeb.so
+orthanc:
+	@if [ ! -x $(ORTHANC_BIN) ] || [ ! -e $(ORTHANC_DICOMWEB) ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing orthanc orthanc-dicomweb (apt-get)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	      apt-get install -y -qq --no-install-recommends orthanc orthanc-dicomweb >/dev/null \
+	      || exit 1; \
+	  elif [ "$$CI" = true ]; then \
+	    echo "CI=true: Orthanc is missing and cannot be installed here (see README)" >&2; exit 1; \
+	  fi; \
+	fi
+	@if [ "$$(id -u)" = 0 ] && [ -x /etc/init.d/orthanc ]; then \
+	  if [ -d /run/systemd/system ]; then \
+	    if systemctl --quiet is-enabled orthanc 2>/dev/null || systemctl --quiet is-active orthanc; then \
+	      systemctl disable --now --quiet orthanc; fi; \
+	  else \
+	    if ls /etc/rc[2345].d/S*orthanc >/dev/null 2>&1; then update-rc.d orthanc disable >/dev/null 2>&1; fi; \
+	    if command -v systemctl >/dev/null && systemctl --quiet is-enabled orthanc 2>/dev/null; then \
+	      systemctl disable --quiet orthanc 2>/dev/null; fi; \
+	    if /etc/init.d/orthanc status >/dev/null 2>&1; then /etc/init.d/orthanc stop >/dev/null; fi; \
+	  fi; \
+	fi
 
 # The AsyncAPI JSON Schema that tests validate contracts/asyncapi/*.yaml against (needs npm).
 .tools/node_modules/@asyncapi/specs:

@@ -3,7 +3,7 @@ per-test isolation (schema, topic prefix, group ids). See harness.py for how
 the infrastructure is chosen.
 
 Session:  kafka_bootstrap, broker_kind, admin_database_url, database_url,
-          dev_keys, run_dir
+          dev_keys, run_dir, orthanc
 Per test: schema, topic_prefix, topics, group_id, kit_env, kit_settings,
           service_process
 """
@@ -89,6 +89,20 @@ async def database_url(admin_database_url: str) -> AsyncIterator[str]:
 def dev_keys(run_dir: Path) -> DevKeys:
     """Bearer-token key pair and a registered demo terminal (terminals.yaml)."""
     return write_dev_keys(run_dir / "keys")
+
+
+@pytest_asyncio.fixture(scope="session")
+async def orthanc(run_dir: Path) -> AsyncIterator[str]:
+    """DICOMweb root URL of the PACS every test shares (a service's PACS_DICOMWEB_URL).
+    Tests upload studies with fresh UIDs, so they never see each other's. Skipped
+    when Orthanc is not installed, except under CI=true, where that fails."""
+    running = await harness.start_orthanc(run_dir)
+    if running is None:
+        pytest.skip("Orthanc is not installed (`make setup` installs it on Debian as root)")
+    try:
+        yield running.address
+    finally:
+        await running.stop()
 
 
 # --- per test: isolation ---------------------------------------------------------

@@ -10,6 +10,7 @@ Infrastructure, decided once per test run (each piece independently):
 3. else the embedded broker (Tansu) and PostgreSQL on 127.0.0.1:5432 if it
    answers, else an embedded PostgreSQL.
 YGT_TEST_INFRA=embedded skips the Docker probe; YGT_TEST_INFRA=docker requires it.
+The PACS: PACS_DICOMWEB_URL when set, else our own Orthanc (`start_orthanc`).
 """
 
 from __future__ import annotations
@@ -142,6 +143,23 @@ async def start_postgres() -> Running:
     server = EmbeddedPostgres()
     url = await server.start()
     return Running(url, "embedded", "embedded", time.monotonic() - started, server.stop)
+
+
+async def start_orthanc(run_dir: Path) -> Running | None:
+    """The PACS (address: its DICOMweb root): PACS_DICOMWEB_URL, else our own Orthanc;
+    None when Orthanc is not installed, an error under CI=true (never skipped there)."""
+    from yigongti_deploy.orthanc import EmbeddedOrthanc, find_orthanc, require_orthanc
+
+    given = os.environ.get("PACS_DICOMWEB_URL")
+    if given:
+        return Running(given, "env", "env")
+    if find_orthanc() is None:
+        if os.environ.get("CI") == "true":
+            require_orthanc()  # raises, saying how to install it
+        return None
+    server = EmbeddedOrthanc(run_dir / "orthanc")
+    url = await server.start()
+    return Running(url, "orthanc", "embedded", server.started_in_s or 0.0, server.stop)
 
 
 def _start_kafka_container():

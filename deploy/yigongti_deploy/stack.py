@@ -7,7 +7,11 @@ Where things come from:
 - PostgreSQL: DATABASE_URL when set, else the server on 127.0.0.1:5432 if it
   answers, else an embedded one. The stack creates a fresh database
   `yigongti_<timestamp>` on it and drops it when it stops; each service
-  migrates its own schema at start.
+  migrates its own schema at start;
+- PACS: PACS_DICOMWEB_URL (with PACS_USERNAME / PACS_PASSWORD) when set, else
+  our own Orthanc with its DICOMweb plugin (orthanc.py); services get its URL
+  as PACS_DICOMWEB_URL. Without Orthanc installed the stack runs without a
+  PACS (a warning), except under CI=true, where that is an error.
 
 `Stack` is importable (the demo and the benchmarks use it):
 
@@ -48,6 +52,8 @@ from .embedded import (
     redact,
     stop_process,
 )
+from .orthanc import URL_ENV as PACS_URL_ENV
+from .orthanc import EmbeddedOrthanc, find_orthanc, require_orthanc
 
 log = logging.getLogger("yigongti.stack")
 
@@ -237,10 +243,12 @@ class Stack:
         self.keys: DevKeys | None = None
         self.services: dict[str, ServiceProcess] = {}
         self.mllp_port: int | None = None
+        self.pacs_url: str | None = None
         self.timings: dict[str, float] = {}
 
         self._broker: EmbeddedBroker | None = None
         self._postgres: EmbeddedPostgres | None = None
+        self._orthanc: EmbeddedOrthanc | None = None
         self._database_created = False
 
     def topic(self, base: str) -> str:
@@ -265,6 +273,10 @@ class Stack:
         t0 = time.monotonic()
         await self._start_postgres()
         self.timings["postgres"] = time.monotonic() - t0
+
+        t0 = time.monotonic()
+        await self._start_pacs()
+        self.timings["pacs"] = time.monotonic() - t0
 
         t0 = time.monotonic()
         self.database_url = await create_database(self.admin_database_url, self.database_name)
@@ -302,6 +314,19 @@ class Stack:
         else:
             self._postgres = EmbeddedPostgres()
             self.admin_database_url = await self._postgres.start()
+
+    async def _start_pacs(self) -> None:
+        given = os.environ.get(PACS_URL_ENV)
+        if given:
+            self.pacs_url = given
+            return
+        if find_orthanc() is None:
+            if os.environ.get("CI") == "true":
+                require_orthanc()  # raises, saying how to install it
+            log.warning("Orthanc is not installed: the stack runs without a PACS (see README)")
+            return
+        self._orthanc = EmbeddedOrthanc(self.run_dir)
+        self.pacs_url = await self._orthanc.start()
 
     async def _create_topics(self) -> None:
         from yigongti_contracts.topics import TOPICS
@@ -347,6 +372,7 @@ class Stack:
             "HTTP_PORT": str(free_port()),
             "AUTH_PUBLIC_KEY": self.keys.auth_public_pem,
             "TERMINALS_FILE": str(self.keys.terminals_file),
+            **({PACS_URL_ENV: self.pacs_url} if self.pacs_url else {}),
             **(self._lab_env() if name == "lab" else {}),
         }
 
@@ -370,6 +396,9 @@ class Stack:
         for service, result in zip(services.values(), results, strict=True):
             if isinstance(result, BaseException):
                 log.warning("stopping %s failed: %r", service.name, result)
+        # Orthanc takes ~2.5 s to shut down by itself: let it while the rest stops.
+        pacs, self._orthanc = self._orthanc, None
+        pacs_stopping = asyncio.ensure_future(pacs.stop()) if pacs else None
         if self._database_created and not self.keep_database:
             try:
                 await drop_database(self.admin_database_url, self.database_name)
@@ -382,6 +411,8 @@ class Stack:
         if self._postgres is not None:
             await self._postgres.stop()
             self._postgres = None
+        if pacs_stopping is not None:
+            await pacs_stopping
 
     async def __aenter__(self) -> Stack:
         await self.start()
@@ -405,6 +436,10 @@ class Stack:
             + (f", log {self._broker.log_path})" if self._broker else ")"),
             f"database     {redact(self.database_url or '')}  ({postgres})",
         ]
+        if self._orthanc:
+            lines.append(f"pacs         {self.pacs_url}  (Orthanc, log {self._orthanc.log_path})")
+        elif self.pacs_url:
+            lines.append(f"pacs         {self.pacs_url}  (PACS_DICOMWEB_URL)")
         if self._postgres and self._postgres.log_path:
             lines.append(f"postgres log {self._postgres.log_path}")
         if self.topic_prefix:
