@@ -16,10 +16,10 @@ setup: $(STAMP) .tools/node_modules/@asyncapi/specs .tools/node_modules/fhir
 .tools/node_modules/fhir:
 	npm install --prefix .tools --no-audit --no-fund --loglevel=error fhir@4.12.0
 
-$(STAMP): contracts/pyproject.toml services/kit/pyproject.toml services/lab/pyproject.toml deploy/pyproject.toml
+$(STAMP): contracts/pyproject.toml services/kit/pyproject.toml services/lab/pyproject.toml services/referral/pyproject.toml deploy/pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e contracts -e 'services/kit[dev]' -e services/lab -e deploy
+	$(BIN)/python -m pip install --quiet -e contracts -e 'services/kit[dev]' -e services/lab -e services/referral -e deploy
 	touch $(STAMP)
 
 demo: setup
