@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from yigongti_contracts.refdata import Capability
+from yigongti_referral.case import CancelTimer, Case, Outcome, Rejection, Rules, SetTimer
 from yigongti_referral.codes import (
     CancelReason,
     ClosureOutcome,
@@ -21,7 +22,7 @@ from yigongti_referral.codes import (
     UpwardReason,
     Urgency,
 )
-from yigongti_referral.domain import CancelTimer, Case, Outcome, Rejection, Rules, SetTimer, apply
+from yigongti_referral.domain import apply
 from yigongti_referral.events import Event
 from yigongti_referral.facts import (
     CarePlan,

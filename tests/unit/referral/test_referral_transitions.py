@@ -28,16 +28,7 @@ from referralcases import (
     up,
 )
 from yigongti_contracts.refdata import Capability
-from yigongti_referral.codes import (
-    CaseState,
-    ChronicClass,
-    ClosureOutcome,
-    LostReason,
-    Refusal,
-    RoundState,
-    Urgency,
-)
-from yigongti_referral.domain import (
+from yigongti_referral.case import (
     ACCEPTANCE,
     NOT_CLOSED,
     NOT_RECEIVED,
@@ -47,6 +38,15 @@ from yigongti_referral.domain import (
     VALIDITY,
     add_months,
     follow_up_timer,
+)
+from yigongti_referral.codes import (
+    CaseState,
+    ChronicClass,
+    ClosureOutcome,
+    LostReason,
+    Refusal,
+    RoundState,
+    Urgency,
 )
 from yigongti_referral.events import (
     FollowUpDone,
