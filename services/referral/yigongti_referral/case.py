@@ -96,26 +96,26 @@ class Case:
     proposed_institution: str | None = None  # a re-route awaiting the sender
     rerouted_to: str | None = None  # the child case
 
-    def _req(self) -> ReferralRequested:
+    def opened_request(self) -> ReferralRequested:
         if self.request is None:
             raise ValueError(f"referral {self.referral_id} has no request yet")
         return self.request
 
     @property
     def direction(self) -> Direction:
-        return self._req().direction
+        return self.opened_request().direction
 
     @property
     def urgency(self) -> Urgency:
-        return self._req().urgency
+        return self.opened_request().urgency
 
     @property
     def from_institution(self) -> str:
-        return self._req().from_institution
+        return self.opened_request().from_institution
 
     @property
     def to_institution(self) -> str:
-        return self._req().to_institution
+        return self.opened_request().to_institution
 
     @property
     def terminal(self) -> bool:

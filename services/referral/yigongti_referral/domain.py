@@ -237,7 +237,7 @@ def _open_problems(request: ReferralRequested, parent: Case | None, rules: Rules
         return [("parent_referral_id", Refusal.parent_not_reroutable)]
     if parent.rerouted_to is not None:
         return [("parent_referral_id", Refusal.already_rerouted)]
-    p = parent._req()
+    p = parent.opened_request()
     if (p.from_institution, p.patient_ref, p.direction) != \
             (request.from_institution, request.patient_ref, request.direction):
         return [("parent_referral_id", Refusal.parent_mismatch)]
@@ -429,7 +429,8 @@ def _close_downward(step: _Step, at: datetime) -> None:
         return
     policy = step.rules.policy
     step.cancel_timers()
-    plan = case._req().care_plan
+    request = case.opened_request()
+    plan = request.care_plan
     days = sorted(set(plan.follow_up_days if plan and plan.follow_up_days
                       else (r.day for r in policy.rounds)))
     rounds = tuple(FollowUpRound(day, at + timedelta(days=day),
@@ -442,7 +443,7 @@ def _close_downward(step: _Step, at: datetime) -> None:
                              closed_at=at))
     for r in rounds:
         step.set_timer(follow_up_timer(r.day), r.missed_after)
-        step.emit(FollowUpScheduled(**_ends(case), handed_over_by=case._req().handed_over_by,
+        step.emit(FollowUpScheduled(**_ends(case), handed_over_by=request.handed_over_by,
                                     round_day=r.day, due_at=r.due_at, missed_after=r.missed_after))
 
 
@@ -511,7 +512,7 @@ def _reroute(step: _Step, alternative: str | None) -> None:
     case, policy = step.case, step.rules.policy
     if case.direction not in policy.reroute_directions:
         return
-    proposed = next_candidate(case._req(), case.tried, step.rules.refdata, policy, alternative)
+    proposed = next_candidate(case.opened_request(), case.tried, step.rules.refdata, policy, alternative)
     if proposed is None:
         return
     if case.urgency not in policy.reroute_at_once:
@@ -521,7 +522,7 @@ def _reroute(step: _Step, alternative: str | None) -> None:
             from_institution=case.from_institution, to_institution=case.to_institution,
             proposed_institution=proposed, proposed_at=step.now))
         return
-    child_request = replace(case._req(), referral_id=derived_id("reroute", case.referral_id),
+    child_request = replace(case.opened_request(), referral_id=derived_id("reroute", case.referral_id),
                             to_institution=proposed, parent_referral_id=case.referral_id)
     child = _Step(Case(child_request.referral_id), step.rules, step.now)
     _open_case(child, child_request, case, at_once=True)
@@ -575,7 +576,7 @@ def _on_timer(case: Case, t: TimerFired, rules: Rules, now: datetime) -> Outcome
         if r is not None and r.state is RoundState.scheduled:
             step.update(rounds=tuple(replace(x, state=RoundState.missed) if x.day == day else x
                                      for x in case.rounds))
-            step.emit(FollowUpMissed(**_ends(case), handed_over_by=case._req().handed_over_by,
+            step.emit(FollowUpMissed(**_ends(case), handed_over_by=case.opened_request().handed_over_by,
                                      round_day=day, due_at=r.due_at, missed_at=at))
     _drain(step)
     return step.outcome()
