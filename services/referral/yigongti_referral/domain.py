@@ -510,19 +510,21 @@ def _reroute(step: _Step, alternative: str | None) -> None:
     """After a decline or expiry: propose the next capable institution to the
     sender, or, for the urgencies the policy names, open the child at once."""
     case, policy = step.case, step.rules.policy
+    request = case.opened_request()
     if case.direction not in policy.reroute_directions:
         return
-    proposed = next_candidate(case.opened_request(), case.tried, step.rules.refdata, policy, alternative)
+    proposed = next_candidate(request, case.tried, step.rules.refdata, policy, alternative)
     if proposed is None:
         return
     if case.urgency not in policy.reroute_at_once:
         step.update(proposed_institution=proposed)
         step.emit(ReferralRerouteProposed(
-            referral_id=case.referral_id, root_referral_id=case.root_referral_id or case.referral_id,
+            referral_id=case.referral_id,
+            root_referral_id=case.root_referral_id or case.referral_id,
             from_institution=case.from_institution, to_institution=case.to_institution,
             proposed_institution=proposed, proposed_at=step.now))
         return
-    child_request = replace(case.opened_request(), referral_id=derived_id("reroute", case.referral_id),
+    child_request = replace(request, referral_id=derived_id("reroute", case.referral_id),
                             to_institution=proposed, parent_referral_id=case.referral_id)
     child = _Step(Case(child_request.referral_id), step.rules, step.now)
     _open_case(child, child_request, case, at_once=True)
@@ -576,7 +578,8 @@ def _on_timer(case: Case, t: TimerFired, rules: Rules, now: datetime) -> Outcome
         if r is not None and r.state is RoundState.scheduled:
             step.update(rounds=tuple(replace(x, state=RoundState.missed) if x.day == day else x
                                      for x in case.rounds))
-            step.emit(FollowUpMissed(**_ends(case), handed_over_by=case.opened_request().handed_over_by,
+            step.emit(FollowUpMissed(**_ends(case),
+                                     handed_over_by=case.opened_request().handed_over_by,
                                      round_day=day, due_at=r.due_at, missed_at=at))
     _drain(step)
     return step.outcome()

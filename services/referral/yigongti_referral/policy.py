@@ -111,7 +111,8 @@ def load_policy() -> Policy:
     return Policy(
         acceptance=_by_urgency(deadlines["acceptance"], lambda r: timedelta(minutes=r["minutes"])),
         transit=_by_urgency(deadlines["transit"], lambda r: Transit(
-            overdue=timedelta(minutes=r["overdue_minutes"]), lost=timedelta(hours=r["lost_hours"]))),
+            overdue=timedelta(minutes=r["overdue_minutes"]),
+            lost=timedelta(hours=r["lost_hours"]))),
         not_closed=timedelta(days=deadlines["not_closed"]["days"]),
         paperwork_reminder=timedelta(hours=deadlines["paperwork_reminder"]["hours"]),
         request_grace=timedelta(hours=deadlines["request_grace"]["hours"]),
