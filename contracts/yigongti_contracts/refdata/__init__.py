@@ -2,7 +2,8 @@
 
 `load()` reads and checks the packaged YAML once: counties, institutions with
 their kind, insurance level, parent and source, and which shared centre serves
-which institution.
+which institution; for two-way referral (双向转诊), which institution has which
+capability, sourced travel times, and the order in which candidates are tried.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import re
 from enum import StrEnum
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -57,6 +58,24 @@ MODALITY_CENTRE = {
     "US": Kind.imaging_centre,
     "MR": Kind.imaging_centre,
 }
+
+
+class Capability(StrEnum):
+    """What an institution can take a referred patient for (refdata `referral`)."""
+
+    chest_pain_centre = "chest_pain_centre"  # 胸痛中心
+    stroke_centre = "stroke_centre"  # 卒中中心
+    trauma_centre = "trauma_centre"  # 创伤中心
+    intensive_care = "intensive_care"  # ICU / CCU
+    dialysis = "dialysis"  # 血液透析
+    inpatient = "inpatient"  # 住院
+    rehabilitation = "rehabilitation"  # 康复, including TCM rehabilitation
+
+
+# Kinds that treat patients, and so send and receive referrals; the shared
+# centres (lab, ECG, imaging) do neither.
+CLINICAL_KINDS = (Kind.village_clinic, Kind.township_branch, Kind.total_hospital,
+                  Kind.prefecture_hospital)
 
 
 class RefDataError(LookupError):
@@ -141,6 +160,53 @@ class Recognition(_Data):
     member_hospitals: MemberHospitals
 
 
+class CapabilityCode(_Sourced):
+    code: Capability
+    name: str
+    meaning: str
+
+
+class KindCapabilities(_Sourced):
+    kind: Kind
+    capabilities: tuple[Capability, ...]
+
+
+class CapabilityGrant(_Sourced):
+    institution: str
+    capability: Capability
+
+
+class TravelTime(_Sourced):
+    between: tuple[str, str]
+    minutes: int = Field(ge=1)
+    distance_km: int | None = Field(default=None, ge=0)
+
+
+class CandidateOrder(_Sourced):
+    steps: tuple[Literal["own_chain", "prefecture_hospitals"], ...]
+
+
+class Referral(_Data):
+    capabilities: tuple[CapabilityCode, ...]
+    by_kind: tuple[KindCapabilities, ...]
+    institutions: tuple[CapabilityGrant, ...]
+    travel: tuple[TravelTime, ...]
+    candidate_order: CandidateOrder
+
+    @model_validator(mode="after")
+    def _complete(self) -> Referral:
+        codes = [c.code for c in self.capabilities]
+        if sorted(codes) != sorted(Capability):
+            raise ValueError("referral.capabilities must list every Capability once")
+        for row in self.by_kind:
+            if row.kind not in CLINICAL_KINDS:
+                raise ValueError(f"a {row.kind} takes no referrals")
+        grants = [(g.institution, g.capability) for g in self.institutions]
+        if len(grants) != len(set(grants)):
+            raise ValueError("a capability is granted twice to the same institution")
+        return self
+
+
 class RefData(_Data):
     version: int
     prefecture: Prefecture
@@ -149,6 +215,7 @@ class RefData(_Data):
     counties: tuple[County, ...]
     institutions: tuple[Institution, ...]
     recognition: Recognition
+    referral: Referral | None = None
 
     @model_validator(mode="after")
     def _integrity(self) -> RefData:
@@ -172,7 +239,22 @@ class RefData(_Data):
         missing = set(Kind) - set(self.levels)
         if missing:
             raise ValueError(f"levels missing for {sorted(missing)}")
+        if self.referral is not None:
+            self._referral_integrity(by_id)
         return self
+
+    def _referral_integrity(self, by_id: dict[str, Institution]) -> None:
+        assert self.referral is not None
+        for grant in self.referral.institutions:
+            inst = by_id.get(grant.institution)
+            if inst is None:
+                raise ValueError(f"capability for unknown institution {grant.institution}")
+            if inst.kind not in CLINICAL_KINDS:
+                raise ValueError(f"{inst.id}: a {inst.kind} takes no referrals")
+        for trip in self.referral.travel:
+            a, b = trip.between
+            if a == b or a not in by_id or b not in by_id:
+                raise ValueError(f"travel between unknown or equal institutions {trip.between}")
 
     # --- look-ups ----------------------------------------------------------
 
@@ -231,6 +313,84 @@ class RefData(_Data):
             if centre.parent == home.id:
                 return centre
         raise RefDataError(f"no {kind} serves {institution_id}")
+
+    # --- referral look-ups ---------------------------------------------------
+
+    def _referral(self) -> Referral:
+        if self.referral is None:
+            raise RefDataError("the reference data has no referral section")
+        return self.referral
+
+    def capabilities_of(self, institution_id: str) -> frozenset[Capability]:
+        """What an institution can take a referred patient for (empty for a centre)."""
+        inst = self.institution(institution_id)
+        ref = self._referral()
+        caps = {c for row in ref.by_kind if row.kind == inst.kind for c in row.capabilities}
+        caps.update(g.capability for g in ref.institutions if g.institution == institution_id)
+        return frozenset(caps)
+
+    def has_capability(self, institution_id: str, capability: Capability | str) -> bool:
+        return Capability(capability) in self.capabilities_of(institution_id)
+
+    def capability_sources(self, institution_id: str) -> dict[Capability, str]:
+        """Why an institution has each capability: the source of its row."""
+        inst = self.institution(institution_id)
+        ref = self._referral()
+        sources = {c: row.source for row in ref.by_kind if row.kind == inst.kind
+                   for c in row.capabilities}
+        sources.update({g.capability: g.source for g in ref.institutions
+                        if g.institution == institution_id})
+        return sources
+
+    def travel_minutes(self, a: str, b: str) -> int | None:
+        """Sourced travel time between two institutions, either way; None if unknown."""
+        for trip in self._referral().travel:
+            if set(trip.between) == {a, b}:
+                return trip.minutes
+        return None
+
+    def upward_candidates(self, institution_id: str,
+                          capability: Capability | str | None = None) -> tuple[Institution, ...]:
+        """Where a patient from `institution_id` may be referred up to, with the
+        capability if one is given, nearest first (`referral.candidate_order`).
+
+        The steps: the sender's own chain upward (its township branch, then its
+        total hospital), then the prefecture hospitals. Within a step, those
+        with a sourced travel time come first, nearest first, then the others
+        in data order; travel time reorders across steps only when it is
+        sourced for every candidate.
+        """
+        sender = self.institution(institution_id)
+        wanted = Capability(capability) if capability is not None else None
+        steps: list[list[Institution]] = []
+        for step in self._referral().candidate_order.steps:
+            if step == "own_chain":
+                chain: list[Institution] = []
+                inst = sender
+                while inst.parent is not None and inst.kind is not Kind.total_hospital:
+                    inst = self.institution(inst.parent)
+                    chain.append(inst)
+                steps.append(chain)
+            else:
+                steps.append(list(self.of_kind(Kind.prefecture_hospital)))
+        seen: set[str] = {sender.id}
+        ordered: list[list[Institution]] = []
+        for step_members in steps:
+            keep = [i for i in step_members if i.id not in seen
+                    and (wanted is None or wanted in self.capabilities_of(i.id))]
+            seen.update(i.id for i in keep)
+            ordered.append(keep)
+        flat = [i for step_members in ordered for i in step_members]
+        times = {i.id: self.travel_minutes(sender.id, i.id) for i in flat}
+        if flat and all(t is not None for t in times.values()):
+            return tuple(sorted(flat, key=lambda i: times[i.id]))  # stable: ties keep rule order
+
+        def within(step_members: list[Institution]) -> list[Institution]:
+            timed = sorted((i for i in step_members if times[i.id] is not None),
+                           key=lambda i: times[i.id])
+            return timed + [i for i in step_members if times[i.id] is None]
+
+        return tuple(i for step_members in ordered for i in within(step_members))
 
     def override_reason_codes(self) -> tuple[str, ...]:
         return tuple(r.code for r in self.recognition.override_reasons)
