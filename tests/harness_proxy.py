@@ -1,5 +1,7 @@
 """A TCP proxy a test can cut: put it between a service and PostgreSQL (or any
-server) to make the server unreachable without stopping it.
+server) to make the server unreachable without stopping it. The server may
+listen on TCP or on a unix socket (the embedded PostgreSQL does); the proxy
+always listens on TCP.
 
     proxy = TcpProxy("127.0.0.1", 5432)
     await proxy.start()            # listens on 127.0.0.1:proxy.port
@@ -12,13 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 
 class TcpProxy:
     def __init__(self, target_host: str, target_port: int, *, host: str = "127.0.0.1",
-                 port: int = 0) -> None:
+                 port: int = 0, target_socket: str | None = None) -> None:
         self.target = (target_host, target_port)
+        self.target_socket = target_socket
         self.host = host
         self.port = port
         self.connections_made = 0
@@ -32,14 +35,21 @@ class TcpProxy:
     @classmethod
     def for_url(cls, url: str) -> TcpProxy:
         parts = urlsplit(url)
+        socket_dir = dict(parse_qsl(parts.query)).get("host", "")
+        if socket_dir.startswith("/"):  # libpq's unix-socket form: ?host=<directory>
+            port = parts.port or 5432
+            return cls("", port, target_socket=f"{socket_dir}/.s.PGSQL.{port}")
         return cls(parts.hostname or "127.0.0.1", parts.port or 5432)
 
     def url_through(self, url: str) -> str:
-        """`url` (postgresql://user:pw@host:port/db) with host:port replaced by the proxy's."""
+        """`url` (postgresql://user:pw@host:port/db) with host:port replaced by the
+        proxy's (and a unix-socket `host=` parameter dropped)."""
         parts = urlsplit(url)
         userinfo = parts.netloc.rpartition("@")[0]
         netloc = f"{userinfo}@" if userinfo else ""
-        return urlunsplit(parts._replace(netloc=f"{netloc}{self.host}:{self.port}"))
+        query = urlencode([(k, v) for k, v in parse_qsl(parts.query) if k != "host"])
+        return urlunsplit(parts._replace(netloc=f"{netloc}{self.host}:{self.port}",
+                                         query=query))
 
     @property
     def up(self) -> bool:
@@ -79,7 +89,10 @@ class TcpProxy:
         generation = self._generation
         self._writers.add(client_w)
         try:
-            server_r, server_w = await asyncio.open_connection(*self.target)
+            if self.target_socket:
+                server_r, server_w = await asyncio.open_unix_connection(self.target_socket)
+            else:
+                server_r, server_w = await asyncio.open_connection(*self.target)
         except OSError:
             client_w.transport.abort()
             self._writers.discard(client_w)

@@ -155,6 +155,18 @@ def signed_raw(signer, ce_type: str, value: bytes, *, key: str | None = "K-raw",
     return IntakeRecord(key.encode() if key is not None else None, value, headers, ce_id)
 
 
+def partition_of(key: bytes | str) -> int:
+    """The intake partition every producer puts `key` on (murmur2, as aiokafka
+    and Java clients do): a record sent there with its own key lands behind
+    the records of `key`."""
+    from aiokafka.partitioner import DefaultPartitioner
+    from yigongti_contracts.topics import PARTITIONS
+
+    partitions = list(range(PARTITIONS["intake"]))
+    return DefaultPartitioner()(key.encode() if isinstance(key, str) else key,
+                                partitions, partitions)
+
+
 def without(headers, *names: str) -> list:
     """The headers minus every one named."""
     return [(k, v) for k, v in headers if k not in names]

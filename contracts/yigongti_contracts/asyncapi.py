@@ -62,8 +62,10 @@ def _headers_schemas() -> dict[str, Any]:
             ce.H_TIME: _string("RFC 3339 time, UTC.", format="date-time"),
             ce.H_SUBJECT: _string("The aggregate id.", minLength=1,
                                   maxLength=ce.MAX_ATTRIBUTE_LEN),
-            ce.H_SEQUENCE: _string("Sequence extension: per-aggregate counter, decimal.",
-                                   pattern=r"^[0-9]{1,19}$"),
+            ce.H_AGGSEQ: _string("Our extension aggseq: the event's number among its aggregate's "
+                                 "(ce_source, ce_subject) events, 1, 2, 3…; a gap or a "
+                                 "reordering shows. Not the CloudEvents sequence extension.",
+                                 pattern=r"^[0-9]{1,19}$"),
             ce.H_CONTENT_TYPE: _string("Payload media type.",
                                        pattern=r"^application/json(; ?charset=utf-8)?$"),
             ce.H_TRACEPARENT: _string("W3C trace context."),
@@ -113,7 +115,7 @@ def _example(model: type[StrictModel], channel_kind: str) -> dict[str, Any]:
     env = ce.Envelope(
         id="0b6f8f7e-3c55-4a0e-9d0e-5b1f3f0c2a11", source=source, type=model.CE_TYPE,
         time=datetime(2025, 1, 15, 2, 0, tzinfo=UTC), subject=key,
-        sequence=None if channel_kind == "intake" else 1,
+        aggseq=None if channel_kind == "intake" else 1,
     )
     headers = {name: value.decode() for name, value in ce.to_headers(env)}
     if channel_kind == "intake":

@@ -73,7 +73,10 @@ class Age(Part):
 
 
 def _to_utc(value: datetime) -> datetime:
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # 9999-12-31T23:59:59-01:00 is after datetime.max in UTC
+        raise ValueError("time out of range") from None
 
 
 UtcDateTime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
@@ -134,11 +137,19 @@ Quantity = Annotated[
 
 # --- IntakeRejected --------------------------------------------------------
 
-# Reasons the platform gives (DESIGN §6); services add domain codes of the same shape.
+# Reasons the platform answers with IntakeRejected (DESIGN §6), to a sender whose
+# signature verified; services add domain codes of the same shape.
 PLATFORM_REJECTION_REASONS = frozenset({
     "malformed_json", "schema_violation", "unknown_type", "missing_header", "bad_header",
-    "oversized", "bad_signature", "replayed_nonce", "stale_timestamp", "unknown_terminal",
-    "forbidden_institution", "duplicate_id_conflict", "processing_error",
+    "duplicate_header", "unsupported_specversion", "bad_content_type", "key_mismatch",
+    "oversized", "replayed_nonce", "forbidden_institution", "duplicate_id_conflict",
+    "processing_error",
+})
+# Why a record's sender is not verified: never answered (the answer would go to
+# whoever the record claims to be), kept for ops (kit/consumer.py).
+UNVERIFIED_REASONS = frozenset({
+    "missing_signature", "bad_signature", "unknown_terminal", "source_mismatch",
+    "stale_timestamp",
 })
 
 FIELD_PATH_PATTERN = r"^[A-Za-z0-9_.*-]{0,200}$"
@@ -177,7 +188,25 @@ class IntakeRejected(StrictModel):
     rejected_at: UtcDateTime
 
 
-_SAFE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+_SAFE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")  # x-nonce, content-type
+
+
+def safe_field(path: str) -> str:
+    """A field path fit to be named in an answer or a log: each dotted part an
+    index or an identifier, anything else (a key or header name a sender chose
+    could hold anything) replaced by "*"."""
+    parts = ["*" if not (p.isdigit() or _SAFE_NAME.match(p)) else p for p in path.split(".")]
+    return ".".join(parts)[:200] or "*"
+
+
+def safe_fields(fields) -> tuple[FieldError, ...]:
+    """(path, code) pairs as FieldErrors fit for IntakeRejected: paths made safe,
+    codes checked, at most the model's 50 (a longer list is cut, never refused)."""
+    out = []
+    for path, code in list(fields)[:50]:
+        out.append(FieldError(field=safe_field(str(path)) if path else "",
+                              code=code if re.fullmatch(CODE_PATTERN, str(code)) else "invalid"))
+    return tuple(out)
 
 
 def field_errors(error: ValidationError, limit: int = 50) -> tuple[FieldError, ...]:

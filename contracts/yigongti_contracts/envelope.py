@@ -2,9 +2,18 @@
 
 The payload is the JSON of the event model; the attributes travel as Kafka
 headers: `ce_specversion`, `ce_id`, `ce_source`, `ce_type`, `ce_time`,
-`ce_subject`, `ce_sequence` (the sequence extension, a per-aggregate counter),
-`content-type`, W3C `traceparent` / `tracestate`, plus the other headers we
-carry (`extra`: e.g. the intake signature headers).
+`ce_subject`, `ce_aggseq`, `content-type`, W3C `traceparent` / `tracestate`,
+plus the other headers we carry (`extra`: e.g. the intake signature headers).
+
+`aggseq` is an extension of our own: the per-aggregate counter, a decimal
+integer counting 1, 2, 3… per (ce_source, ce_subject), so a consumer sees a
+gap or a reordering of one aggregate's events (a gap also where the broker
+refused a row for good, see the outbox). It is not the CloudEvents
+`sequence` extension, whose values are ordered per source and compare as
+strings; CloudEvents attribute names allow only a–z and 0–9.
+
+Attribute values must be printable: a control character (NUL, ESC, a line
+break…) in an attribute is refused as a bad header.
 
 Errors name header names and a code, never a header's value.
 """
@@ -27,25 +36,26 @@ H_SOURCE = "ce_source"
 H_TYPE = "ce_type"
 H_TIME = "ce_time"
 H_SUBJECT = "ce_subject"
-H_SEQUENCE = "ce_sequence"
+H_AGGSEQ = "ce_aggseq"
 H_CONTENT_TYPE = "content-type"
 H_TRACEPARENT = "traceparent"
 H_TRACESTATE = "tracestate"
 
 REQUIRED_HEADERS = (H_SPECVERSION, H_ID, H_SOURCE, H_TYPE, H_TIME, H_CONTENT_TYPE)
 RESERVED_HEADERS = frozenset(
-    REQUIRED_HEADERS + (H_SUBJECT, H_SEQUENCE, H_TRACEPARENT, H_TRACESTATE)
+    REQUIRED_HEADERS + (H_SUBJECT, H_AGGSEQ, H_TRACEPARENT, H_TRACESTATE)
 )
 
 # Attribute values longer than this are refused (a header is not a payload).
 MAX_ATTRIBUTE_LEN = 512
-# ce_sequence is stored as a PostgreSQL bigint.
-MAX_SEQUENCE = 2**63 - 1
+# ce_aggseq is stored as a PostgreSQL bigint.
+MAX_AGGSEQ = 2**63 - 1
 
 _RFC3339 = re.compile(
     r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
 )
 _DECIMAL = re.compile(r"^[0-9]{1,19}$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 class EnvelopeError(ValueError):
@@ -66,7 +76,7 @@ class Envelope:
     type: str
     time: datetime
     subject: str | None = None
-    sequence: int | None = None
+    aggseq: int | None = None
     traceparent: str | None = None
     tracestate: str | None = None
     extra: Mapping[str, str] = field(default_factory=dict, hash=False)
@@ -75,8 +85,8 @@ class Envelope:
         if self.time.tzinfo is None or self.time.utcoffset() is None:
             raise ValueError("Envelope.time must be timezone-aware")
         object.__setattr__(self, "time", self.time.astimezone(UTC))
-        if self.sequence is not None and not 0 <= self.sequence <= MAX_SEQUENCE:
-            raise ValueError("Envelope.sequence out of range")
+        if self.aggseq is not None and not 0 <= self.aggseq <= MAX_AGGSEQ:
+            raise ValueError("Envelope.aggseq out of range")
         clash = sorted(k for k in self.extra if k.lower() in RESERVED_HEADERS)
         if clash:
             raise ValueError(f"Envelope.extra uses reserved header names: {clash}")
@@ -104,8 +114,8 @@ def to_headers(env: Envelope) -> list[tuple[str, bytes]]:
     ]
     if env.subject is not None:
         pairs.append((H_SUBJECT, env.subject))
-    if env.sequence is not None:
-        pairs.append((H_SEQUENCE, str(env.sequence)))
+    if env.aggseq is not None:
+        pairs.append((H_AGGSEQ, str(env.aggseq)))
     pairs.append((H_CONTENT_TYPE, CONTENT_TYPE))
     if env.traceparent is not None:
         pairs.append((H_TRACEPARENT, env.traceparent))
@@ -128,7 +138,8 @@ def from_headers(headers: Sequence[tuple[str | bytes, bytes | None]]) -> Envelop
     if not _is_json(found[H_CONTENT_TYPE]):
         raise EnvelopeError("bad_content_type", (H_CONTENT_TYPE,))
     for name in (H_ID, H_SOURCE, H_TYPE, H_SUBJECT):
-        if name in found and not 0 < len(found[name]) <= MAX_ATTRIBUTE_LEN:
+        if name in found and (not 0 < len(found[name]) <= MAX_ATTRIBUTE_LEN
+                              or _CONTROL.search(found[name])):
             raise EnvelopeError("bad_header", (name,))
 
     extra = {k: v for k, v in found.items() if k not in RESERVED_HEADERS}
@@ -138,7 +149,7 @@ def from_headers(headers: Sequence[tuple[str | bytes, bytes | None]]) -> Envelop
         type=found[H_TYPE],
         time=_parse_time(found[H_TIME]),
         subject=found.get(H_SUBJECT),
-        sequence=_parse_sequence(found[H_SEQUENCE]) if H_SEQUENCE in found else None,
+        aggseq=_parse_aggseq(found[H_AGGSEQ]) if H_AGGSEQ in found else None,
         traceparent=found.get(H_TRACEPARENT),
         tracestate=found.get(H_TRACESTATE),
         extra=extra,
@@ -173,22 +184,31 @@ def _is_json(value: str) -> bool:
     return all(p.replace(" ", "") in ("charset=utf-8", 'charset="utf-8"') for p in params)
 
 
-def _parse_time(value: str) -> datetime:
+def parse_time(value: str) -> datetime | None:
+    """An RFC 3339 time (any case of T and Z, up to nanoseconds) as an aware
+    UTC datetime, or None when it is not one, or not representable in UTC
+    (9999-12-31T23:59:59-01:00 is past Python's last instant)."""
     if not _RFC3339.match(value):
-        raise EnvelopeError("bad_header", (H_TIME,))
+        return None
     text = value.upper()
     if "." in text:  # Python keeps microseconds: cut nanosecond digits.
         head, rest = text.split(".", 1)
         digits = re.match(r"\d+", rest).group(0)  # type: ignore[union-attr]
         text = f"{head}.{digits[:6].ljust(6, '0')}{rest[len(digits):]}"
     try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        raise EnvelopeError("bad_header", (H_TIME,)) from None
-    return parsed.astimezone(UTC)
+        return datetime.fromisoformat(text).astimezone(UTC)
+    except (ValueError, OverflowError):
+        return None
 
 
-def _parse_sequence(value: str) -> int:
-    if not _DECIMAL.match(value) or int(value) > MAX_SEQUENCE:
-        raise EnvelopeError("bad_header", (H_SEQUENCE,))
+def _parse_time(value: str) -> datetime:
+    parsed = parse_time(value)
+    if parsed is None:
+        raise EnvelopeError("bad_header", (H_TIME,))
+    return parsed
+
+
+def _parse_aggseq(value: str) -> int:
+    if not _DECIMAL.match(value) or int(value) > MAX_AGGSEQ:
+        raise EnvelopeError("bad_header", (H_AGGSEQ,))
     return int(value)

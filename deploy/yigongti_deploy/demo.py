@@ -99,7 +99,7 @@ class Timeline:
                     parent = headers.get("traceparent", b"").decode()
                     self.trace_ids.append((ce_type, parent.split("-")[1] if parent else "-"))
                     self.say(f"lab → {ce_type.removeprefix('yigongti.lab.')} "
-                             f"(ce_sequence {headers.get('ce_sequence', b'-').decode()})"
+                             f"(ce_aggseq {headers.get('ce_aggseq', b'-').decode()})"
                              + _detail(body))
         raise TimeoutError(f"no {suffix} within {DEADLINE_S:.0f} s")
 
@@ -312,7 +312,14 @@ async def _main() -> int:
         await stack.stop()
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    argparse.ArgumentParser(
+        prog="yigongti-demo",
+        description="Starts the one-machine stack, plays the lab journey of the reference "
+        "scenario and prints its timeline; exits non-zero if an expected event does not "
+        "arrive.").parse_args(argv)
     raise SystemExit(asyncio.run(_main()))
 
 

@@ -43,7 +43,7 @@ from pydantic import BaseModel
 from yigongti_contracts.base import StrictModel
 from yigongti_contracts.envelope import Envelope
 
-from .db import is_infra_error, is_transient_error
+from .db import fault_kind, is_transient_error
 from .faults import fault_point
 from .outbox import add_event
 from .telemetry import metrics, spans_exported
@@ -56,6 +56,7 @@ APP_RETRIES = 3  # a handler bug is tried this often before the record is answer
 # a handler may open one more; past 64 subtransactions a transaction overflows
 # PostgreSQL's per-backend cache and every other backend's snapshots get slower.
 MAX_TX_RECORDS = 25
+TIMEOUT_ROUNDS = 3  # statement timeouts waited out per record before it is its own fault
 BACKOFF_MIN_S = 0.1
 BACKOFF_MAX_S = 5.0
 
@@ -64,8 +65,20 @@ ReadySink = Callable[[str, bool, str], None]
 
 
 def retry_batch(exc: BaseException) -> bool:
-    """Faults after which a partition's transaction is rolled back and read again."""
-    return is_infra_error(exc) or is_transient_error(exc) or isinstance(exc, KafkaError)
+    """Faults after which a partition's transaction is rolled back and read again
+    (db.fault_kind: the database away or refusing writes or logins, a lost
+    serialization race, a statement timeout; the broker away)."""
+    return fault_kind(exc) is not None or isinstance(exc, KafkaError)
+
+
+async def undo(conn: asyncpg.Connection, savepoint: str) -> None:
+    """Roll back to `savepoint` after a fault inside it; a connection that is
+    gone has nothing to roll back (its transaction is lost with it)."""
+    try:
+        await conn.execute(f"ROLLBACK TO SAVEPOINT {savepoint}")
+    except Exception as exc:  # noqa: BLE001 - only a dead connection is expected here
+        if fault_kind(exc) != "infrastructure":
+            raise
 
 
 @dataclass
@@ -114,6 +127,12 @@ class BatchHandler:
         self._paused = False
         self._backoff = BACKOFF_MIN_S
         self._resume_at: asyncio.TimerHandle | None = None
+        # When the current fault began, and (how long, when it ended) for the
+        # last one: intake's freshness allows for it (consumer.py).
+        self._fault_since: float | None = None
+        self._last_fault: tuple[float, float] = (0.0, 0.0)
+        self._fetched_end: dict[TopicPartition, int] = {}  # offset after the last record seen
+        self._timeouts: dict[tuple[str, int, int], int] = {}  # statement timeouts per record
 
     def stop(self) -> None:
         """Finish the transaction in hand, commit it, and take no more."""
@@ -133,6 +152,8 @@ class BatchHandler:
         by_tp: dict[TopicPartition, list[ConsumerRecord]] = {}
         for record in records:
             by_tp.setdefault(TopicPartition(record.topic, record.partition), []).append(record)
+        for tp, tp_records in by_tp.items():
+            self._fetched_end[tp] = max(self._fetched_end.get(tp, 0), tp_records[-1].offset + 1)
         try:
             await self._handle(consumer, by_tp)
         except asyncio.CancelledError:
@@ -205,17 +226,28 @@ class BatchHandler:
         """One record inside the transaction: its outcome (a handler bug is tried
         APP_RETRIES times, then given up on by the subclass)."""
         started = time.perf_counter()
+        coordinates = (record.topic, record.partition, record.offset)
         for attempt in range(1, APP_RETRIES + 1):
             try:
-                return await self.process(conn, record), time.perf_counter() - started
+                outcome = await self.process(conn, record)
+                self._timeouts.pop(coordinates, None)
+                return outcome, time.perf_counter() - started
             except Exception as exc:
-                if retry_batch(exc):
+                if fault_kind(exc) == "timeout":
+                    # statement_timeout: the database may be slow for a while, or
+                    # this record may always time out; after a few rounds it is
+                    # the record's own fault, so its partition moves on.
+                    self._timeouts[coordinates] = self._timeouts.get(coordinates, 0) + 1
+                    if self._timeouts[coordinates] <= TIMEOUT_ROUNDS:
+                        raise
+                elif retry_batch(exc):
                     raise
                 log.exception("%s: handler failed (%d/%d) at %s-%d@%d", self.component,
                               attempt, APP_RETRIES, record.topic, record.partition,
                               record.offset)
                 if attempt < APP_RETRIES:
                     await asyncio.sleep(0.05 * attempt)
+        self._timeouts.pop(coordinates, None)
         return await self.give_up(conn, record), time.perf_counter() - started
 
     # -- what subclasses give ---------------------------------------------------
@@ -253,8 +285,23 @@ class BatchHandler:
             log.info("%s: %s-%d no longer assigned; not rewound", self.component, tp.topic,
                      tp.partition)
 
+    def fetched_end(self, tp: TopicPartition) -> int:
+        """The offset after the last record of `tp` this consumer was handed."""
+        return self._fetched_end.get(tp, 0)
+
+    def held_up_s(self) -> float:
+        """How long this consumer was held up by the current fault, or by the
+        last one while its backlog may still be being read (seconds)."""
+        now = time.monotonic()
+        if self._fault_since is not None:
+            return now - self._fault_since
+        lasted, ended = self._last_fault
+        return lasted if now - ended < max(lasted, 60.0) else 0.0
+
     def _pause(self, consumer, fault: BaseException) -> None:
         reason = type(fault).__name__
+        if self._fault_since is None:
+            self._fault_since = time.monotonic()
         if not self._paused:
             log.warning("%s: pausing after %s", self.component, reason)
             self._paused = True
@@ -281,6 +328,10 @@ class BatchHandler:
 
     def _recovered(self, consumer) -> None:
         self._backoff = BACKOFF_MIN_S
+        if self._fault_since is not None:
+            now = time.monotonic()
+            self._last_fault = (now - self._fault_since, now)
+            self._fault_since = None
         if self._paused:
             self._paused = False
             metrics().consumer_paused.add(-1, {"service": self.service,

@@ -1,44 +1,66 @@
-"""The intake consumer: decode → verify → handle in one transaction → commit offset.
+"""The intake consumer: verify → decode → handle in one transaction → commit offset.
 
 It is the handler of the intake topic's FastStream batch subscriber; the batch
 machinery (partitions side by side, transactions, offsets, pause and backoff)
-is `batches.py`. Here: one record.
+is `batches.py`. Here: one record, in this order.
 
-- a record that can never succeed is answered with `IntakeRejected` (reason
-  names fields and codes, never values); when it could not even be decoded, a
-  copy also goes to the service's dead-letter topic with the error and its
-  origin in the headers;
-- a handler bug is retried a few times, then treated like an undecodable record.
+1. Who sent it (the guard, on the raw headers and bytes, before anything is
+   decoded): the signature of a registered, active terminal over ce_type,
+   ce_id, ce_source, ce_time, nonce, terminal id and the value's hash, and a
+   fresh ce_time. A record whose sender is not verified gets no answer and no
+   dead letter (an answer would go to whoever the record claims to be, into
+   that clinic's feed): it is kept for ops in `unverified_intake`
+   (coordinates, the claimed terminal, the reason; never the payload) and
+   counted. `yigongti-dlq unverified` lists them.
+2. What it is, for a verified sender: size, envelope, a type this service
+   takes, strict JSON (`contracts.strict`), the Kafka key equal to the
+   model's key field. A refusal is answered with `IntakeRejected` (field
+   paths and codes, never values); what could not even be decoded also gets
+   a dead-letter copy.
+3. Its effect, once (the inbox on ce_source and ce_id, then the nonce, then
+   the service's handler), under a savepoint: a refusal leaves nothing but
+   its answer. A handler bug is retried a few times, then answered as
+   `processing_error` and dead-lettered.
+
+Freshness. A signed ce_time must be within INTAKE_MAX_SKEW_S of the time the
+record reached the broker, which the sender must not choose. On Apache Kafka
+that is the record's LogAppendTime (the service refuses to start unless its
+intake topics are stamped so; kafka.py). The embedded broker always keeps
+the sender's time, so there it is the service's clock when it first sees
+the record, allowing as much again as the consumer was held up by an
+infrastructure fault just before (records sent during a database outage are
+read after it). A terminal signs when it sends, never when it captures: an
+event queued offline keeps its capture time in its own fields.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Protocol
 
 import asyncpg
 from aiokafka import ConsumerRecord
 from opentelemetry import trace
-from pydantic import ValidationError
 from yigongti_contracts.base import StrictModel
 from yigongti_contracts.common import (
     ID_PATTERN,
     SOURCE_PATTERN,
     TYPE_PATTERN,
-    FieldError,
     IntakeRejected,
-    field_errors,
+    safe_fields,
 )
 from yigongti_contracts.envelope import Envelope, EnvelopeError, from_headers
 from yigongti_contracts.registry import model_for
+from yigongti_contracts.strict import PayloadError, parse_payload
 
 from . import dead_letters, inbox
-from .batches import BatchHandler, Delivery, ReadySink, retry_batch, traced
+from .batches import BatchHandler, Delivery, ReadySink, traced, undo
+from .intake_auth import single_headers
 from .outbox import add_event
 from .telemetry import metrics
 
@@ -81,14 +103,23 @@ Handler = Callable[[Intake], Awaitable[None]]
 class Guard(Protocol):
     """Checks what an intake record claims about its sender (DESIGN §6 security)."""
 
-    async def check(self, conn: asyncpg.Connection, envelope: Envelope,
-                    record: ConsumerRecord, received_at: datetime) -> Sender:
-        """Signature, known terminal, time fresh at `received_at`; raises
-        Rejection. Before the inbox."""
+    async def verify(self, conn: asyncpg.Connection, record: ConsumerRecord,
+                     received_at: datetime, allowance_s: float) -> Verdict:
+        """Signature, registered terminal, ce_time fresh at `received_at`, on the
+        raw headers and bytes. Before anything is decoded."""
 
     async def remember(self, conn: asyncpg.Connection, envelope: Envelope,
                        record: ConsumerRecord) -> None:
         """Nonce bookkeeping for a record seen for the first time; raises Rejection."""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The guard's word on a record: its sender, or why it is not verified."""
+
+    sender: Sender | None
+    reason: str | None = None  # a reject code when the sender is not verified
+    claimed_terminal: str | None = None  # as the record claims it, when well-formed
 
 
 @dataclass(frozen=True)
@@ -159,7 +190,7 @@ class IntakeConsumer(BatchHandler):
     # -- one record -----------------------------------------------------------
 
     def decode(self, record: ConsumerRecord) -> tuple[Envelope, StrictModel]:
-        """Envelope and model, or Undecodable / Rejection (schema violation)."""
+        """Envelope and model, or Undecodable / Rejection."""
         value = record.value or b""
         if len(value) > self.max_record_bytes:
             raise Undecodable("oversized", [("value", "max_bytes")])
@@ -171,32 +202,41 @@ class IntakeConsumer(BatchHandler):
         if model is None or envelope.type not in self.handlers:
             raise Undecodable("unknown_type", [("ce_type", "unknown")], envelope)
         try:
-            data = json.loads(value)
-        except (ValueError, UnicodeDecodeError, RecursionError):
-            # RecursionError: JSON nested too deep for the parser ("[[[[…"), still
-            # within the size limit; undecodable, not a handler bug to retry.
-            raise Undecodable("malformed_json", [("value", "json")], envelope) from None
-        try:
-            event = model.model_validate(data)
-        except ValidationError as exc:
-            raise Rejection("schema_violation",
-                            [(f.field, f.code) for f in field_errors(exc)]) from None
+            event = parse_payload(model, value)
+        except PayloadError as exc:
+            if exc.code == "malformed_json":
+                raise Undecodable(exc.code, exc.fields, envelope) from None
+            raise Rejection(exc.code, exc.fields) from None
+        if _record_key(record) != event.kafka_key():
+            # One aggregate's records on one partition, in order: the key is the
+            # field the topic registry names (kafka_key), nothing else.
+            raise Rejection("key_mismatch", [(model.KEY_FIELD, "not_the_record_key")])
         return envelope, event
 
     async def process(self, conn: asyncpg.Connection, record: ConsumerRecord, *,
                       seen_at: datetime | None = None) -> str:
-        """Decode, check and apply one record in the caller's transaction; its
+        """Verify, decode and apply one record in the caller's transaction; its
         outcome. `seen_at`: when the service first saw it (a dead letter's
-        replay), for the freshness check; default `received_at(record)`."""
-        return await traced(record,
-                            lambda span: self._decode_and_apply(conn, record, span, seen_at))
+        replay: its `dead_letters` row), for the freshness check."""
+        return await traced(record, lambda span: self._process(conn, record, span, seen_at))
 
     def received_at(self, record: ConsumerRecord) -> datetime:
-        """The time a record's signed ce_time is judged against."""
-        return datetime.fromtimestamp(record.timestamp / 1000, UTC)
+        """When the record reached the broker, by a clock its sender does not set
+        (module doc): its LogAppendTime, else this service's clock now."""
+        if record.timestamp_type == 1:  # LogAppendTime
+            return datetime.fromtimestamp(record.timestamp / 1000, UTC)
+        return datetime.now(UTC)
 
-    async def _decode_and_apply(self, conn: asyncpg.Connection, record: ConsumerRecord,
-                                span, seen_at: datetime | None) -> str:
+    async def _process(self, conn: asyncpg.Connection, record: ConsumerRecord, span,
+                       seen_at: datetime | None) -> str:
+        sender = None
+        if self.guard is not None:
+            verdict = await self.guard.verify(
+                conn, record, seen_at or self.received_at(record),
+                0.0 if seen_at else self.held_up_s())
+            if verdict.reason is not None:
+                return await self._unverified(conn, record, verdict)
+            sender = verdict.sender
         try:
             envelope, event = self.decode(record)
         except Undecodable as exc:
@@ -207,7 +247,29 @@ class IntakeConsumer(BatchHandler):
             return exc.code
         if span is not None:
             span.set_attribute("cloudevents.event_type", envelope.type)
-        return await self._apply(conn, record, envelope, event, seen_at)
+        return await self._apply(conn, record, envelope, event, sender)
+
+    async def _unverified(self, conn: asyncpg.Connection, record: ConsumerRecord,
+                          verdict: Verdict) -> str:
+        """No answer to a sender who is not verified; kept for ops, counted. A
+        copy of a record applied before (re-sent after its time window, say) is
+        a duplicate: no effect either way."""
+        envelope = _partial_envelope(record)
+        if envelope is not None and await inbox.already_applied(
+                conn, envelope.source, envelope.id,
+                inbox.payload_hash(envelope.type, record.value or b"")):
+            return "duplicate"
+        await conn.execute(
+            """INSERT INTO unverified_intake (topic, kafka_partition, kafka_offset,
+                   claimed_terminal, reason)
+               VALUES ($1, $2, $3, $4, $5)
+               ON CONFLICT (topic, kafka_partition, kafka_offset) DO NOTHING""",
+            record.topic, record.partition, record.offset, verdict.claimed_terminal,
+            verdict.reason)
+        metrics().intake_unverified.add(1, {"service": self.service, "reason": verdict.reason})
+        log.info("intake from an unverified sender (%s) at %s-%d@%d", verdict.reason,
+                 record.topic, record.partition, record.offset)
+        return verdict.reason
 
     def count(self, outcome: str, seconds: float) -> None:
         super().count(outcome, seconds)
@@ -215,15 +277,12 @@ class IntakeConsumer(BatchHandler):
             metrics().records_rejected.add(1, {"service": self.service, "reason": outcome})
 
     async def _apply(self, conn: asyncpg.Connection, record: ConsumerRecord,
-                     envelope: Envelope, event: StrictModel, seen_at: datetime | None) -> str:
+                     envelope: Envelope, event: StrictModel, sender: Sender | None) -> str:
         digest = inbox.payload_hash(envelope.type, record.value or b"")
         # One savepoint: a refused record leaves no trace but its answer. Not
         # released: the transaction's commit releases it, a round trip saved.
         await conn.execute("SAVEPOINT intake_record")
         try:
-            sender = await self.guard.check(
-                conn, envelope, record, seen_at or self.received_at(record)) \
-                if self.guard else None
             claim = await inbox.claim(conn, envelope.source, envelope.id, digest)
             if claim == "duplicate":
                 return "duplicate"
@@ -236,12 +295,6 @@ class IntakeConsumer(BatchHandler):
             await self.handlers[envelope.type](intake)
         except Rejection as exc:
             await conn.execute("ROLLBACK TO SAVEPOINT intake_record")
-            # A copy of an event already applied (same source, id and payload)
-            # that fails the sender check now (re-sent after the time window,
-            # its terminal withdrawn since) is a duplicate: a refusal would
-            # contradict its acceptance, and a copy can have no effect.
-            if await inbox.already_applied(conn, envelope.source, envelope.id, digest):
-                return "duplicate"
             await self._write_rejection(conn, record, exc, envelope)
             return exc.code
         except _Conflict:
@@ -256,9 +309,10 @@ class IntakeConsumer(BatchHandler):
                 envelope,
             )
             return "conflict"
-        except Exception as exc:
-            if not retry_batch(exc):  # a handler bug: undone, tried again by the caller
-                await conn.execute("ROLLBACK TO SAVEPOINT intake_record")
+        except Exception:
+            # Undone whatever it was: the caller retries the record (a bug) or
+            # the batch (a fault of the database or the broker).
+            await undo(conn, "intake_record")
             raise
         return "applied"
 
@@ -282,12 +336,12 @@ class IntakeConsumer(BatchHandler):
             rejected_type=_safe(envelope and envelope.type, TYPE_PATTERN),
             sender=_safe(envelope and envelope.source, SOURCE_PATTERN),
             reason=exc.code,
-            fields=[FieldError(field=f, code=c) for f, c in exc.fields][:50],
+            fields=safe_fields(exc.fields),
             rejected_at=datetime.now(UTC),
         )
         await add_event(conn, rejected, topic=self.events_topic, source=self.source,
                         # The service's own aggregate type: a refusal keyed by an order id
-                        # continues that order's ce_sequence instead of starting a second one.
+                        # continues that order's ce_aggseq instead of starting a second one.
                         aggregatetype=self.aggregatetype, key=key)
         log.info("intake rejected: %s at %s-%d@%d", exc.code, record.topic, record.partition,
                  record.offset)
@@ -300,9 +354,17 @@ class IntakeConsumer(BatchHandler):
         await self._write_rejection(conn, record, Rejection(exc.code, exc.fields), envelope)
 
 
-def _partial_envelope(record: ConsumerRecord) -> Envelope | None:
-    """Whatever the headers say, for the sender's benefit, without validating."""
+def _partial_envelope(record: ConsumerRecord) -> Envelope | SimpleNamespace | None:
+    """What the headers say of the record's id, type and source, for the
+    sender's benefit, without validating: the envelope, or when that does not
+    decode (a repeated or unreadable header elsewhere), the signed attributes
+    alone (for a verified sender they are the ones its signature covers)."""
     try:
         return from_headers(record.headers or [])
     except EnvelopeError:
+        pass
+    found = single_headers(record.headers or [], ("ce_id", "ce_type", "ce_source")) or {}
+    if not found:
         return None
+    return SimpleNamespace(id=found.get("ce_id"), type=found.get("ce_type"),
+                           source=found.get("ce_source"))

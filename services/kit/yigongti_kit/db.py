@@ -6,28 +6,63 @@ import json
 
 import asyncpg
 
-# Errors that mean "the database is not there right now": retried with backoff
-# for as long as they last, never dead-lettered (DESIGN §6).
-INFRA_ERRORS: tuple[type[BaseException], ...] = (
+# How a database fault is handled, by SQLSTATE (the one table; DESIGN §6):
+#   infrastructure  the database is not there, or cannot take writes, right now:
+#                   waited out with backoff for as long as it lasts, never dead-lettered
+#   transient       lost to a concurrent transaction: run again at once
+#   timeout         statement_timeout: infrastructure for a few tries, then the
+#                   record's own fault (one that always times out must not stop its
+#                   partition for ever; batches.py counts the tries)
+#   authentication  a rotated password: retried for DB_AUTH_RETRY_S, then liveness
+#                   fails so the pod restarts and reads the new Secret
+# Anything else is the handler's own fault (a bug, a constraint it broke).
+_BY_SQLSTATE: tuple[tuple[str, str], ...] = (
+    ("08", "infrastructure"),  # connection exception
+    ("53", "infrastructure"),  # insufficient resources: disk full, out of memory, connections
+    ("58", "infrastructure"),  # system error (I/O)
+    ("57P01", "infrastructure"),  # admin shutdown
+    ("57P02", "infrastructure"),  # crash shutdown
+    ("57P03", "infrastructure"),  # cannot connect now (starting up, recovering)
+    ("25006", "infrastructure"),  # read-only transaction: a standby after failover
+    ("40001", "transient"),  # serialization failure
+    ("40P01", "transient"),  # deadlock detected
+    ("57014", "timeout"),  # query canceled: statement_timeout
+    ("28", "authentication"),  # invalid authorization: password, role
+)
+
+# Faults below SQL: the connection itself.
+_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     OSError,  # refused, reset, unreachable (ConnectionError is a subclass)
     TimeoutError,
-    asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,  # connection closed under us
-    asyncpg.CannotConnectNowError,
-    asyncpg.TooManyConnectionsError,
-    asyncpg.AdminShutdownError,
-    asyncpg.CrashShutdownError,
+    # "another operation is in progress": the server ended the session while a
+    # query was in flight (failover, restart, pg_terminate_backend).
+    asyncpg.InternalClientError,
 )
 
 
+def fault_kind(exc: BaseException) -> str | None:
+    """infrastructure, transient, timeout, authentication, or None (the handler's own)."""
+    sqlstate = getattr(exc, "sqlstate", None)
+    if isinstance(sqlstate, str):
+        for prefix, kind in _BY_SQLSTATE:
+            if sqlstate.startswith(prefix):
+                return kind
+        return None
+    if isinstance(exc, _CONNECTION_ERRORS):
+        return "infrastructure"
+    return None
+
+
 def is_infra_error(exc: BaseException) -> bool:
-    return isinstance(exc, INFRA_ERRORS)
+    """The database is away (or an authentication is failing): wait, never dead-letter."""
+    return fault_kind(exc) in ("infrastructure", "authentication")
 
 
 def is_transient_error(exc: BaseException) -> bool:
     """A deadlock or serialization failure (SQLSTATE class 40): the transaction
     lost to a concurrent one and succeeds when run again."""
-    return isinstance(exc, asyncpg.TransactionRollbackError)
+    return fault_kind(exc) == "transient"
 
 
 async def init_connection(conn: asyncpg.Connection) -> None:

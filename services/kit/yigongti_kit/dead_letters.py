@@ -23,6 +23,7 @@ from datetime import UTC
 
 import asyncpg
 from aiokafka import AIOKafkaProducer, ConsumerRecord
+from yigongti_contracts.common import safe_field
 from yigongti_contracts.topics import (
     DLQ_AT_HEADER,
     DLQ_CONSUMER_HEADER,
@@ -68,7 +69,8 @@ async def store(conn: asyncpg.Connection, record: ConsumerRecord, *, dlq_topic: 
         record.topic, record.partition, record.offset, dlq_topic, record.key,
         value[:COPY_LIMIT] if value is not None else None, size,
         encode_headers(h for h in (record.headers or ()) if not h[0].startswith("dlq-")),
-        record.timestamp, error, ",".join(f"{f}:{c}" for f, c in fields)[:1000], consumer,
+        record.timestamp, error,
+        ",".join(f"{safe_field(f)}:{c}" for f, c in fields)[:1000], consumer,
     )
     return bool(inserted)
 

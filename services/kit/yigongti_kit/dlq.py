@@ -3,6 +3,7 @@
     yigongti-dlq list   --service lab [--limit 50]
     yigongti-dlq replay --service lab --offset 12 [--offset 0:13 ...]
     yigongti-dlq replay --service lab --all
+    yigongti-dlq unverified --service lab [--limit 50]
 
 A dead letter keeps the original key, value, headers and timestamp plus
 `dlq-*` headers (the error, source topic, partition and offset: see
@@ -23,6 +24,11 @@ saw it (that row's `seen_at`), so a dead letter replayed hours later passes
 while the same record sent again by its terminal is still refused as stale.
 A copy cut for size (`dlq-value-bytes`) is replayed from the source topic,
 read at its coordinates, while the topic still holds it.
+
+`unverified` lists intake records whose sender was not verified (bad or
+missing signature, unknown terminal, stale time…): they get no answer and no
+dead letter, and are kept, without their payload, so ops can help a real
+terminal whose signing is broken (its id, the reason, when).
 """
 
 from __future__ import annotations
@@ -189,8 +195,26 @@ def _describe(d: DeadLetter) -> str:
             f"\t{d.header('dlq-at')}")
 
 
+async def list_unverified(settings: KitSettings, limit: int = 50) -> list[dict]:
+    pool = await create_pool(settings.database_url, settings.db_schema, max_size=1)
+    try:
+        rows = await pool.fetch(
+            "SELECT * FROM unverified_intake ORDER BY id DESC LIMIT $1", limit)
+    finally:
+        await pool.close()
+    return [{"at": r["seen_at"].isoformat(), "reason": r["reason"],
+             "terminal": r["claimed_terminal"] or "-",
+             "coordinates": f"{r['topic']}[{r['kafka_partition']}]@{r['kafka_offset']}"}
+            for r in reversed(rows)]
+
+
 async def _main(args: argparse.Namespace) -> int:
     settings = KitSettings(service_name=args.service)
+    if args.command == "unverified":
+        print("at\treason\tclaimed terminal\tcoordinates")
+        for row in await list_unverified(settings, args.limit):
+            print("\t".join(row.values()))
+        return 0
     letters = await read_dead_letters(settings, args.service)
     if args.command == "list":
         print("partition:offset\terror\tdetail\tsource\tce_type\tsize\tat")
@@ -234,6 +258,9 @@ def main(argv: list[str] | None = None) -> int:
     group.add_argument("--all", action="store_true")
     rp.add_argument("--spec", help="module:function giving the ServiceSpec (default: the "
                     "service's installed entry point)")
+    uv = sub.add_parser("unverified", help="intake from senders not verified (no payloads)")
+    uv.add_argument("--service", required=True)
+    uv.add_argument("--limit", type=int, default=50)
     return asyncio.run(_main(parser.parse_args(argv)))
 
 

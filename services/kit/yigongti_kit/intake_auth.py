@@ -37,6 +37,7 @@ import asyncio
 import base64
 import binascii
 import hashlib
+import re
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -52,6 +53,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
 )
+from yigongti_contracts.envelope import parse_time
 
 TERMINAL_ID = "x-terminal-id"
 NONCE = "x-nonce"
@@ -171,14 +173,9 @@ def sign_intake(
 
 
 def parse_ce_time(text: str) -> datetime | None:
-    """The aware datetime of an RFC 3339 ce_time header, or None."""
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        return None
-    return parsed.astimezone(UTC)
+    """The aware UTC datetime of an RFC 3339 ce_time header, or None (the
+    envelope's own rule: any case of T and Z, never raising)."""
+    return parse_time(text)
 
 
 def _as_datetime(received_at: datetime | int | float) -> datetime:
@@ -208,21 +205,26 @@ def verify_intake(
     public_key: Ed25519PublicKey | str | None,
     received_at: datetime | int | float,
     max_skew_s: float,
+    allowance_s: float = 0.0,
 ) -> str | None:
     """None if the record is authentic and fresh, else the reject code.
 
     `signature_headers` holds x-terminal-id, x-nonce, x-signature (e.g.
     Envelope.extra); `public_key` is the terminal's registered key, None when
     it has none (look it up by x-terminal-id first); `received_at` is the
-    Kafka record's timestamp (datetime, or epoch milliseconds). Pure: the
-    nonce's freshness is checked separately against the database.
+    Kafka record's timestamp (datetime, or epoch milliseconds); fresh means
+    `received_at - max_skew_s - allowance_s <= ce_time <= received_at +
+    max_skew_s` (`allowance_s`: how long the consumer was held up, consumer.py).
+    Pure: the nonce's freshness is checked separately against the database.
     """
     terminal_id = signature_headers.get(TERMINAL_ID)
     nonce = signature_headers.get(NONCE)
     signature_b64 = signature_headers.get(SIGNATURE)
     if not terminal_id or not nonce or not signature_b64:
         return MISSING_SIGNATURE
-    if len(terminal_id) > _MAX_TERMINAL_ID or ce_source != terminal_source(terminal_id):
+    if not valid_terminal_id(terminal_id):
+        return BAD_SIGNATURE
+    if ce_source != terminal_source(terminal_id):
         return SOURCE_MISMATCH
     if public_key is None:
         return UNKNOWN_TERMINAL
@@ -250,8 +252,8 @@ def verify_intake(
     signed_at = parse_ce_time(ce_time_header)
     if signed_at is None:
         return STALE_TIMESTAMP
-    skew = abs((_as_datetime(received_at) - signed_at).total_seconds())
-    if skew > max_skew_s:
+    ahead = (signed_at - _as_datetime(received_at)).total_seconds()
+    if ahead > max_skew_s or -ahead > max_skew_s + allowance_s:
         return STALE_TIMESTAMP
     return None
 
@@ -259,7 +261,7 @@ def verify_intake(
 # --- raw Kafka headers -------------------------------------------------------------
 
 
-def _single_headers(
+def single_headers(
     headers: Sequence[tuple[str, bytes | str | None]], names: Sequence[str]
 ) -> dict[str, str] | None:
     """The given headers decoded; None when one of them is repeated or not UTF-8
@@ -282,7 +284,7 @@ def _single_headers(
 
 def terminal_id_of(headers: Sequence[tuple[str, bytes | str | None]]) -> str | None:
     """The x-terminal-id of a record, to look up its key (None when absent or repeated)."""
-    found = _single_headers(headers, (TERMINAL_ID,))
+    found = single_headers(headers, (TERMINAL_ID,))
     return found.get(TERMINAL_ID) if found else None
 
 
@@ -293,9 +295,10 @@ def verify_record(
     *,
     received_at: datetime | int | float,
     max_skew_s: float,
+    allowance_s: float = 0.0,
 ) -> str | None:
     """`verify_intake` on a Kafka record's raw headers (ce_time exactly as sent)."""
-    found = _single_headers(headers, _SIGNED_CE_HEADERS + SIGNATURE_HEADERS)
+    found = single_headers(headers, _SIGNED_CE_HEADERS + SIGNATURE_HEADERS)
     if found is None:
         return BAD_SIGNATURE
     return verify_intake(
@@ -308,7 +311,17 @@ def verify_record(
         public_key=public_key,
         received_at=received_at,
         max_skew_s=max_skew_s,
+        allowance_s=allowance_s,
     )
+
+
+_TERMINAL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+
+
+def valid_terminal_id(terminal_id: str | None) -> bool:
+    """A terminal id is printable ASCII of the id alphabet (never looked up, logged
+    or stored otherwise: it comes from an unauthenticated header)."""
+    return bool(terminal_id) and bool(_TERMINAL_ID.match(terminal_id))
 
 
 class TerminalSigner:
@@ -350,7 +363,7 @@ class TerminalSigner:
 
         Any x-terminal-id / x-nonce / x-signature already present are replaced.
         """
-        found = _single_headers(envelope_headers, _SIGNED_CE_HEADERS)
+        found = single_headers(envelope_headers, _SIGNED_CE_HEADERS)
         if found is None or any(name not in found for name in _SIGNED_CE_HEADERS):
             raise ValueError(
                 "envelope headers need exactly one each of " + ", ".join(_SIGNED_CE_HEADERS)
@@ -502,7 +515,7 @@ async def authenticate_record(
     code = verify_record(headers, value, key, received_at=received_at, max_skew_s=max_skew_s)
     if code is not None:
         return IntakeAuth(code, terminal)
-    found = _single_headers(headers, (NONCE, "ce_time"))
+    found = single_headers(headers, (NONCE, "ce_time"))
     assert found is not None and terminal_id is not None  # verified above
     signed_at = parse_ce_time(found["ce_time"])
     assert signed_at is not None

@@ -1,6 +1,7 @@
 """The consumer's guard for signed intake: who sent it (signature, registered
-terminal, fresh time) before the inbox; the nonce after it, so a redelivery
-of a record already handled is a duplicate, not a replay."""
+terminal, fresh time) on the raw headers and bytes, before anything is
+decoded; the nonce after the inbox, so a redelivery of a record already
+handled is a duplicate, not a replay."""
 
 from __future__ import annotations
 
@@ -11,9 +12,8 @@ import asyncpg
 from aiokafka import ConsumerRecord
 from yigongti_contracts.envelope import Envelope
 
-from .consumer import Rejection, Sender
+from .consumer import Rejection, Sender, Verdict
 from .intake_auth import (
-    BAD_SIGNATURE,
     NONCE,
     REPLAYED_NONCE,
     Terminal,
@@ -21,6 +21,7 @@ from .intake_auth import (
     get_terminal,
     load_public_key,
     terminal_id_of,
+    valid_terminal_id,
     verify_record,
 )
 
@@ -46,23 +47,26 @@ class TerminalGuard:
         self._cache[terminal_id] = (now, terminal)
         return terminal
 
-    async def check(self, conn: asyncpg.Connection, envelope: Envelope,
-                    record: ConsumerRecord, received_at: datetime) -> Sender:
+    async def verify(self, conn: asyncpg.Connection, record: ConsumerRecord,
+                     received_at: datetime, allowance_s: float) -> Verdict:
         headers = record.headers or []
         terminal_id = terminal_id_of(headers)
-        terminal = await self._terminal(conn, terminal_id) if terminal_id else None
+        claimed = terminal_id if valid_terminal_id(terminal_id) else None
+        # Looked up only when well-formed: a NUL or 10 kB id never reaches SQL.
+        terminal = await self._terminal(conn, claimed) if claimed else None
         key = load_public_key(terminal.public_key) if terminal and terminal.active else None
-        code = verify_record(headers, record.value or b"", key,
-                             received_at=received_at, max_skew_s=self.max_skew_s)
+        code = verify_record(headers, record.value or b"", key, received_at=received_at,
+                             max_skew_s=self.max_skew_s, allowance_s=allowance_s)
         if code is not None:
-            raise Rejection(code, [("x-signature", "invalid")] if code == BAD_SIGNATURE else [])
+            return Verdict(None, code, claimed)
         assert terminal is not None
-        return Sender(terminal_id=terminal.terminal_id, institution_id=terminal.institution_id)
+        return Verdict(Sender(terminal_id=terminal.terminal_id,
+                              institution_id=terminal.institution_id), None, claimed)
 
     async def remember(self, conn: asyncpg.Connection, envelope: Envelope,
                        record: ConsumerRecord) -> None:
         headers = record.headers or []
-        nonce = next(v.decode() for k, v in headers if k == NONCE)  # verified in check()
+        nonce = next(v.decode() for k, v in headers if k == NONCE)  # verified before
         terminal_id = terminal_id_of(headers)
         if not await check_and_store_nonce(conn, terminal_id, nonce, envelope.time):
             raise Rejection(REPLAYED_NONCE, [(NONCE, "seen")])

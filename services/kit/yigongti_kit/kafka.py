@@ -87,6 +87,7 @@ def build_broker(settings: KitSettings) -> KafkaBroker:
         request_timeout_ms=kwargs["request_timeout_ms"],
         retry_backoff_ms=kwargs["retry_backoff_ms"],
         acks=kwargs["acks"],
+        max_request_size=kwargs["max_request_size"],
         enable_idempotence=kwargs["enable_idempotence"],
         security=_security(kwargs),
         ack_policy=AckPolicy.MANUAL,
@@ -195,6 +196,37 @@ async def require_topics(broker: KafkaBroker, topics: Sequence[str]) -> None:
     missing = sorted(set(topics) - existing)
     if missing:
         raise MissingTopics(missing)
+
+
+async def require_log_append_time(broker: KafkaBroker, topics: Sequence[str]) -> None:
+    """Refuse to run on Apache Kafka unless the intake topics are stamped with
+    the broker's clock (message.timestamp.type=LogAppendTime): the freshness of
+    a signed record must not rest on a time its sender chooses (consumer.py)."""
+    from aiokafka.admin import ConfigResource, ConfigResourceType
+
+    admin = broker.config.admin.client
+    responses = await admin.describe_configs(
+        [ConfigResource(ConfigResourceType.TOPIC, t) for t in topics])
+    problems = timestamp_type_problems(_topic_configs(responses))
+    if problems:
+        raise UnsafeKafkaSettings("; ".join(problems))
+
+
+def _topic_configs(responses) -> dict[str, dict[str, str]]:
+    found: dict[str, dict[str, str]] = {}
+    for response in responses:
+        for resource in response.resources:
+            # (error_code, error_message, resource_type, resource_name, config_entries)
+            name, entries = resource[3], resource[4]
+            found[name] = {entry[0]: entry[1] for entry in entries}
+    return found
+
+
+def timestamp_type_problems(configs: dict[str, dict[str, str]]) -> list[str]:
+    """What keeps these topics' records from carrying the broker's clock."""
+    return [f"topic {name}: message.timestamp.type is {c.get('message.timestamp.type')}, "
+            "not LogAppendTime" for name, c in sorted(configs.items())
+            if c.get("message.timestamp.type") != "LogAppendTime"]
 
 
 class MissingTopics(RuntimeError):

@@ -3,7 +3,7 @@ and one relay per service publishes them to Kafka in order.
 
 `add_event` runs inside the caller's transaction: the `ce_id` is fixed there
 and never regenerated, and the current trace context is stored so the trace
-crosses the outbox. The per-aggregate `ce_sequence` is given by the relay, the
+crosses the outbox. The per-aggregate `ce_aggseq` is given by the relay, the
 only writer of the counters, in outbox order, and stored with the "sent" mark:
 a writer takes no counter lock, and a row updated once. A row published again
 after a relay crash gets the same number, unless a row of its aggregate that
@@ -53,7 +53,7 @@ INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload, topic, source
 VALUES ($1, $2, $3, $4, $5::text::jsonb, $6, $7, $8, $9, $10)
 """
 
-# Published rows: marked sent with the ce_sequence they were published with, and
+# Published rows: marked sent with the ce_aggseq they were published with, and
 # their aggregates' counters moved on (outbox_sequence outlives pruned rows).
 _MARK_SENT = """
 WITH sent AS (
@@ -70,7 +70,7 @@ ON CONFLICT (aggregatetype, aggregateid) DO UPDATE SET last = excluded.last
 
 
 def number_events(rows) -> tuple[list[int], dict[tuple[str, str], int]]:
-    """ce_sequence for outbox rows in outbox order, each aggregate continuing
+    """ce_aggseq for outbox rows in outbox order, each aggregate continuing
     from its counter (the rows' "last", None for a new aggregate): the numbers,
     and each aggregate's new counter."""
     last: dict[tuple[str, str], int] = {}
@@ -146,9 +146,9 @@ async def prune(conn: asyncpg.Connection, *, outbox_retention: timedelta,
         "DELETE FROM processed_events WHERE processed_at < db_now() - $1::interval",
         inbox_retention,
     )
-    await conn.execute(
-        "DELETE FROM intake_nonces WHERE signed_at < db_now() - $1::interval", inbox_retention
-    )
+    for table, column in (("intake_nonces", "signed_at"), ("unverified_intake", "seen_at")):
+        await conn.execute(
+            f"DELETE FROM {table} WHERE {column} < db_now() - $1::interval", inbox_retention)
     return int(sent.split()[-1]), int(seen.split()[-1])
 
 
@@ -156,6 +156,8 @@ async def prune(conn: asyncpg.Connection, *, outbox_retention: timedelta,
 # soon), doubled after each empty round up to its poll_interval.
 POLL_MIN_S = 0.002
 LOCK_RETRY_S = 0.5  # a standby relay asks for the lead this often
+RELAY_BACKOFF_MIN_S = 0.2  # after a fault; doubled per fault up to the maximum
+RELAY_BACKOFF_MAX_S = 5.0
 DEAD_LETTERS_EVERY_S = 0.05  # stored dead-letter copies are looked for this often
 
 
@@ -191,6 +193,7 @@ class Relay:
         # relay retries an infrastructure fault, as the consumer does.
         self.on_ready = on_ready or (lambda *_: None)
         self.is_leader = False
+        self.backoff = RELAY_BACKOFF_MIN_S  # the next retry's wait after a fault
         self.published = 0
         self.last_error: str | None = None
         self._wake = asyncio.Event()
@@ -201,11 +204,10 @@ class Relay:
         self._wake.set()
 
     async def run(self) -> None:
-        backoff = 0.2
         while not self._stopping.is_set():
             try:
                 await self._lead()
-                backoff = 0.2
+                self.backoff = RELAY_BACKOFF_MIN_S
             except Exception as exc:  # noqa: BLE001 - the relay must outlive any fault
                 self.is_leader = False
                 self.last_error = type(exc).__name__
@@ -214,8 +216,8 @@ class Relay:
                 else:
                     log.warning("relay infrastructure fault: %s", type(exc).__name__)
                 self.on_ready("relay", False, f"infrastructure: {type(exc).__name__}")
-                await self._sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                await self._sleep(self.backoff)
+                self.backoff = min(self.backoff * 2, RELAY_BACKOFF_MAX_S)
 
     async def _sleep(self, seconds: float) -> None:
         try:
@@ -245,6 +247,9 @@ class Relay:
             idle = POLL_MIN_S
             while not self._stopping.is_set():
                 sent = await self.publish_pending(conn, producer)
+                # Published (or found nothing to publish): the fault is over, and
+                # the next one starts again from the shortest wait.
+                self.backoff = RELAY_BACKOFF_MIN_S
                 if loop.time() >= next_dead_letters:
                     await dead_letters.publish(conn, producer, physical_topic=self.physical_topic,
                                                record_errors=_RECORD_ERRORS)
@@ -347,7 +352,7 @@ class Relay:
             type=row["type"],
             time=row["created_at"],
             subject=row["subject"],
-            sequence=sequence,
+            aggseq=sequence,
             traceparent=traceparent,
             tracestate=tracestate,
         )

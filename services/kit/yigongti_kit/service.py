@@ -21,22 +21,24 @@ from yigongti_contracts.topics import topic_name
 from .consumer import Handler, IntakeConsumer
 from .db import connect, create_pool
 from .health import Health
-from .http import create_http_app, serve
+from .http import bound_port, create_http_app, serve
 from .intake_auth import load_terminals
 from .intake_guard import TerminalGuard
 from .kafka import (
     UnsafeKafkaSettings,
     add_batch_subscriber,
     build_broker,
+    require_log_append_time,
     require_topics,
     unsafe_settings,
 )
 from .migrations import kit_migrations, migrate
 from .outbox import Relay
+from .probes import Probes
 from .settings import KitSettings, kafka_client_kwargs
 from .subscriptions import Subscription, SubscriptionConsumer
 from .subscriptions import timer_handlers as held_timer_handlers
-from .telemetry import configure_logging, instrument_asyncpg, setup_telemetry
+from .telemetry import configure_logging, instrument_asyncpg, prometheus_app, setup_telemetry
 from .timers import TimerHandler, TimerPoller
 
 log = logging.getLogger(__name__)
@@ -73,8 +75,11 @@ class ServiceRuntime:
         self.subscription_consumers: dict[str, SubscriptionConsumer] = {}
         self.relay: Relay | None = None
         self.poller: TimerPoller | None = None
+        self.probes: Probes | None = None
         self.app: FastAPI | None = None
+        self.metrics_port: int | None = None  # where /metrics is served
         self._server = None
+        self._metrics_server = None
         self._tasks: list[asyncio.Task] = []
         self._stop_extra: Callable[[], Awaitable[None]] | None = None
 
@@ -121,6 +126,13 @@ class ServiceRuntime:
                                               **self.spec.timer_handlers},
                                   on_ready=self.health.set_ready)
         self.health.set_ready("consumer", False, "starting")
+        self.health.set_ready("database", True)  # migrated and pooled just now
+        self.probes = Probes(
+            pool=self.pool, health=self.health, schema=s.db_schema, service=self.spec.name,
+            auth_retry_s=s.db_auth_retry_s,
+            broker_client=lambda: getattr(self.broker.config.admin, "client", None)
+            and self.broker.config.admin.client._client,
+            consumers=lambda: [self.consumer, *self.subscription_consumers.values()])
 
         self.app = create_http_app(f"yigongti {self.spec.name}", s, health=self.health)
         self.app.state.pool = self.pool
@@ -128,12 +140,18 @@ class ServiceRuntime:
         if self.spec.routes:
             self.spec.routes(self.app)
         await self._start_kafka()
-        for name, coro in (("relay", self.relay.run()), ("timers", self.poller.run())):
+        for name, coro in (("relay", self.relay.run()), ("timers", self.poller.run()),
+                           ("probes", self.probes.run())):
             task = asyncio.create_task(coro, name=f"{self.spec.name}-{name}")
             task.add_done_callback(self._task_done)
+            self.health.add_liveness(name, lambda task=task: _task_alive(task))
             self._tasks.append(task)
         self._server, server_task = await serve(self.app, s.http_host, s.http_port)
         self._tasks.append(server_task)
+        self._metrics_server, metrics_task = await serve(prometheus_app(), s.http_host,
+                                                         s.metrics_port)
+        self.metrics_port = bound_port(self._metrics_server)
+        self._tasks.append(metrics_task)
         if self.spec.extra is not None:
             self._stop_extra = await self.spec.extra(self)
         log.info("%s started on %s:%s", self.spec.name, s.http_host, s.http_port)
@@ -149,6 +167,9 @@ class ServiceRuntime:
         that what it built keeps the guarantees (kafka.py)."""
         await self.broker.connect()
         await require_topics(self.broker, [t for sub in self.subscribers for t in sub.topic_names])
+        if self.settings.kafka_broker_kind == "kafka":
+            # Intake freshness rests on the broker's clock (consumer.py).
+            await require_log_append_time(self.broker, [self.consumer.topic])
         await self.broker.start()
         problems = unsafe_settings(self.broker, self.subscribers,
                                    broker_kind=self.settings.kafka_broker_kind)
@@ -163,6 +184,8 @@ class ServiceRuntime:
             raise UnsafeKafkaSettings("; ".join(problems))
         for handler in (self.consumer, *self.subscription_consumers.values()):
             self.health.set_ready(handler.component, True, "")
+            self.health.add_liveness(handler.component,
+                                     lambda sub=handler.subscriber: _subscriber_alive(sub))
 
     def _task_done(self, task: asyncio.Task) -> None:
         if not task.cancelled() and task.exception() is not None:
@@ -171,14 +194,16 @@ class ServiceRuntime:
 
     async def stop(self) -> None:
         """Graceful: stop taking work, finish what is in hand, then close."""
+        self.health.set_ready("shutdown", False, "draining")
         if self._stop_extra is not None:
             await self._stop_extra()
-        if self._server is not None:
-            self._server.should_exit = True
+        for server in (self._server, self._metrics_server):
+            if server is not None:
+                server.should_exit = True
         for handler in (self.consumer, *self.subscription_consumers.values()):
             if handler is not None:
                 handler.stop()
-        for part in (self.poller, self.relay):
+        for part in (self.poller, self.relay, self.probes):
             if part is not None:
                 part.stop()
         if self.broker is not None:
@@ -202,6 +227,25 @@ class ServiceRuntime:
         await stop.wait()
         log.info("%s stopping", self.spec.name)
         await self.stop()
+
+
+def _task_alive(task: asyncio.Task) -> str | None:
+    if task.done():
+        return "ended" if task.cancelled() or task.exception() is None \
+            else f"failed: {type(task.exception()).__name__}"
+    return None
+
+
+def _subscriber_alive(subscriber) -> str | None:
+    """A FastStream subscriber is alive while its poll loop runs."""
+    if not subscriber.running:
+        return "stopped"
+    if subscriber.consumer is None or subscriber.consumer._closed:
+        return "its consumer was closed"
+    loops = [t for t in getattr(subscriber, "tasks", []) if not t.done()]
+    if not loops:
+        return "its poll loop ended"
+    return None
 
 
 def intake_consumer(spec: ServiceSpec, settings: KitSettings, pool: asyncpg.Pool, *,
@@ -253,8 +297,19 @@ def load_spec(service: str, spec_path: str | None = None) -> ServiceSpec:
     raise SystemExit(f"no service {service!r} installed (entry points yigongti.services)")
 
 
-def run_service(spec_factory: Callable[[], ServiceSpec]) -> None:
-    """Console-script entry point of a service."""
+def run_service(spec_factory: Callable[[], ServiceSpec],
+                argv: list[str] | None = None) -> None:
+    """Console-script entry point of a service. It takes no arguments: settings
+    come from environment variables (`--help` lists them and exits)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        description="Runs one yigongti service: its Kafka subscribers, outbox relay, timers "
+        "and HTTP API, until SIGTERM. Configured by environment variables only:",
+        epilog="\n".join(f"  {name.upper():28} {field.description or ''}"
+                         for name, field in KitSettings.model_fields.items()),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.parse_args(argv)
     spec = spec_factory()
     settings = KitSettings(service_name=spec.name)
     configure_logging(spec.name)

@@ -85,6 +85,19 @@ class KitSettings(BaseSettings):
         "group. A batch is handled in a fraction of it; a database outage never counts "
         "against it (the kit pauses the partitions and FastStream keeps polling).",
     )
+    kafka_max_request_bytes: int = Field(
+        1_048_576,
+        gt=0,
+        description="Largest request the producers send (aiokafka max_request_size). A "
+        "published event or dead letter above it is set aside as refused; raise it (and "
+        "the topics' max.message.bytes), restart, then `yigongti-outbox resend`.",
+    )
+    kafka_produce_timeout_ms: int = Field(
+        15_000,
+        gt=0,
+        description="How long a publish waits for the broker before it fails and the "
+        "relay retries with backoff (the broker probe shows an outage sooner).",
+    )
     consumer_group: str | None = Field(
         None, description="Kafka consumer group id of the intake consumer. Default: SERVICE_NAME."
     )
@@ -134,6 +147,18 @@ class KitSettings(BaseSettings):
         None,
         description="YAML list of registered terminals ({terminal_id, institution_id, "
         "public_key}), upserted into the terminals table at start.",
+    )
+
+    # --- metrics and health ---------------------------------------------------
+    metrics_port: int = Field(
+        9464, ge=0, le=65535,
+        description="Port of /metrics (Prometheus text format), apart from the API's port "
+        "so the Ingress never routes it (0 = any free port).",
+    )
+    db_auth_retry_s: float = Field(
+        300, gt=0,
+        description="Seconds a refused database login (a rotated password) is retried "
+        "before liveness fails and the pod restarts to read the new Secret.",
     )
 
     # --- HTTP authentication --------------------------------------------------
@@ -276,7 +301,9 @@ def kafka_client_kwargs(settings: KitSettings, role: ClientRole) -> dict[str, An
         )
     elif role == "producer":
         idempotent = bool(settings.enable_idempotence) and kind == "kafka"
-        kwargs.update(acks="all", enable_idempotence=idempotent)
+        kwargs.update(acks="all", enable_idempotence=idempotent,
+                      max_request_size=settings.kafka_max_request_bytes,
+                      request_timeout_ms=settings.kafka_produce_timeout_ms)
     elif role != "admin":
         raise ValueError(f"unknown Kafka client role {role!r}")
     return kwargs

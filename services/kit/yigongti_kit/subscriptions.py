@@ -47,7 +47,7 @@ from yigongti_contracts.registry import published_by
 from yigongti_contracts.views import tolerant_view
 
 from . import dead_letters, inbox, timers
-from .batches import BatchHandler, Delivery, ReadySink, retry_batch, traced
+from .batches import BatchHandler, Delivery, ReadySink, traced, undo
 
 log = logging.getLogger(__name__)
 
@@ -188,9 +188,10 @@ class SubscriptionConsumer(BatchHandler):
                 await self._hold(conn, record, _Held("unapplied", exc.code, exc.fields),
                                  envelope)
                 return exc.code
-            except Exception as exc:
-                if not retry_batch(exc):  # a handler bug: undone, tried again by the caller
-                    await conn.execute("ROLLBACK TO SAVEPOINT subscription_record")
+            except Exception:
+                # Undone whatever it was: the caller retries the record (a bug) or
+                # the batch (a fault of the database or the broker).
+                await undo(conn, "subscription_record")
                 raise
 
     async def _dead_letter(self, conn: asyncpg.Connection, record: ConsumerRecord, code: str,

@@ -109,6 +109,10 @@ def setup_telemetry(
             readers.append(
                 PeriodicExportingMetricReader(OTLPMetricExporter(endpoint=f"{base}/v1/metrics"))
             )
+        # Scraped at /metrics in Prometheus format (prometheus_endpoint below).
+        from opentelemetry.exporter.prometheus import PrometheusMetricReader
+
+        readers.append(PrometheusMetricReader())
         meter_provider = MeterProvider(resource=resource, metric_readers=readers)
         trace.set_tracer_provider(tracer_provider)
         otel_metrics.set_meter_provider(meter_provider)
@@ -256,6 +260,10 @@ class Metrics:
     consumer_paused: otel_metrics.UpDownCounter  # paused partitions; attrs: topic
     consumer_lag: otel_metrics.Gauge  # records behind the end; attrs: topic, partition
     timers_fired: otel_metrics.Counter  # attrs: kind
+    timers_failed: otel_metrics.Counter  # a handler failed; retried later, never dropped
+    intake_unverified: otel_metrics.Counter  # records from senders not verified; attrs: reason
+    outbox_refused_rows: otel_metrics.Gauge  # rows set aside, waiting for a resend; attrs: schema
+    broker_up: otel_metrics.Gauge  # 1 while the broker answers the runtime's probe
 
 
 @cache
@@ -308,7 +316,40 @@ def metrics() -> Metrics:
         timers_fired=meter.create_counter(
             "yigongti.timers_fired", unit="{timer}", description="Durable timers fired"
         ),
+        outbox_refused_rows=meter.create_gauge(
+            "yigongti.outbox_refused_rows", unit="{event}",
+            description="Outbox rows the broker refused for good, not resent yet",
+        ),
+        broker_up=meter.create_gauge(
+            "yigongti.broker_up", unit="1",
+            description="1 while the Kafka broker answers the service's probe, else 0",
+        ),
+        timers_failed=meter.create_counter(
+            "yigongti.timers_failed", unit="{timer}",
+            description="Timer handlers that failed (the timer is tried again later)",
+        ),
+        intake_unverified=meter.create_counter(
+            "yigongti.intake_unverified",
+            unit="{record}",
+            description="Intake records whose sender is not verified (no answer; kept for ops)",
+        ),
     )
+
+
+def prometheus_app():
+    """A small ASGI app serving this process's metrics at /metrics in the
+    Prometheus text format (on a port of its own: the Ingress never routes it)."""
+    from fastapi import FastAPI
+    from fastapi.responses import Response
+    from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+    app = FastAPI(title="metrics", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.get("/metrics")
+    async def scrape() -> Response:
+        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+    return app
 
 
 # --- logging -----------------------------------------------------------------------

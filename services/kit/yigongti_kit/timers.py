@@ -5,6 +5,11 @@ A timer is (kind, key) → due_at. The poller takes due timers with
 the handler runs in the same transaction as the "fired" mark, so a crash
 before commit leaves the timer due. A handler may schedule the same timer
 again (escalation that repeats). Tests move time with `shift_clock`.
+
+A timer is never dropped: an infrastructure fault (db.fault_kind) leaves it
+due for the next poll; any other failure moves it later, 2, 4, 8… seconds up
+to ten minutes, for as long as it fails, with the error recorded and
+counted (a critical value's escalation must fire once the cause is fixed).
 """
 
 from __future__ import annotations
@@ -18,11 +23,13 @@ from typing import Any
 import asyncpg
 from opentelemetry import propagate, trace
 
-from .db import is_infra_error
+from .db import fault_kind, is_infra_error
 from .telemetry import metrics
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("yigongti.timers")
+
+MAX_RETRY_S = 600.0  # a failing timer is tried again at least this often
 
 TimerHandler = Callable[[asyncpg.Connection, asyncpg.Record], Awaitable[None]]
 
@@ -90,14 +97,12 @@ class TimerPoller:
         *,
         interval: float = 0.5,
         batch_size: int = 100,
-        max_attempts: int = 5,
         on_ready=None,
     ) -> None:
         self.pool = pool
         self.handlers = handlers
         self.interval = interval
         self.batch_size = batch_size
-        self.max_attempts = max_attempts
         # Readiness callback (component, ready, reason), as the consumer's.
         self.on_ready = on_ready or (lambda *_: None)
         self.fired = 0
@@ -146,8 +151,8 @@ class TimerPoller:
                             await self.handlers[row["kind"]](conn, row)
                     fired.append(row["kind"])
                 except Exception as exc:
-                    if is_infra_error(exc):
-                        raise
+                    if fault_kind(exc) in ("infrastructure", "authentication"):
+                        raise  # the whole round again next poll: nothing fired
                     log.exception("timer %s failed", row["kind"])
                     await self._retry_later(conn, row, exc)
         # Counted after the commit: only what this poller really fired.
@@ -158,16 +163,10 @@ class TimerPoller:
 
     async def _retry_later(self, conn: asyncpg.Connection, row: asyncpg.Record, exc: Exception):
         attempts = row["attempts"] + 1
-        if attempts >= self.max_attempts:
-            # Leave it fired with the error recorded; ops see it in last_error.
-            await conn.execute(
-                "UPDATE timers SET attempts = $2, last_error = $3 WHERE id = $1",
-                row["id"], attempts, type(exc).__name__,
-            )
-            return
+        metrics().timers_failed.add(1, {"kind": row["kind"], "error": type(exc).__name__})
         await conn.execute(
             """UPDATE timers SET fired_at = NULL, attempts = $2, last_error = $3,
                       due_at = db_now() + make_interval(secs => $4)
                WHERE id = $1""",
-            row["id"], attempts, type(exc).__name__, float(2 ** attempts),
+            row["id"], attempts, type(exc).__name__, float(min(2 ** attempts, MAX_RETRY_S)),
         )

@@ -1,5 +1,5 @@
 """The outbox relay killed mid-batch (SIGKILL at "relay.mid_batch") restarts and
-publishes every outbox row in key order with no gap, checked by ce_sequence on
+publishes every outbox row in key order with no gap, checked by ce_aggseq on
 first occurrences; a second relay stays idle while the first holds the lock
 (issue 2, "Checked by")."""
 
@@ -42,7 +42,7 @@ async def _write_rows(sql, n: int, aggregates: list[str]) -> list[str]:
 
 
 def _first_occurrences(records) -> dict[str, list[int]]:
-    """Per key, the ce_sequence of each ce_id's first record, in log order."""
+    """Per key, the ce_aggseq of each ce_id's first record, in log order."""
     seen: set[str] = set()
     per_key: dict[str, list[int]] = {}
     # Records of one key share a partition; order within a partition is the log's.
@@ -51,7 +51,7 @@ def _first_occurrences(records) -> dict[str, list[int]]:
         if ce_id in seen:
             continue
         seen.add(ce_id)
-        per_key.setdefault(r.key.decode(), []).append(int(header(r, "ce_sequence")))
+        per_key.setdefault(r.key.decode(), []).append(int(header(r, "ce_aggseq")))
     return per_key
 
 
@@ -95,7 +95,7 @@ async def test_relay_killed_mid_batch_publishes_everything_in_key_order(
     # Every occurrence of a ce_id carries the same sequence.
     by_id = {}
     for r in records:
-        by_id.setdefault(header(r, "ce_id"), set()).add(header(r, "ce_sequence"))
+        by_id.setdefault(header(r, "ce_id"), set()).add(header(r, "ce_aggseq"))
     assert all(len(s) == 1 for s in by_id.values())
 
 
@@ -209,7 +209,7 @@ async def test_a_row_the_broker_refuses_is_set_aside_and_the_rest_flows_on(
 ):
     """A row too large for the broker (here: for the producer's 1 MiB request
     limit) is set aside with the error; the rows after it, of its own aggregate
-    too, are published, and the gap shows in that aggregate's ce_sequence."""
+    too, are published, and the gap shows in that aggregate's ce_aggseq."""
     topic = (await topics("lab"))["lab.events.v1"]
     relay = Relay(database_url=database_url, schema=kit_schema, poll_interval=0.1,
                   topic_prefix=topic_prefix,

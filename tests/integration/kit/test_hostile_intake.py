@@ -15,7 +15,7 @@ import httpx
 import pytest
 from harness_proxy import TcpProxy
 from kitflow import count
-from labflow import ce_type, header, order, payload, rejection_for, signed_raw
+from labflow import ce_type, header, order, partition_of, payload, rejection_for, signed_raw
 from yigongti_contracts.lab.v1 import LabOrderPlaced
 from yigongti_kit.auth import issue_token
 from yigongti_kit.dlq import read_dead_letters
@@ -32,10 +32,12 @@ async def accepted(lab, o: LabOrderPlaced) -> None:
 
 
 async def goes_on(lab, dev_keys, key: bytes) -> None:
-    """A good order on the same partition behind the hostile record is accepted."""
+    """A good order on the same partition behind the hostile record is accepted
+    (its own key, sent to the partition `key` goes to)."""
     good = order(dev_keys.institution_id)
-    rec = lab.terminal.record(good, key=good.order_id)
-    await lab.terminal.send_raw(key, rec.value, rec.headers)
+    rec = lab.terminal.record(good)
+    await lab.terminal.send_raw(rec.key, rec.value, rec.headers,
+                                partition=partition_of(key))
     await accepted(lab, good)
 
 
@@ -294,23 +296,25 @@ async def test_a_dead_letter_older_than_the_skew_is_replayed_but_the_same_record
         raise RuntimeError("bug")
 
     monkeypatch.setitem(lab.runtime.consumer.handlers, LabOrderPlaced.CE_TYPE, broken)
-    o = order(dev_keys.institution_id)
-    rec = lab.terminal.record(o)
-    await lab.terminal.send_raw(rec.key, rec.value, rec.headers)
-    [answer] = await lab.events.wait_for(rejection_for(rec.ce_id), timeout=30)
-    assert payload(answer)["reason"] == "processing_error"
-    await lab.dlq.wait_for(lambda r: header(r, "ce_id") == rec.ce_id)
+    replayed, resent = order(dev_keys.institution_id), order(dev_keys.institution_id)
+    records = [lab.terminal.record(o) for o in (replayed, resent)]
+    for rec in records:
+        await lab.terminal.send_raw(rec.key, rec.value, rec.headers)
+        [answer] = await lab.events.wait_for(rejection_for(rec.ce_id), timeout=30)
+        assert payload(answer)["reason"] == "processing_error"
+        await lab.dlq.wait_for(lambda r, rec=rec: header(r, "ce_id") == rec.ce_id)
     monkeypatch.setitem(lab.runtime.consumer.handlers, LabOrderPlaced.CE_TYPE, original)
-    await asyncio.sleep(3)  # the record is now older than INTAKE_MAX_SKEW_S
+    await asyncio.sleep(3)  # the records are now older than INTAKE_MAX_SKEW_S
 
-    letters = await dlq.read_dead_letters(lab.settings, "lab")
-    outcomes = await dlq.replay(lab.settings, spec(), letters)
-    assert outcomes == ["applied"]
-    await accepted(lab, o)
-    # The same signed record sent again by anyone: stale now, no second effect.
-    await lab.terminal.send_raw(rec.key, rec.value, rec.headers)
-    await goes_on(lab, dev_keys, rec.key)
+    letters = [d for d in await dlq.read_dead_letters(lab.settings, "lab")
+               if d.header("ce_id") == records[0].ce_id]
+    assert await dlq.replay(lab.settings, spec(), letters) == ["applied"]
+    await accepted(lab, replayed)
+    # The other record sent again by its terminal (or anyone): stale now, refused.
+    second = records[1]
+    await lab.terminal.send_raw(second.key, second.value, second.headers)
+    await goes_on(lab, dev_keys, second.key)
     async with lab.runtime.pool.acquire() as conn:
-        assert await conn.fetchval("SELECT count(*) FROM orders") == 2
+        assert await conn.fetchval(
+            "SELECT count(*) FROM orders WHERE order_id = $1", resent.order_id) == 0
         assert await conn.fetchval("SELECT reason FROM unverified_intake") == "stale_timestamp"
-

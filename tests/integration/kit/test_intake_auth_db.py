@@ -1,11 +1,10 @@
 """Terminal registry and nonces against the real PostgreSQL.
 
-Each test gets its own schema (search_path set, the kit's 0002 migration run,
-dropped afterwards). Local fixture until the shared harness exists.
+Each test gets its own schema in the harness's database (search_path set,
+the kit's 0002 migration run, dropped afterwards).
 """
 
 import base64
-import os
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,14 +23,13 @@ from yigongti_kit.intake_auth import (
 )
 from yigongti_kit.migrations import kit_migrations, migrate
 
-DATABASE_URL = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 MIGRATION = Path(__file__).parents[3] / "services/kit/yigongti_kit/migrations/0002_intake_auth.sql"
 
 
 @pytest.fixture
-async def conn():
+async def conn(database_url):
     schema = f"t_intake_{uuid.uuid4().hex[:12]}"
-    connection = await asyncpg.connect(DATABASE_URL)
+    connection = await asyncpg.connect(database_url)
     try:
         await connection.execute(f'CREATE SCHEMA "{schema}"')
         await connection.execute(f'SET search_path TO "{schema}"')
@@ -162,9 +160,9 @@ async def test_rolled_back_attempt_does_not_burn_the_nonce(conn, tmp_path):
     assert retry.code is None
 
 
-async def test_kit_migrations_create_the_intake_tables():
+async def test_kit_migrations_create_the_intake_tables(database_url):
     schema = f"t_intake_m_{uuid.uuid4().hex[:12]}"
-    connection = await asyncpg.connect(DATABASE_URL)
+    connection = await asyncpg.connect(database_url)
     try:
         applied = await migrate(connection, schema, [("kit", kit_migrations())])
         assert "kit/0002_intake_auth.sql" in applied

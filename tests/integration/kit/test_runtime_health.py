@@ -76,18 +76,19 @@ async def test_a_broker_outage_keeps_http_ready_and_is_shown_within_seconds(
     async with httpx.AsyncClient(timeout=5, headers={"Authorization": f"Bearer {token}"}) as h:
         assert (await h.get(base + "/feed")).status_code == 200
     metrics = (await _get(f"http://127.0.0.1:{lab.runtime.metrics_port}/metrics")).text
-    assert _value(metrics, "yigongti_broker_up") == 0
+    assert _value(metrics, "yigongti_broker_up", lab.settings.db_schema) == 0
 
 
-def _value(text: str, name: str) -> float:
-    """The sum of every sample of metric `name` in a Prometheus text exposition."""
+def _value(text: str, name: str, schema: str) -> float:
+    """The sum of the samples of metric `name` labelled with this test's schema
+    (other runtimes of this test process expose theirs too)."""
     total, found = 0.0, False
     for line in text.splitlines():
-        match = re.match(rf"^{name}(?:_[a-z]+)?(?:\{{[^}}]*\}})? (\S+)$", line)
-        if match:
-            total += float(match.group(1))
+        match = re.match(rf"^{name}(?:_[a-z]+)?(\{{[^}}]*\}})? (\S+)$", line)
+        if match and f'schema="{schema}"' in (match.group(1) or ""):
+            total += float(match.group(2))
             found = True
-    assert found, f"{name} not exposed"
+    assert found, f"{name} not exposed for {schema}"
     return total
 
 
@@ -103,7 +104,8 @@ async def test_metrics_show_outbox_backlog_and_consumer_lag(start_lab, dev_keys,
             await lab.terminal.publish(order(dev_keys.institution_id))
 
         async def backlog() -> bool:
-            return _value((await _get(metrics_url)).text, "yigongti_outbox_backlog") >= 5
+            return _value((await _get(metrics_url)).text, "yigongti_outbox_backlog",
+                          lab.settings.db_schema) >= 5
 
         await wait_until(backlog, timeout=20, what="outbox backlog shown")
         # Lag: the database is away while more orders come in.
@@ -112,7 +114,8 @@ async def test_metrics_show_outbox_backlog_and_consumer_lag(start_lab, dev_keys,
             await lab.terminal.publish(order(dev_keys.institution_id))
 
         async def lag() -> bool:
-            return _value((await _get(metrics_url)).text, "yigongti_consumer_lag") >= 5
+            return _value((await _get(metrics_url)).text, "yigongti_consumer_lag",
+                          lab.settings.db_schema) >= 5
 
         await wait_until(lag, timeout=20, what="consumer lag shown")
         await proxy.restore()

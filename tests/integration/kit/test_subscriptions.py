@@ -59,7 +59,7 @@ class LabTopic:
         ce_id = ce_id or str(uuid.uuid4())
         key = event.kafka_key()
         envelope = Envelope(id=ce_id, source=source, type=ce_type or event.CE_TYPE,
-                            time=datetime.now(UTC), subject=key, sequence=1)
+                            time=datetime.now(UTC), subject=key, aggseq=1)
         await self.producer.send_and_wait(
             self.topic, key=key.encode(), headers=to_headers(envelope),
             value=value if value is not None else event.model_dump_json().encode())

@@ -8,7 +8,7 @@ import asyncio
 import json
 import time
 
-from labflow import ce_type, header, order, payload, rejection_for, signed_raw
+from labflow import ce_type, header, order, partition_of, payload, rejection_for, signed_raw
 from yigongti_kit import dlq
 
 ACCEPTED = "order.accepted.v1"
@@ -34,8 +34,9 @@ async def test_the_same_record_delivered_twice_has_one_effect(lab, dev_keys):
     # Both copies are on one partition (one key); a later order on the same key
     # is handled after both, so once it is accepted the duplicate was seen too.
     later = order(dev_keys.institution_id)
-    after = lab.terminal.record(later, key=o.order_id)
-    await lab.terminal.send_raw(after.key, after.value, after.headers)
+    after = lab.terminal.record(later)
+    await lab.terminal.send_raw(after.key, after.value, after.headers,
+                                partition=partition_of(o.order_id))
     await lab.events.wait_for(accepted_for(later.order_id))
     await wait_until(lambda: lab.runtime.consumer.processed >= 3)
     assert lab.runtime.consumer.processed == 3  # duplicate handled (as a no-op), not refused

@@ -17,8 +17,8 @@ async def test_order_then_collection_are_accepted_through_the_outbox(lab, dev_ke
     assert ce_type(recorded) == "yigongti.lab.specimen.collection_recorded.v1"
     assert payload(accepted)["lab_centre"] == "652325-L01"
     assert accepted.key.decode() == o.order_id
-    # ce_sequence counts the order's events without a gap.
-    assert [header(r, "ce_sequence") for r in (accepted, recorded)] == ["1", "2"]
+    # ce_aggseq counts the order's events without a gap.
+    assert [header(r, "ce_aggseq") for r in (accepted, recorded)] == ["1", "2"]
     assert header(accepted, "ce_source") == "/yigongti/lab"
 
 

@@ -30,7 +30,7 @@ no result, staff confirm and verify; whatever is still parked is expired as its
 grace-period timer would), and the end state is checked: every specimen in
 exactly one final state, every analyser observation stored, still parked or
 refused for a reason that holds, no double effect of a duplicate, and
-consecutive ce_sequence numbers per aggregate in the outbox.
+consecutive ce_aggseq numbers per aggregate in the outbox.
 """
 
 from __future__ import annotations
@@ -727,7 +727,7 @@ async def check_final(world: World) -> None:
     for g in recognised:
         assert g["status"] == "verified" and tests[g["test_code"]] == TestStatus.VERIFIED, dict(g)
 
-    # ce_sequence, as the relay numbers the rows when it publishes them:
+    # ce_aggseq, as the relay numbers the rows when it publishes them:
     # consecutive from 1 per aggregate, in outbox order.
     numbers, _ = number_events(outbox)
     sequences: dict[tuple[str, str], list[int]] = {}

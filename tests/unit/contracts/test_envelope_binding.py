@@ -235,7 +235,7 @@ def test_any_envelope_round_trips(id: str, subject: str | None, aggseq: int | No
 def test_official_sdk_decodes_our_records(model: type) -> None:
     event = EXAMPLES[model]
     env = Envelope(id=new_event_id(), source="/services/lab", type=model.CE_TYPE, time=T,
-                   subject=event.kafka_key(), sequence=7,
+                   subject=event.kafka_key(), aggseq=7,
                    traceparent="00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
     headers = dict(to_headers(env))
     value = event.model_dump_json().encode()
@@ -250,7 +250,7 @@ def test_official_sdk_decodes_our_records(model: type) -> None:
     assert parsed.get_type() == model.CE_TYPE
     assert parsed.get_time() == T
     assert parsed.get_subject() == event.kafka_key()
-    assert parsed.get_extension("sequence") == "7"
+    assert parsed.get_extension("aggseq") == "7"
     assert parsed.get_datacontenttype() == "application/json"
     assert parsed.get_data() == json.loads(value)
 
@@ -259,7 +259,7 @@ def test_official_sdk_decodes_our_records(model: type) -> None:
     )
     assert legacy["id"] == env.id and legacy["source"] == env.source
     assert legacy["type"] == model.CE_TYPE and legacy["subject"] == event.kafka_key()
-    assert legacy["sequence"] == "7"
+    assert legacy["aggseq"] == "7"
     assert legacy["time"] == "2025-01-15T02:00:00.123456Z"
 
 

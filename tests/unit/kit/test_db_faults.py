@@ -17,7 +17,7 @@ from yigongti_kit.db import fault_kind
     (asyncpg.CrashShutdownError, "infrastructure"),  # 57P02
     (asyncpg.CannotConnectNowError, "infrastructure"),  # 57P03
     (asyncpg.ConnectionFailureError, "infrastructure"),  # 08006
-    (asyncpg.IOError, "infrastructure"),  # 58030
+    (asyncpg.exceptions.PostgresIOError, "infrastructure"),  # 58030
     (asyncpg.SerializationError, "transient"),  # 40001
     (asyncpg.DeadlockDetectedError, "transient"),  # 40P01
     (asyncpg.QueryCanceledError, "timeout"),  # 57014 statement_timeout

@@ -30,12 +30,26 @@ async def test_ready_when_every_component_is():
     assert response.status_code == 200 and health.ready
 
 
-async def test_failing_component_is_named_with_its_reason():
+async def test_a_failing_component_http_does_not_need_is_shown_but_keeps_readiness():
+    """A broker outage must not take staff and clinics' HTTP out (issue 8 item 13)."""
     health = Health()
     health.set_ready("database", True)
     health.set_ready("broker", False, "unreachable")
     response = await get(health, "/readyz")
+    assert response.status_code == 200
+    assert response.json()["failing"] == {"broker": "unreachable"}
+    assert response.json()["components"]["broker"] == {
+        "ready": False, "reason": "unreachable", "required": False}
+    health.set_ready("database", False, "ConnectionRefusedError")
+    assert (await get(health, "/readyz")).status_code == 503
+
+
+async def test_liveness_fails_naming_the_part_that_died():
+    health = Health()
+    state = {"relay": None}
+    health.add_liveness("relay", lambda: state["relay"])
+    assert (await get(health, "/healthz")).status_code == 200
+    state["relay"] = "task ended"
+    response = await get(health, "/healthz")
     assert response.status_code == 503
-    assert response.json() == {"status": "unavailable", "failing": {"broker": "unreachable"}}
-    health.set_ready("broker", True)
-    assert (await get(health, "/readyz")).status_code == 200
+    assert response.json()["failing"] == {"relay": "task ended"}
