@@ -11,11 +11,17 @@ from datetime import timedelta
 import pytest_asyncio
 from labflow import collected, order, payload, rejection_for
 from labjourney import (
+    GOOD,
+    analyser_results,
     fetchval,
+    is_,
     lis,
+    new_patient,
+    obs,
     one,
     ordered_tube,
     receive,
+    technologist,
     until,
 )
 from yigongti_kit.timers import shift_clock
@@ -94,3 +100,55 @@ async def _wait_parked_ce_id(lab, barcode: str) -> str:
     await until(lambda: fetchval(lab, "SELECT count(*) FROM parked WHERE waiting_key = $1",
                                  barcode), what="results parked")
     return await fetchval(lab, "SELECT ce_id FROM parked WHERE waiting_key = $1", barcode)
+
+
+# --- more refused lines than IntakeRejected.fields holds (50) ----------------------
+
+BAD_LINES = 60
+
+
+def _run_with_bad_lines(barcode: str):
+    """K and NA (ordered) with 60 lines of CL (not ordered)."""
+    return analyser_results(barcode, obs("K", "4.1"), *(obs("CL", "101") for _ in range(BAD_LINES)),
+                            obs("NA", "139"))
+
+
+def _assert_cut_refusal(refused: dict, first: int = 1) -> None:
+    assert refused["reason"] == "not_ordered"
+    assert len(refused["fields"]) == 50
+    assert refused["fields"][0] == {"field": f"observations.{first}.code", "code": "not_ordered"}
+
+
+async def test_a_run_with_60_bad_lines_keeps_its_good_lines_and_is_answered(lab, dev_keys):
+    o, t = await ordered_tube(lab, dev_keys, ("K", "NA"))
+    await receive(lab, dev_keys, t.barcode)
+    ce_id = await lis(lab, dev_keys).publish(_run_with_bad_lines(t.barcode))
+    reported = await one(lab, "results.reported.v1", barcode=t.barcode)
+    assert sorted(x["code"] for x in reported["observations"]) == ["K", "NA"]
+    [refused] = await lab.events.wait_for(rejection_for(ce_id))
+    _assert_cut_refusal(payload(refused))
+    assert not lab.dlq.records
+
+
+async def test_parked_runs_with_60_bad_lines_are_answered_when_the_receipt_releases_them(
+        lab, dev_keys):
+    """One run with good lines too, one with bad lines only: both waited for the
+    receipt; the receipt answers 200 and each run is answered."""
+    o, t = await ordered_tube(lab, dev_keys, ("K", "NA"), patient=new_patient())
+    sender = lis(lab, dev_keys)
+    mixed = await sender.publish(_run_with_bad_lines(t.barcode))
+    only_bad = await sender.publish(analyser_results(
+        t.barcode, *(obs("CL", "101") for _ in range(BAD_LINES)), analyser_id="AU5800-2"))
+    await until(lambda: fetchval(lab, "SELECT count(*) = 2 FROM parked WHERE waiting_key = $1",
+                                 t.barcode), what="both runs parked")
+    async with technologist(lab, dev_keys) as staff:
+        answer = await staff.post(f"/specimens/{t.barcode}/receipt", json={"inspection": GOOD})
+    assert answer.status_code == 200, answer.text
+    reported = await one(lab, "results.reported.v1", barcode=t.barcode)
+    assert sorted(x["code"] for x in reported["observations"]) == ["K", "NA"]
+    for ce_id, first in ((mixed, 1), (only_bad, 0)):
+        [refused] = await lab.events.wait_for(rejection_for(ce_id))
+        _assert_cut_refusal(payload(refused), first)
+    assert not [r for r in lab.events.records if is_("results.reported.v1")(r)
+                and payload(r)["analyser_id"] == "AU5800-2"]
+    assert await fetchval(lab, "SELECT count(*) FROM parked WHERE expired_at IS NULL") == 0
