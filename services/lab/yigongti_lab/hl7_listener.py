@@ -7,6 +7,7 @@ theirs), with the kit's producer settings (acks=all)."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
@@ -19,6 +20,8 @@ from .config import LabSettings
 from .hl7_results import ResultsTranslator
 from .mllp import start_mllp_server, stop_mllp_server
 
+log = logging.getLogger("yigongti.lab.mllp")
+
 
 async def start(runtime):
     settings = LabSettings()
@@ -27,6 +30,11 @@ async def start(runtime):
     if not (settings.lis_terminal_id and settings.lis_terminal_key_file):
         raise RuntimeError("MLLP_PORT needs LIS_TERMINAL_ID and LIS_TERMINAL_KEY_FILE")
     signer = TerminalSigner(settings.lis_terminal_id, _read(settings.lis_terminal_key_file))
+    limits = settings.mllp_limits()  # a malformed MLLP_ALLOWED_PEERS fails here, at start-up
+    if limits.allowed_peers is not None and all(n.is_loopback for n in limits.allowed_peers) \
+            and settings.mllp_host not in ("127.0.0.1", "::1", "localhost"):
+        log.warning("MLLP_HOST is %s but MLLP_ALLOWED_PEERS admits loopback only: "
+                    "no analyser can connect", settings.mllp_host)
     producer = AIOKafkaProducer(**kafka_client_kwargs(runtime.settings, "producer"))
     await producer.start()
     publisher = TerminalClient(signer, producer,
@@ -34,7 +42,9 @@ async def start(runtime):
     try:
         server = await start_mllp_server(
             settings.mllp_host, settings.mllp_port,
-            translator=ResultsTranslator(facility=settings.lab_centre), publisher=publisher)
+            translator=ResultsTranslator(facility=settings.lab_centre,
+                                         allowed_senders=settings.mllp_senders()),
+            publisher=publisher, limits=limits)
     except BaseException:
         await producer.stop()
         raise

@@ -516,6 +516,10 @@ class ResultsTranslator:
     - `processing_ids`: MSH-11 values accepted ("P" production; "T" training and
       "D" debugging messages are refused so they never reach a patient's results).
     - `application`/`facility`: MSH-3/4 of the ACK when the message left MSH-5/6 empty.
+    - `allowed_senders`: when given, the analysers this listener takes messages
+      from, as "MSH-3.1" or "MSH-3.1^MSH-4.1"; any other sender is refused (AR).
+      A sender names itself: the peer-address allow-list (mllp.py) is the
+      control, this one keeps a known peer's messages to its known analysers.
     """
 
     def __init__(
@@ -530,6 +534,7 @@ class ResultsTranslator:
         local_timezone: timezone = CHINA_STANDARD_TIME,
         application: str = "YIGONGTI-LAB",
         facility: str = "",
+        allowed_senders: Iterable[str] | None = None,
     ) -> None:
         if catalogue is None:
             from .catalogue import load_catalogue
@@ -547,6 +552,8 @@ class ResultsTranslator:
         self.local_timezone = local_timezone
         self.application = application
         self.facility = facility
+        self.allowed_senders = (frozenset(s.strip() for s in allowed_senders if s.strip())
+                                if allowed_senders is not None else None)
 
     # -- entry points ---------------------------------------------------------------
 
@@ -720,6 +727,13 @@ class ResultsTranslator:
         return errors, records
 
     def _check_header(self, h: _Header) -> Hl7Error | None:
+        if self.allowed_senders is not None:
+            app, facility = h.component(3).strip(), h.component(4).strip()
+            if not {app, f"{app}^{facility}"} & self.allowed_senders:
+                return Hl7Error(AckCode.AR, "sender_not_allowed",
+                                "the sending application and facility (MSH-3, MSH-4) are not "
+                                "an analyser of this lab", "MSH", 1, 3,
+                                HL7_TABLE_VALUE_NOT_FOUND)
         kind, trigger = h.component(9, 1), h.component(9, 2)
         if kind != "ORU":
             return Hl7Error(AckCode.AR, "unsupported_message_type",
