@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from yigongti_contracts.fhir import dumps
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "tests" / "fhir_validate.js"
@@ -24,7 +25,8 @@ def problems(resources: list[dict[str, Any]]) -> list[list[str]]:
     if node is None or not PACKAGE.exists():
         pytest.fail("FHIR.js is missing: run `make setup` (npm and node are required)",
                     pytrace=False)
-    done = subprocess.run([node, str(SCRIPT)], input=json.dumps(resources),
+    # Written as the service writes them (decimals with their own digits).
+    done = subprocess.run([node, str(SCRIPT)], input=dumps(resources),
                           capture_output=True, text=True, check=True, timeout=120)
     return [[f"{m['location']}: {m['message']}" for m in result["messages"]
              if m["severity"] == "error"]

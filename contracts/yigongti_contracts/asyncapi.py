@@ -193,7 +193,7 @@ def document() -> dict[str, Any]:
         "id": "urn:yigongti:lab",
         "info": {
             "title": "yigongti lab service (医学检验共享中心)",
-            "version": "1.1.0",
+            "version": "1.2.0",
             "description": (
                 "The county lab centre of the Changji medical community: clinics and "
                 "analysers publish intake, the lab publishes its events. Topic names "

@@ -112,6 +112,7 @@ EXAMPLES: dict[type[StrictModel], StrictModel] = {
             order_id=ORDER, barcode=BARCODE, tests=("89579-7", "2823-3"),
             tube=TubeType.serum_gold, processing_state=ProcessingState.centrifuged,
             collected_at=_t(5), centrifuged_at=_t(20), collector_id="STAFF-0212",
+            patient_ref=PATIENT,
         ),
         v1.SpecimenInTransit(
             order_id=ORDER, barcode=BARCODE, shipment_id="SHP-0001", courier_id="STAFF-0300",
@@ -132,10 +133,12 @@ EXAMPLES: dict[type[StrictModel], StrictModel] = {
             ),
             logger=LoggerReadout(logger_id="LOG-17", min_celsius=Decimal("3.1"),
                                  max_celsius=Decimal("6.8"), minutes_outside_band=0),
+            patient_ref=PATIENT,
         ),
         v1.SpecimenRejected(
             order_id=ORDER, barcode="T250115000124", lab_centre=LAB, tests=("CBC",),
             reasons=(RejectionReason.clotted,), rejected_by="STAFF-0401", rejected_at=_t(51),
+            patient_ref=PATIENT,
         ),
         v1.RecollectionRequested(
             order_id=ORDER, barcode="T250115000124", ordering_institution=CLINIC,
@@ -145,6 +148,7 @@ EXAMPLES: dict[type[StrictModel], StrictModel] = {
         v1.LabResultsReported(
             order_id=ORDER, barcode=BARCODE, analyser_id="AN-COBAS-1", run_at=_t(60),
             observations=(_TROPONIN, _POTASSIUM), reported_at=_t(61),
+            patient_ref=PATIENT, collected_at=_t(5),
         ),
         v1.LabResultsConfirmed(
             order_id=ORDER, barcode=BARCODE, observation_ids=("OBS-1", "OBS-2"),

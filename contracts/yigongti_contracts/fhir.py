@@ -2,13 +2,20 @@
 identifier systems of the platform's own codes, the code systems it borrows,
 and the small builders every mapping needs.
 
-Resources are plain JSON-ready dicts. References between them are logical
-(by business identifier, `Reference.identifier`): an event names the order,
-specimen or patient by our identifiers, never by a FHIR server's ids.
+Resources are plain dicts; decimals stay `Decimal` and `dumps` writes them
+as they were reported (the precision of a FHIR decimal is significant:
+https://hl7.org/fhir/R4/datatypes.html#decimal), so `6.10` is not `6.1`.
+References between them are logical (by business identifier,
+`Reference.identifier`): an event names the order, specimen or patient by our
+identifiers, never by a FHIR server's ids. Inside a Bundle, `bundle` gives
+every entry a `fullUrl` and every reference to an entry its `reference`.
 """
 
 from __future__ import annotations
 
+import json
+import uuid
+from collections.abc import Iterator
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -86,11 +93,12 @@ def instant(at: datetime) -> str:
     return at.isoformat(timespec="milliseconds")
 
 
-def number(value: Decimal) -> int | float:
-    """A JSON number for a FHIR decimal. Our values carry at most 6 decimal
-    places (Quantity), well inside a double's exact range; trailing zeros of
-    the reported precision are not kept."""
-    return int(value) if value == value.to_integral_value() else float(value)
+def number(value: Decimal) -> Decimal:
+    """A FHIR decimal: the value as reported, trailing zeros kept (`dumps`
+    writes it as a JSON number with the same digits)."""
+    if not value.is_finite():
+        raise ValueError("a FHIR decimal is finite")
+    return value
 
 
 def quantity(value: Decimal, unit: str | None, comparator: str | None = None) -> dict[str, Any]:
@@ -106,7 +114,65 @@ def money(amount: Decimal) -> dict[str, Any]:
     return {"value": number(amount), "currency": CURRENCY}
 
 
+# Names the urn:uuid of a resource in a Bundle (uuid5 of its type and first
+# identifier), so the same resource has the same fullUrl in every read.
+_FULL_URL_NAMESPACE = uuid.UUID("0f6c1c1e-7a0b-5f3e-9a43-4f1d2b8e6c7a")
+
+
+def full_url(resource_type: str, ident: dict[str, str]) -> str:
+    name = "|".join((resource_type, ident["system"], ident["value"]))
+    return f"urn:uuid:{uuid.uuid5(_FULL_URL_NAMESPACE, name)}"
+
+
 def bundle(resources: list[Resource]) -> Resource:
-    """A collection Bundle of resources that name each other by identifier."""
-    return {"resourceType": "Bundle", "type": "collection",
-            "entry": [{"resource": r} for r in resources]}
+    """A collection Bundle. Each entry has a `fullUrl`; a reference (by
+    identifier) to a resource of the Bundle gets that resource's fullUrl as its
+    `reference`, so it resolves inside the Bundle (every entry of a collection
+    needs a fullUrl: https://hl7.org/fhir/R4/bundle.html#references). References to resources outside it
+    (Patient, Organization…) stay logical: a urn:uuid there would resolve nowhere."""
+    urls: dict[tuple[str, str, str], str] = {}
+    entries = []
+    for resource in resources:
+        idents = resource.get("identifier") or []
+        if isinstance(idents, dict):  # Bundle.identifier is a single Identifier
+            idents = [idents]
+        url = full_url(resource["resourceType"], idents[0]) if idents \
+            else f"urn:uuid:{uuid.uuid4()}"
+        for ident in idents:
+            urls.setdefault((resource["resourceType"], ident["system"], ident["value"]), url)
+        entries.append({"fullUrl": url, "resource": resource})
+    for entry in entries:
+        for reference in _references(entry["resource"]):
+            ident = reference["identifier"]
+            url = urls.get((reference["type"], ident.get("system"), ident.get("value")))
+            if url is not None:
+                reference["reference"] = url
+    return {"resourceType": "Bundle", "type": "collection", "entry": entries}
+
+
+def _references(node: Any) -> Iterator[dict[str, Any]]:
+    """The logical references (type and identifier) anywhere in `node`."""
+    if isinstance(node, dict):
+        if isinstance(node.get("type"), str) and isinstance(node.get("identifier"), dict):
+            yield node
+        for value in node.values():
+            yield from _references(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _references(value)
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON of a resource, a `Decimal` written with its own digits
+    ("6.10", "1E+2"): the json module can only write it through float, which
+    drops the trailing zeros FHIR counts as precision."""
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise ValueError("a FHIR decimal is finite")
+        return str(value)
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{json.dumps(str(k), ensure_ascii=False)}:{dumps(v)}"
+                              for k, v in value.items()) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(dumps(v) for v in value) + "]"
+    return json.dumps(value, ensure_ascii=False, allow_nan=False)

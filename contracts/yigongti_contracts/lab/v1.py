@@ -234,6 +234,9 @@ class SpecimenCollectionRecorded(_LabRecord):
     centrifuged_at: UtcDateTime | None = None
     collector_id: Identifier
     recollection_of: Barcode | None = None
+    patient_ref: PatientRef | None = Field(
+        default=None, description="The order's patient (added in 1.2: the FHIR Specimen needs "
+                                  "its subject).")
 
 
 class SpecimenInTransit(_LabRecord):
@@ -275,6 +278,9 @@ class SpecimenReceived(_LabRecord):
     processing_state: ProcessingState
     inspection: Inspection
     logger: LoggerReadout | None = None
+    patient_ref: PatientRef | None = Field(
+        default=None, description="The order's patient (added in 1.2: the FHIR Specimen needs "
+                                  "its subject).")
 
 
 class SpecimenRejected(_LabRecord):
@@ -291,6 +297,9 @@ class SpecimenRejected(_LabRecord):
     logger: LoggerReadout | None = None
     rejected_by: Identifier
     rejected_at: UtcDateTime
+    patient_ref: PatientRef | None = Field(
+        default=None, description="The order's patient (added in 1.2: the FHIR Specimen needs "
+                                  "its subject).")
 
     @model_validator(mode="after")
     def _distinct(self) -> SpecimenRejected:
@@ -323,6 +332,12 @@ class LabResultsReported(_LabRecord):
     run_at: UtcDateTime
     observations: tuple[Observation, ...] = Field(min_length=1, max_length=100)
     reported_at: UtcDateTime
+    patient_ref: PatientRef | None = Field(
+        default=None, description="The order's patient (added in 1.2: the FHIR Observation needs "
+                                  "its subject).")
+    collected_at: UtcDateTime | None = Field(
+        default=None, description="When the tube was collected (added in 1.2: the FHIR "
+                                  "Observation's effective time).")
 
 
 class LabResultsConfirmed(_LabRecord):

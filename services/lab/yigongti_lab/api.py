@@ -6,7 +6,7 @@ import asyncio
 from decimal import Decimal
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, ValidationError
 from yigongti_contracts.lab.codes import AmendmentReason, CallBackOutcome
 from yigongti_kit.auth import Principal, ensure_institution, require_principal, require_roles
@@ -220,7 +220,7 @@ async def get_report(order_id: str, request: Request,
             summary="The order as HL7 FHIR R4: its ServiceRequests, Specimens, the "
                     "DiagnosticReport and the Observations it reports")
 async def get_order_fhir(order_id: str, request: Request,
-                         principal: Principal = Depends(require_principal)) -> JSONResponse:
+                         principal: Principal = Depends(require_principal)) -> Response:
     async with request.app.state.pool.acquire() as conn:
         order = await _readable_order(conn, principal, order_id)
         report = await store.report_view(conn, order_id, order)
@@ -229,7 +229,8 @@ async def get_order_fhir(order_id: str, request: Request,
                if row["status"] == "verified"]
     bundle = fhir.order_bundle(order, current, report_id=report["report_id"],
                                revisions=report["revisions"], recognised=recognised)
-    return JSONResponse(bundle, media_type=FHIR_JSON)
+    # fhir.dumps, not JSONResponse: decimals keep their reported precision.
+    return Response(fhir.dumps(bundle), media_type=FHIR_JSON)
 
 
 @router.get("/patients/{patient_ref}/recognised-results", tags=["clinic", "lab centre"],

@@ -5,6 +5,16 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .mllp import (
+    IDLE_TIMEOUT_S,
+    MAX_CONNECTIONS,
+    MAX_CONNECTIONS_PER_PEER,
+    MAX_FRAME_BYTES,
+    MESSAGE_TIMEOUT_S,
+    MllpLimits,
+    networks,
+)
+
 
 class LabSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore")
@@ -18,3 +28,39 @@ class LabSettings(BaseSettings):
     lis_terminal_key_file: str | None = Field(
         None, description="LIS_TERMINAL_KEY_FILE: the bridge's Ed25519 private key (PEM).")
     lab_centre: str = Field("", description="LAB_CENTRE: the centre's institution id (HL7 MSH).")
+    # The analyser port's limits (mllp.py; the defaults are assumed, see there).
+    mllp_allowed_peers: str = Field(
+        "127.0.0.0/8,::1/128",
+        description="MLLP_ALLOWED_PEERS: addresses or networks of the analysers and LIS hosts, "
+                    "comma-separated; '*' admits any peer. Others are closed unread.")
+    mllp_analysers: str = Field(
+        "", description="MLLP_ANALYSERS: MSH-3 or MSH-3^MSH-4 of the analysers taken, "
+                        "comma-separated; empty takes any sender from an allowed peer.")
+    mllp_max_message_bytes: int = Field(
+        MAX_FRAME_BYTES, gt=0, description="MLLP_MAX_MESSAGE_BYTES: a larger message is "
+                                           "refused (AR).")
+    mllp_message_timeout_s: float = Field(
+        MESSAGE_TIMEOUT_S, gt=0, description="MLLP_MESSAGE_TIMEOUT_S: from a message's start "
+                                             "block to its end block; also for reading an ACK.")
+    mllp_idle_timeout_s: float = Field(
+        IDLE_TIMEOUT_S, gt=0, description="MLLP_IDLE_TIMEOUT_S: a silent connection is closed.")
+    mllp_max_connections_per_peer: int = Field(
+        MAX_CONNECTIONS_PER_PEER, gt=0,
+        description="MLLP_MAX_CONNECTIONS_PER_PEER: open connections of one address.")
+    mllp_max_connections: int = Field(
+        MAX_CONNECTIONS, gt=0, description="MLLP_MAX_CONNECTIONS: open connections in all.")
+
+    def mllp_limits(self) -> MllpLimits:
+        peers = self.mllp_allowed_peers.split(",")
+        return MllpLimits(
+            max_message_bytes=self.mllp_max_message_bytes,
+            idle_timeout_s=self.mllp_idle_timeout_s,
+            message_timeout_s=self.mllp_message_timeout_s,
+            max_connections_per_peer=self.mllp_max_connections_per_peer,
+            max_connections=self.mllp_max_connections,
+            allowed_peers=None if [p.strip() for p in peers] == ["*"] else networks(peers),
+        )
+
+    def mllp_senders(self) -> list[str] | None:
+        senders = [s.strip() for s in self.mllp_analysers.split(",") if s.strip()]
+        return senders or None

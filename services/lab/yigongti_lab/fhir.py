@@ -25,16 +25,30 @@ platform can hand orders, specimens, results and reports to the outside world.
 
 `UNMAPPED` names the events with no resource of their own, and why.
 Pure: catalogue look-ups only. Tests validate every mapping with FHIR.js.
+
+Times of a result: `effective[x]` is when its tube was collected (the
+physiologically relevant time, R4 Observation.effective[x]), the analyser's run
+time is the `observation-analysis-date-time` extension
+(http://hl7.org/fhir/StructureDefinition/observation-analysis-date-time: "when
+the analysis of the specimen occurred, while Observation.effective[x] is when
+the specimen was collected"), and `issued` is when it was released: reported
+(preliminary) or verified (final, amended).
+
+Decimals are `Decimal`s: write a resource with `yigongti_contracts.fhir.dumps`,
+which keeps their reported precision.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
 from typing import Any
 
 from yigongti_contracts import fhir as f
 from yigongti_contracts.base import StrictModel
+from yigongti_contracts.common import IntakeRejected
+from yigongti_contracts.fhir import dumps  # noqa: F401  (the JSON writer of these resources)
 from yigongti_contracts.lab import v1
 from yigongti_contracts.lab.codes import (
     AckChannel,
@@ -70,6 +84,8 @@ LAB_REPORT_CODE = f.concept(f.coding(f.LOINC, "11502-2", "Laboratory report"))
 LAB_PROCEDURE = f.concept(f.coding("http://snomed.info/sct", "108252007", "Laboratory procedure"))
 
 # What each tube holds (HL7 v2 table 0487): serum, plasma, whole blood or urine.
+# A tube of blood-gas tests holds arterial blood whatever its container
+# (ARTERIAL_BLOOD), not the plasma a lithium heparin tube would give.
 SPECIMEN_TYPE = {
     TubeType.serum_gold: ("SER", "Serum"),
     TubeType.lithium_heparin: ("PLAS", "Plasma"),
@@ -79,6 +95,9 @@ SPECIMEN_TYPE = {
     TubeType.blood_culture: ("BLD", "Whole blood"),
     TubeType.urine: ("UR", "Urine"),
 }
+ARTERIAL_BLOOD = ("BLDA", "Blood arterial")  # HL7 v2 table 0487
+ANALYSIS_TIME = "http://hl7.org/fhir/StructureDefinition/observation-analysis-date-time"
+
 # Rejection reasons that HL7 v2 table 0493 (specimen condition) names.
 V2_CONDITION = {"haemolysed": ("HEM", "Hemolyzed"), "clotted": ("CLOT", "Clotted")}
 
@@ -91,6 +110,9 @@ INTERPRETATION = {
 UNMAPPED = {
     v1.LabResultsConfirmed: "a step inside the lab: FHIR has no status between preliminary and "
                             "final, the Observations stay preliminary until the report is verified",
+    IntakeRejected: "an answer to the sender of an intake record, about that record: no "
+                    "clinical fact of the order, specimen or patient, so no resource stands "
+                    "for it",
 }
 
 
@@ -141,10 +163,26 @@ def _service_request(order_id: str, code: str, *, status: str, subject: dict[str
     }
 
 
+def specimen_type(tube: TubeType, tests: Iterable[str]) -> tuple[str, str]:
+    """HL7 v2 table 0487 code and display of what a tube of `tests` holds."""
+    known = catalogue.load_catalogue()
+    if any(code in known and known[code].discipline is catalogue.Discipline.blood_gas
+           for code in tests):
+        return ARTERIAL_BLOOD
+    return SPECIMEN_TYPE[tube]
+
+
+def _time(at: datetime | str) -> str:
+    """A datetime, or its ISO text (as the store's views give it), as FHIR dateTime."""
+    return f.instant(datetime.fromisoformat(at) if isinstance(at, str) else at)
+
+
 def observation(obs: Observation, *, status: str, barcode: str | None = None,
                 patient_ref: str | None = None, effective=None, issued=None,
-                performer: str | None = None, analyser: str | None = None,
+                analysed=None, performer: str | None = None, analyser: str | None = None,
                 recognition: Recognition | None = None) -> dict[str, Any]:
+    """`effective`: the tube's collection; `analysed`: the analyser's run;
+    `issued`: the result's release (datetimes, or ISO texts as views give them)."""
     out: dict[str, Any] = {
         "resourceType": "Observation",
         "identifier": [f.identifier(OBSERVATION, obs.observation_id)],
@@ -156,9 +194,9 @@ def observation(obs: Observation, *, status: str, barcode: str | None = None,
     if patient_ref:
         out["subject"] = f.patient(patient_ref)
     if effective is not None:
-        out["effectiveDateTime"] = f.instant(effective)
+        out["effectiveDateTime"] = _time(effective)
     if issued is not None:
-        out["issued"] = f.instant(issued)
+        out["issued"] = _time(issued)
     if performer:
         out["performer"] = [f.organization(performer)]
     if obs.value is not None:
@@ -180,6 +218,8 @@ def observation(obs: Observation, *, status: str, barcode: str | None = None,
             band["high"] = f.quantity(obs.reference_high, obs.unit)
         out["referenceRange"] = [band]
     extensions = []
+    if analysed is not None:
+        extensions.append({"url": ANALYSIS_TIME, "valueDateTime": _time(analysed)})
     if obs.delta_check_failed:
         extensions.append({"url": f.extension_url("delta-check-failed"), "valueBoolean": True})
     if recognition is not None:
@@ -223,7 +263,8 @@ def _report(order_id: str, patient_ref: str, lab_centre: str,
     return report
 
 
-def _specimen(barcode: str, *, status: str, tube: TubeType | None = None,
+def _specimen(barcode: str, *, status: str, patient_ref: str | None,
+              tube: TubeType | None = None, tests: Iterable[str] = (),
               **extra: Any) -> dict[str, Any]:
     out: dict[str, Any] = {
         "resourceType": "Specimen",
@@ -231,8 +272,11 @@ def _specimen(barcode: str, *, status: str, tube: TubeType | None = None,
         "accessionIdentifier": f.identifier(BARCODE, barcode),
         "status": status,
     }
+    # Events written before contracts 1.2 do not carry the patient.
+    if patient_ref is not None:
+        out["subject"] = f.patient(patient_ref)
     if tube is not None:
-        code, display = SPECIMEN_TYPE[tube]
+        code, display = specimen_type(tube, tests)
         out["type"] = f.concept(f.coding(f.V2_0487, code, display))
         out["container"] = [{"type": f.concept(f.coding(TUBE, tube.value))}]
     out.update(extra)
@@ -316,15 +360,18 @@ def _collected(e: v1.SpecimenCollectionRecorded) -> list[dict[str, Any]]:
     if e.recollection_of is not None:
         extra["extension"] = [{"url": f.extension_url("recollection-of"),
                                "valueIdentifier": f.identifier(BARCODE, e.recollection_of)}]
-    return [_specimen(e.barcode, status="available", tube=e.tube, **extra)]
+    return [_specimen(e.barcode, status="available", patient_ref=e.patient_ref, tube=e.tube,
+                      tests=e.tests, **extra)]
 
 
 def _received(e: v1.SpecimenReceived) -> list[dict[str, Any]]:
-    return [_specimen(e.barcode, status="available", receivedTime=f.instant(e.received_at))]
+    return [_specimen(e.barcode, status="available", patient_ref=e.patient_ref,
+                      receivedTime=f.instant(e.received_at))]
 
 
 def _rejected(e: v1.SpecimenRejected) -> list[dict[str, Any]]:
-    return [_specimen(e.barcode, status="unsatisfactory", condition=_reasons(e.reasons),
+    return [_specimen(e.barcode, status="unsatisfactory", patient_ref=e.patient_ref,
+                      condition=_reasons(e.reasons),
                       request=[order_test(e.order_id, c) for c in e.tests])]
 
 
@@ -360,8 +407,10 @@ def _recollect(e: v1.RecollectionRequested) -> list[dict[str, Any]]:
 
 
 def _reported(e: v1.LabResultsReported) -> list[dict[str, Any]]:
-    return [observation(o, status="preliminary", barcode=e.barcode, effective=e.run_at,
-                        issued=e.reported_at, analyser=e.analyser_id)
+    # Events written before contracts 1.2 carry neither patient nor collection time.
+    return [observation(o, status="preliminary", barcode=e.barcode, patient_ref=e.patient_ref,
+                        effective=e.collected_at, analysed=e.run_at, issued=e.reported_at,
+                        analyser=e.analyser_id)
             for o in e.observations]
 
 
@@ -510,6 +559,9 @@ def order_bundle(order: Mapping[str, Any],
     `revisions` are report `report_id`'s (revision, by_staff, at), `recognised` maps an
     observation id to its recognition's valid_until."""
     patient_ref = order["patient_ref"]
+    tests_of = {s["barcode"]: [t["test_code"] for t in order["tests"]
+                               if t["barcode"] == s["barcode"]] for s in order["specimens"]}
+    collected = {s["barcode"]: s["collected_at"] for s in order["specimens"]}
     requests = [_service_request(
         order["order_id"], t["test_code"], status=REQUEST_STATUS.get(t["status"], "active"),
         subject=f.patient(patient_ref), priority=order["priority"],
@@ -517,14 +569,17 @@ def order_bundle(order: Mapping[str, Any],
         authoredOn=order["ordered_at"], requester=f.organization(order["ordering_institution"]),
         performer=[f.organization(order["lab_centre"])]) for t in order["tests"]]
     tubes = [_specimen(s["barcode"], status=SPECIMEN_STATUS.get(s["state"], "available"),
-                       tube=TubeType(s["tube"]), subject=f.patient(patient_ref),
-                       request=[order_test(order["order_id"], t["test_code"])
-                                for t in order["tests"] if t["barcode"] == s["barcode"]],
-                       collection={"collectedDateTime": s["collected_at"]})
+                       patient_ref=patient_ref, tube=TubeType(s["tube"]),
+                       tests=tests_of[s["barcode"]],
+                       request=[order_test(order["order_id"], code)
+                                for code in tests_of[s["barcode"]]],
+                       collection={"collectedDateTime": _time(s["collected_at"])})
              for s in order["specimens"]]
     results = [observation(
         obs, status="amended" if row["supersedes"] else "final", patient_ref=patient_ref,
         barcode=row["barcode"], performer=order["lab_centre"],
+        effective=collected.get(row["barcode"]), analysed=row.get("run_at"),
+        issued=row.get("verified_at"),
         recognition=Recognition(observation_id=obs.observation_id, code=obs.code,
                                 valid_until=recognised[obs.observation_id])
         if obs.observation_id in recognised else None)
@@ -534,6 +589,14 @@ def order_bundle(order: Mapping[str, Any],
     report = _report(order["order_id"], patient_ref, order["lab_centre"],
                      [obs.observation_id for obs, _ in observations])
     report["basedOn"] = [order_test(order["order_id"], t["test_code"]) for t in live]
+    # The tubes the report rests on: those of its results, else (nothing
+    # verified yet) those still in play.
+    based_on = list(dict.fromkeys(row["barcode"] for _, row in observations)) or [
+        s["barcode"] for s in order["specimens"]
+        if s["state"] not in (SpecimenState.REJECTED, SpecimenState.CANCELLED)]
+    if based_on:
+        report["specimen"] = [specimen_ref(b) for b in based_on]
+        report.update(_effective(sorted({_time(collected[b]) for b in based_on})))
     if not revisions:
         report["status"] = "registered"  # nothing verified yet
     else:
@@ -548,6 +611,14 @@ def order_bundle(order: Mapping[str, Any],
     bundle = f.bundle([*requests, *tubes, report, *results])
     bundle["identifier"] = f.identifier(ORDER, order["order_id"])
     return bundle
+
+
+def _effective(times: list[str]) -> dict[str, Any]:
+    """effective[x] of a report over tubes collected at `times` (sorted FHIR dateTimes
+    in UTC, so text order is time order)."""
+    if len(times) == 1:
+        return {"effectiveDateTime": times[0]}
+    return {"effectivePeriod": {"start": times[0], "end": times[-1]}}
 
 
 def resources(event: StrictModel) -> list[dict[str, Any]]:

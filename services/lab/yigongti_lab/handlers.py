@@ -122,6 +122,7 @@ async def apply_specimen_collected(conn: asyncpg.Connection, specimen: SpecimenC
         centrifuged_at=specimen.centrifuged_at,
         collector_id=specimen.collector_id,
         recollection_of=specimen.recollection_of,
+        patient_ref=order["patient_ref"],
     ))
     await parking.release(conn, "specimen", specimen.barcode, APPLIERS)
 

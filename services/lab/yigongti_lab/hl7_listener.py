@@ -1,18 +1,26 @@
 """Runs the MLLP listener for analysers inside the lab service when MLLP_PORT
 is set: each ORU^R01 becomes AnalyserResults on the lab's own intake topic,
-signed as the LIS bridge terminal, and is acknowledged only once on Kafka."""
+signed as the LIS bridge terminal, and is acknowledged only once on Kafka.
+
+The listener has its own producer (the runtime's subscribers and relay have
+theirs), with the kit's producer settings (acks=all)."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
+from aiokafka import AIOKafkaProducer
 from yigongti_contracts.topics import topic_name
 from yigongti_kit.intake_auth import TerminalSigner
+from yigongti_kit.settings import kafka_client_kwargs
 from yigongti_kit.terminal import TerminalClient
 
 from .config import LabSettings
 from .hl7_results import ResultsTranslator
 from .mllp import start_mllp_server, stop_mllp_server
+
+log = logging.getLogger("yigongti.lab.mllp")
 
 
 async def start(runtime):
@@ -22,14 +30,30 @@ async def start(runtime):
     if not (settings.lis_terminal_id and settings.lis_terminal_key_file):
         raise RuntimeError("MLLP_PORT needs LIS_TERMINAL_ID and LIS_TERMINAL_KEY_FILE")
     signer = TerminalSigner(settings.lis_terminal_id, _read(settings.lis_terminal_key_file))
-    publisher = TerminalClient(signer, runtime.producer,
+    limits = settings.mllp_limits()  # a malformed MLLP_ALLOWED_PEERS fails here, at start-up
+    if limits.allowed_peers is not None and all(n.is_loopback for n in limits.allowed_peers) \
+            and settings.mllp_host not in ("127.0.0.1", "::1", "localhost"):
+        log.warning("MLLP_HOST is %s but MLLP_ALLOWED_PEERS admits loopback only: "
+                    "no analyser can connect", settings.mllp_host)
+    producer = AIOKafkaProducer(**kafka_client_kwargs(runtime.settings, "producer"))
+    await producer.start()
+    publisher = TerminalClient(signer, producer,
                                topic_name("lab.intake.v1", runtime.settings.topic_prefix))
-    server = await start_mllp_server(
-        settings.mllp_host, settings.mllp_port,
-        translator=ResultsTranslator(facility=settings.lab_centre), publisher=publisher)
+    try:
+        server = await start_mllp_server(
+            settings.mllp_host, settings.mllp_port,
+            translator=ResultsTranslator(facility=settings.lab_centre,
+                                         allowed_senders=settings.mllp_senders()),
+            publisher=publisher, limits=limits)
+    except BaseException:
+        await producer.stop()
+        raise
 
     async def stop() -> None:
-        await stop_mllp_server(server)
+        try:
+            await stop_mllp_server(server)
+        finally:
+            await producer.stop()
 
     return stop
 

@@ -176,7 +176,8 @@ def _first_segment(raw: bytes) -> bytes:
 
 
 def _header_from_text(line: str) -> _Header | None:
-    """The MSH of a segment's text, None when its separators are unusable."""
+    """The MSH of a segment's text, None when its separators are unusable
+    (`_fallback_header` may still read who sent it)."""
     if not line.startswith("MSH") or len(line) < 8:
         return None
     sep = line[3]
@@ -192,6 +193,30 @@ def _header_from_text(line: str) -> _Header | None:
     if not usable:
         return None
     return _Header(sep, encoding_chars[:4], ("", sep, encoding_chars, *parts[2:]))
+
+
+def _usable_field_sep(sep: str) -> bool:
+    return not sep.isalnum() and not sep.isspace()
+
+
+def _fallback_header(line: str) -> _Header | None:
+    """When MSH-2 is unusable but the field separator is not: MSH-3 to MSH-12 as
+    whole fields (components cannot be told apart without MSH-2), escaped in
+    the ACK's own separators, so the refusal addresses the sender and names
+    its message (MSA-2). None when the field separator is unusable too."""
+    if not line.startswith("MSH") or len(line) < 4 or not _usable_field_sep(line[3]):
+        return None
+    sent_sep = line[3]
+    parts = line.split(sent_sep)[:13]  # "MSH", MSH-2, MSH-3 … MSH-12
+    ack_sep = sent_sep if sent_sep not in _DEFAULT_HEADER.encoding_chars else "|"
+    ack = _Header(ack_sep, _DEFAULT_HEADER.encoding_chars)
+    fields = [_escape(part, ack) for part in parts[2:]]
+    return _Header(ack_sep, ack.encoding_chars, ("", ack_sep, ack.encoding_chars, *fields))
+
+
+def _any_header(line: str) -> _Header:
+    """The MSH as well as it can be read, to address an ACK."""
+    return _header_from_text(line) or _fallback_header(line) or _DEFAULT_HEADER
 
 
 def _declared_charset(raw: bytes) -> str:
@@ -321,7 +346,10 @@ def parse_hl7_time(text: str, local: timezone = CHINA_STANDARD_TIME) -> datetime
     parsed = hl7.parse_datetime(text.strip())
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=local)
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # 0001-01-01 east of UTC, 9999-12-31 west of it
+        raise ValueError("HL7 timestamp outside the calendar in UTC") from None
 
 
 # --- the translation -----------------------------------------------------------------
@@ -395,15 +423,21 @@ def build_ack(
         sep.join(msh),
         sep.join(["MSA", code.value, h.get(10), esc(first[:80])]).rstrip(sep),
     ]
+    before_v25 = _before_v25(h.component(12) or "2.5.1")
     for error in translation.errors[:20]:
         location = [error.segment or "", str(error.sequence or ""), str(error.field or "")]
         if not error.segment:
             location = ["", "", ""]
         hl7_text = _HL7_ERROR_TEXT.get(error.hl7_code, "")
+        # ERR-1 (v2.3/2.4 ELD): segment^sequence^field^code&text&HL70357; kept
+        # from v2.5 on for backward compatibility.
+        err1 = comp.join([*location, sub.join([error.hl7_code, esc(hl7_text), "HL70357"])])
+        if before_v25:  # ERR-2 to ERR-8 exist from v2.5: a strict v2.3/2.4 parser refuses them
+            segments.append(sep.join(["ERR", err1]))
+            continue
         segments.append(sep.join([
             "ERR",
-            # ERR-1 (v2.3/2.4): segment^sequence^field^code&text&HL70357
-            comp.join([*location, sub.join([error.hl7_code, esc(hl7_text), "HL70357"])]),
+            err1,
             comp.join(location) if error.segment else "",  # ERR-2 location
             comp.join([error.hl7_code, esc(hl7_text), "HL70357"]),  # ERR-3
             "E",  # ERR-4 severity
@@ -414,6 +448,12 @@ def build_ack(
         ]).rstrip(sep))
     text = "\r".join(segments) + "\r"
     return text.encode(translation.encode_as, errors="replace")
+
+
+def _before_v25(version: str) -> bool:
+    """True for the HL7 versions before 2.5 ("2.3", "2.3.1", "2.4")."""
+    match = re.match(r"^2\.(\d+)", version)
+    return match is not None and int(match.group(1)) < 5
 
 
 def _escape(text: str, h: _Header) -> str:
@@ -476,6 +516,10 @@ class ResultsTranslator:
     - `processing_ids`: MSH-11 values accepted ("P" production; "T" training and
       "D" debugging messages are refused so they never reach a patient's results).
     - `application`/`facility`: MSH-3/4 of the ACK when the message left MSH-5/6 empty.
+    - `allowed_senders`: when given, the analysers this listener takes messages
+      from, as "MSH-3.1" or "MSH-3.1^MSH-4.1"; any other sender is refused (AR).
+      A sender names itself: the peer-address allow-list (mllp.py) is the
+      control, this one keeps a known peer's messages to its known analysers.
     """
 
     def __init__(
@@ -490,6 +534,7 @@ class ResultsTranslator:
         local_timezone: timezone = CHINA_STANDARD_TIME,
         application: str = "YIGONGTI-LAB",
         facility: str = "",
+        allowed_senders: Iterable[str] | None = None,
     ) -> None:
         if catalogue is None:
             from .catalogue import load_catalogue
@@ -507,6 +552,8 @@ class ResultsTranslator:
         self.local_timezone = local_timezone
         self.application = application
         self.facility = facility
+        self.allowed_senders = (frozenset(s.strip() for s in allowed_senders if s.strip())
+                                if allowed_senders is not None else None)
 
     # -- entry points ---------------------------------------------------------------
 
@@ -550,8 +597,8 @@ class ResultsTranslator:
         if declared:
             codecs = _CHARSETS.get(_charset_key(declared))
             if codecs is None:
-                header = _header_from_text(first.decode("utf-8", errors="replace"))
-                return header or _DEFAULT_HEADER, "utf-8", "", Hl7Error(
+                header = _any_header(first.decode("utf-8", errors="replace"))
+                return header, "utf-8", "", Hl7Error(
                     AckCode.AR, "unsupported_charset",
                     "MSH-18 character set not supported (use UNICODE UTF-8 or GB 18030-2000)",
                     "MSH", 1, 18, HL7_TABLE_VALUE_NOT_FOUND)
@@ -569,12 +616,19 @@ class ResultsTranslator:
                 encode_as = codec
             break
         if text is None:
-            header = _header_from_text(first.decode(attempts[0], errors="replace"))
+            header = _any_header(first.decode(attempts[0], errors="replace"))
             what = f"not valid {declared}" if declared else "neither UTF-8 nor GB18030"
-            return header or _DEFAULT_HEADER, encode_as, "", Hl7Error(
+            return header, encode_as, "", Hl7Error(
                 AckCode.AR, "bad_encoding", f"message bytes are {what}",
                 hl7_code=HL7_DATA_TYPE_ERROR)
-        header = _header_from_text(re.split(r"[\r\n]", text, maxsplit=1)[0])
+        first_line = re.split(r"[\r\n]", text, maxsplit=1)[0]
+        header = _header_from_text(first_line)
+        if header is None and (fallback := _fallback_header(first_line)) is not None:
+            return fallback, encode_as, "", Hl7Error(
+                AckCode.AR, "bad_encoding_characters",
+                "MSH-2 encoding characters are unusable: four distinct characters, neither "
+                "letters, digits nor spaces, none the field separator",
+                "MSH", 1, 2, HL7_DATA_TYPE_ERROR)
         if header is None:
             return _DEFAULT_HEADER, encode_as, "", Hl7Error(
                 AckCode.AR, "not_hl7",
@@ -673,6 +727,13 @@ class ResultsTranslator:
         return errors, records
 
     def _check_header(self, h: _Header) -> Hl7Error | None:
+        if self.allowed_senders is not None:
+            app, facility = h.component(3).strip(), h.component(4).strip()
+            if not {app, f"{app}^{facility}"} & self.allowed_senders:
+                return Hl7Error(AckCode.AR, "sender_not_allowed",
+                                "the sending application and facility (MSH-3, MSH-4) are not "
+                                "an analyser of this lab", "MSH", 1, 3,
+                                HL7_TABLE_VALUE_NOT_FOUND)
         kind, trigger = h.component(9, 1), h.component(9, 2)
         if kind != "ORU":
             return Hl7Error(AckCode.AR, "unsupported_message_type",
@@ -693,6 +754,16 @@ class ResultsTranslator:
         if not h.get(10):
             return Hl7Error(AckCode.AR, "missing_message_id", "MSH-10 message control id "
                             "is empty", "MSH", 1, 10, HL7_REQUIRED_FIELD_MISSING)
+        if h.component(7):
+            # A run time of last resort, and part of the results' ce_id: read it
+            # now, or it was taken as absent ("empty") without a word.
+            try:
+                parse_hl7_time(h.component(7), self.local_timezone)
+            except ValueError:
+                return Hl7Error(AckCode.AR, "bad_message_time",
+                                "MSH-7 date/time of message is not an HL7 timestamp "
+                                "(YYYYMMDDHHMM[SS[.S]][+/-ZZZZ])",
+                                "MSH", 1, 7, HL7_DATA_TYPE_ERROR)
         return None
 
     def _analyser_id(self, msh: Any, errors: list[Hl7Error]) -> str | None:

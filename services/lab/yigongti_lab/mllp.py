@@ -18,8 +18,29 @@ sender waits for the ACK of one before sending the next. For each frame:
    barcode), so a resent message is a duplicate for the lab's inbox, not a
    second result.
 
-Frames larger than `max_frame_bytes` are read to their end, discarded and
-answered AR; a connection silent for `idle_timeout_s` is closed.
+The port faces the outside as much as Kafka does; `MllpLimits` bounds what a
+connection may take (LabSettings MLLP_*, README):
+
+- peers: only addresses in `allowed_peers` are served; others are closed at
+  once, unread and unanswered (default: loopback only);
+- size: a frame larger than `max_message_bytes` is read to its end,
+  discarded and answered AR;
+- time: a message must arrive whole within `message_timeout_s` of its start
+  block, else it is answered AR ("no end block") and the connection closed;
+  a connection silent for `idle_timeout_s` is closed; an ACK the peer does
+  not read within `message_timeout_s` closes it too;
+- garbage: more than `max_message_bytes` of bytes outside frames, or of
+  frames that are not HL7, since the last HL7 message closes the connection;
+- connections: at most `max_connections_per_peer` per peer address and
+  `max_connections` in all. A newcomer over a limit makes room by closing an
+  idle connection (not inside a message): first those that never carried an
+  accepted message, oldest first, then the longest idle. So a flood of idle
+  connections pushes itself out, a working analyser's connection stays, and
+  an analyser reconnecting over its own dead connections gets in. When every
+  connection is busy the newcomer is closed.
+
+Senders are checked again per message against the translator's
+`allowed_senders` (MSH-3/MSH-4, hl7_results.py).
 
 `send_mllp` / `MllpClient` are the sending side, for tests, the demo and bench.
 """
@@ -28,9 +49,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import weakref
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from opentelemetry import metrics, trace
@@ -50,6 +73,11 @@ _messages = metrics.get_meter("yigongti_lab").create_counter(
     "lab.hl7.messages", unit="{message}",
     description="HL7 messages received over MLLP, by ACK code and reason",
 )
+_connections_counted = metrics.get_meter("yigongti_lab").create_counter(
+    "lab.mllp.connections", unit="{connection}",
+    description="MLLP connections opened and closed, by outcome (accepted, refused_peer, "
+                "refused_full, evicted, idle, incomplete, not_mllp, unread_ack)",
+)
 
 START_BLOCK = b"\x0b"
 END_BLOCK = b"\x1c"
@@ -57,8 +85,44 @@ CARRIAGE_RETURN = b"\r"
 
 MAX_FRAME_BYTES = 1 << 20  # 1 MiB: an ORU^R01 of 100 results is a few KiB (assumed ceiling)
 IDLE_TIMEOUT_S = 300.0  # analysers keep connections open between runs (assumed)
+MESSAGE_TIMEOUT_S = 30.0  # a few KiB on a LAN take milliseconds; slow serial bridges (assumed)
+MAX_CONNECTIONS_PER_PEER = 4  # an analyser or LIS host keeps one or two (assumed)
+MAX_CONNECTIONS = 64  # a county lab centre has tens of analysers (assumed)
+LOOPBACK = ("127.0.0.0/8", "::1/128")
 _HEAD_BYTES = 4096  # the start of an oversized frame, kept to address its ACK
 _READ_CHUNK = 65536
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def networks(text: Iterable[str]) -> tuple[Network, ...]:
+    """Addresses or networks ("10.1.2.3", "10.1.2.0/24", "fd00::/8")."""
+    return tuple(ipaddress.ip_network(item.strip(), strict=False) for item in text
+                 if item.strip())
+
+
+@dataclass(frozen=True)
+class MllpLimits:
+    """What the analyser port allows each connection (see the module docstring)."""
+
+    max_message_bytes: int = MAX_FRAME_BYTES
+    idle_timeout_s: float = IDLE_TIMEOUT_S
+    message_timeout_s: float = MESSAGE_TIMEOUT_S
+    max_connections_per_peer: int = MAX_CONNECTIONS_PER_PEER
+    max_connections: int = MAX_CONNECTIONS
+    allowed_peers: tuple[Network, ...] | None = networks(LOOPBACK)  # None: any peer
+
+    def allows(self, host: str) -> bool:
+        if self.allowed_peers is None:
+            return True
+        try:
+            address = ipaddress.ip_address(host.split("%", 1)[0])
+        except ValueError:  # not an IP peer (a unix socket): not an analyser
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+            address = address.ipv4_mapped
+        return any(address in network for network in self.allowed_peers)
 
 
 class Publisher(Protocol):
@@ -92,10 +156,15 @@ class FrameReader:
         self._in_frame = False
         self._oversized = False
         self._head = b""
+        self.outside = 0  # bytes dropped outside frames (the caller resets it)
 
     @property
     def in_frame(self) -> bool:
         return self._in_frame
+
+    def head(self) -> bytes:
+        """The first bytes of the frame in progress (to address its refusal)."""
+        return self._head or bytes(self._buffer[:_HEAD_BYTES])
 
     def feed(self, data: bytes) -> list[Frame]:
         self._buffer += data
@@ -104,8 +173,10 @@ class FrameReader:
             if not self._in_frame:
                 start = self._buffer.find(START_BLOCK)
                 if start < 0:
+                    self.outside += len(self._buffer)
                     self._buffer.clear()
                     return frames
+                self.outside += start
                 del self._buffer[: start + 1]
                 self._in_frame, self._oversized, self._head = True, False, b""
             end = self._buffer.find(END_BLOCK)
@@ -148,11 +219,19 @@ async def process_message(
 
     Also the core of an HTTP endpoint, should one be wanted beside MLLP.
     """
+    ack, _, _ = await _process(raw, translator, publisher)
+    return ack
+
+
+async def _process(raw: bytes, translator: ResultsTranslator, publisher: Publisher
+                   ) -> tuple[bytes, AckCode, str]:
+    """The ACK bytes, its code and reason."""
     with tracer.start_as_current_span("hl7 ORU^R01 process", kind=SpanKind.SERVER) as span:
         translation = translator.translate(raw)
         if translation.ack_code is AckCode.AA:
             translation = await _publish(translation, publisher)
-        return _answer(translation, span)
+        reason = translation.errors[0].reason if translation.errors else "accepted"
+        return _answer(translation, span), translation.ack_code, reason
 
 
 async def _publish(translation: Translation, publisher: Publisher) -> Translation:
@@ -181,18 +260,57 @@ def _answer(translation: Translation, span: Any) -> bytes:
     return translation.ack()
 
 
-def _refuse_oversized(head: bytes, translator: ResultsTranslator, limit: int) -> bytes:
+def _refuse(head: bytes, translator: ResultsTranslator, reason: str, text: str) -> bytes:
+    """The AR for a frame known only by its first bytes (too large, never ended)."""
     with tracer.start_as_current_span("hl7 ORU^R01 process", kind=SpanKind.SERVER) as span:
-        error = Hl7Error(AckCode.AR, "oversized", f"message larger than {limit} bytes",
-                         hl7_code=HL7_INTERNAL_ERROR)
+        error = Hl7Error(AckCode.AR, reason, text, hl7_code=HL7_INTERNAL_ERROR)
         return _answer(translator.refuse(head, error), span)
 
 
 # --- the server ------------------------------------------------------------------------
 
-_connections: weakref.WeakKeyDictionary[asyncio.AbstractServer, set[asyncio.StreamWriter]] = (
-    weakref.WeakKeyDictionary()
-)
+
+@dataclass(eq=False)
+class _Connection:
+    writer: asyncio.StreamWriter
+    peer: str
+    last_active: float
+    proven: bool = False  # has carried a message answered AA
+    busy: bool = False  # inside a message, or answering one
+
+
+@dataclass
+class _Port:
+    """The open connections of one listener, and its limits."""
+
+    limits: MllpLimits
+    open: set[_Connection] = field(default_factory=set)
+
+    def admit(self, new: _Connection) -> bool:
+        """Register `new`, making room under both limits by closing idle
+        connections; False (and nothing registered) when there is no room."""
+        for pool, limit in (([c for c in self.open if c.peer == new.peer],
+                             self.limits.max_connections_per_peer),
+                            (list(self.open), self.limits.max_connections)):
+            while len(pool) >= limit:
+                idle = [c for c in pool if not c.busy]
+                if not idle:
+                    return False
+                # Never proven first, then the longest idle.
+                victim = min(idle, key=lambda c: (c.proven, c.last_active))
+                pool.remove(victim)
+                self.close(victim, "evicted")
+        self.open.add(new)
+        return True
+
+    def close(self, connection: _Connection, outcome: str) -> None:
+        if connection in self.open:
+            self.open.discard(connection)
+            _connections_counted.add(1, {"outcome": outcome})
+        connection.writer.close()
+
+
+_ports: weakref.WeakKeyDictionary[asyncio.AbstractServer, _Port] = weakref.WeakKeyDictionary()
 
 
 async def start_mllp_server(
@@ -201,25 +319,41 @@ async def start_mllp_server(
     *,
     translator: ResultsTranslator,
     publisher: Publisher,
-    max_frame_bytes: int = MAX_FRAME_BYTES,
-    idle_timeout_s: float = IDLE_TIMEOUT_S,
+    limits: MllpLimits | None = None,
 ) -> asyncio.Server:
     """Listen for MLLP on host:port (port 0: any free port, see `server.sockets`).
 
     Stop with `stop_mllp_server(server)`, which also closes open connections.
     """
-    writers: set[asyncio.StreamWriter] = set()
+    state = _Port(limits or MllpLimits())
+    loop = asyncio.get_running_loop()
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writers.add(writer)
+        peername = writer.get_extra_info("peername")
+        peer = str(peername[0]) if isinstance(peername, tuple) else ""
+        if not state.limits.allows(peer):
+            _connections_counted.add(1, {"outcome": "refused_peer"})
+            log.warning("mllp connection from %s refused: not in MLLP_ALLOWED_PEERS", peer)
+            writer.close()
+            return
+        connection = _Connection(writer, peer, loop.time())
+        if not state.admit(connection):
+            _connections_counted.add(1, {"outcome": "refused_full"})
+            log.warning("mllp connection from %s refused: every connection is busy", peer)
+            writer.close()
+            return
+        _connections_counted.add(1, {"outcome": "accepted"})
+        outcome = "closed"
         try:
-            await _serve_connection(reader, writer, translator, publisher, max_frame_bytes,
-                                    idle_timeout_s)
+            outcome = await _serve_connection(reader, connection, translator, publisher,
+                                              state.limits)
         finally:
-            writers.discard(writer)
+            state.close(connection, outcome)
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
 
     server = await asyncio.start_server(serve, host, port)
-    _connections[server] = writers
+    _ports[server] = state
     return server
 
 
@@ -227,8 +361,9 @@ async def stop_mllp_server(server: asyncio.Server, timeout_s: float = 5.0) -> No
     """Stop listening and close every connection (a message being processed gets
     no ACK; its sender sends it again, which the inbox takes as a duplicate)."""
     server.close()
-    for writer in list(_connections.get(server, ())):
-        writer.close()
+    state = _ports.get(server)
+    for connection in list(state.open if state else ()):
+        state.close(connection, "stopped")
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(timeout_s):
             await server.wait_closed()
@@ -236,37 +371,78 @@ async def stop_mllp_server(server: asyncio.Server, timeout_s: float = 5.0) -> No
 
 async def _serve_connection(
     reader: asyncio.StreamReader,
-    writer: asyncio.StreamWriter,
+    connection: _Connection,
     translator: ResultsTranslator,
     publisher: Publisher,
-    max_frame_bytes: int,
-    idle_timeout_s: float,
-) -> None:
-    frames = FrameReader(max_frame_bytes)
+    limits: MllpLimits,
+) -> str:
+    """Serve one connection until it ends; returns why it ended (a metric outcome)."""
+    loop = asyncio.get_running_loop()
+    frames = FrameReader(limits.max_message_bytes)
+    deadline = 0.0  # when the frame in progress must be complete
+    garbage = 0  # bytes that were not HL7 since the last HL7 message
     try:
         while True:
+            wait = deadline - loop.time() if frames.in_frame else limits.idle_timeout_s
             try:
-                async with asyncio.timeout(idle_timeout_s):
+                async with asyncio.timeout(max(wait, 0.0)):
                     data = await reader.read(_READ_CHUNK)
             except TimeoutError:
-                log.info("mllp connection idle for %ss: closed", idle_timeout_s)
-                return
+                if not frames.in_frame:
+                    log.info("mllp connection idle for %ss: closed", limits.idle_timeout_s)
+                    return "idle"
+                log.info("mllp message without its end block after %ss: refused, closed",
+                         limits.message_timeout_s)
+                await _send(connection, _refuse(
+                    frames.head(), translator, "incomplete",
+                    f"no end block within {limits.message_timeout_s:g} s of the start block"),
+                    limits)
+                return "incomplete"
             if not data:
-                return
-            for item in frames.feed(data):
+                return "closed"
+            connection.last_active = loop.time()
+            in_frame_before = frames.in_frame
+            items = frames.feed(data)
+            if frames.in_frame and (items or not in_frame_before):
+                deadline = loop.time() + limits.message_timeout_s
+            connection.busy = True
+            for item in items:
                 if item.oversized:
-                    ack = _refuse_oversized(item.data, translator, max_frame_bytes)
+                    ack, reason = _refuse(item.data, translator, "oversized",
+                                          f"message larger than {limits.max_message_bytes} "
+                                          "bytes"), "oversized"
+                    code = AckCode.AR
                 else:
-                    ack = await process_message(item.data, translator=translator,
-                                                publisher=publisher)
-                writer.write(frame(ack))
-                await writer.drain()
+                    ack, code, reason = await _process(item.data, translator, publisher)
+                garbage = garbage + len(item.data) if reason in _NOT_HL7 else 0
+                connection.proven = connection.proven or code is AckCode.AA
+                if not await _send(connection, ack, limits):
+                    return "unread_ack"
+            connection.busy = frames.in_frame
+            garbage += frames.outside
+            frames.outside = 0
+            if garbage > limits.max_message_bytes:
+                log.info("mllp connection sent more than %s bytes that are not HL7: closed",
+                         limits.max_message_bytes)
+                return "not_mllp"
     except (ConnectionError, asyncio.IncompleteReadError):
-        return
-    finally:
-        writer.close()
-        with contextlib.suppress(Exception):
-            await writer.wait_closed()
+        return "closed"
+
+
+# Refusals that mean "these bytes are not an HL7 message".
+_NOT_HL7 = frozenset({"not_hl7", "bad_encoding", "malformed_message", "malformed_segment"})
+
+
+async def _send(connection: _Connection, ack: bytes, limits: MllpLimits) -> bool:
+    """Write a framed ACK; False when the peer does not take it in time."""
+    connection.writer.write(frame(ack))
+    try:
+        async with asyncio.timeout(limits.message_timeout_s):
+            await connection.writer.drain()
+    except TimeoutError:
+        log.info("mllp peer did not read its ACK within %ss: closed", limits.message_timeout_s)
+        return False
+    return True
 
 
 # --- the sending side ------------------------------------------------------------------

@@ -1,6 +1,11 @@
 """Records that arrive before what they depend on (DESIGN §5): parked, applied
 when the prerequisite arrives, refused with IntakeRejected only after a grace
-period (policy/parking.yaml). An expired record is kept, never discarded."""
+period (policy/parking.yaml). An expired record is kept, never discarded.
+
+A record refused after parking (expired, or refused when released) had no
+effect, so it does not use up its ce_id: its inbox row is forgotten and a
+resend with the same ce_id (the HL7 bridge derives it from the message) is
+applied like a new record, as a record refused on arrival would be."""
 
 from __future__ import annotations
 
@@ -118,11 +123,20 @@ async def release(conn: asyncpg.Connection, kind: str, key: str,
             await run(conn, event, origin, appliers[row["ce_type"]])
         except Rejection as exc:
             await reject(conn, origin, exc.code, exc.fields)
+            await forget(conn, origin)
     return len(rows)
+
+
+# IntakeRejected.fields holds at most this many; the first ones are kept, as
+# the kit does for records refused on arrival (a longer list made the answer
+# itself fail, and a run's good lines were lost with it).
+FIELDS_LIMIT = next(m.max_length for m in IntakeRejected.model_fields["fields"].metadata
+                    if getattr(m, "max_length", None) is not None)
 
 
 async def reject(conn: asyncpg.Connection, origin: Origin, code: str,
                  fields: list[tuple[str, str]]) -> None:
+    """Answer `origin` with IntakeRejected; the fields past FIELDS_LIMIT are left out."""
     await emit(conn, IntakeRejected(
         key=origin.answer_key,
         service=SERVICE,
@@ -130,7 +144,7 @@ async def reject(conn: asyncpg.Connection, origin: Origin, code: str,
         rejected_type=origin.ce_type,
         sender=origin.ce_source,
         reason=code,
-        fields=tuple(FieldError(field=f, code=c) for f, c in fields),
+        fields=tuple(FieldError(field=f, code=c) for f, c in fields[:FIELDS_LIMIT]),
         rejected_at=datetime.now(UTC),
     ), key=origin.answer_key)
 
@@ -146,3 +160,14 @@ async def on_expiry(conn: asyncpg.Connection, timer: asyncpg.Record) -> None:
     origin = Origin(row["ce_id"], row["ce_type"], row["ce_source"], row["answer_key"],
                     row["sender_institution"])
     await reject(conn, origin, "prerequisite_missing", [(row["payload"]["field"], "not_found")])
+    await forget(conn, origin)
+
+
+async def forget(conn: asyncpg.Connection, origin: Origin) -> None:
+    """The record's inbox row (kit inbox, processed_events) removed, so that a
+    resend with its ce_id is taken as new. Only for a record that had no
+    effect: a parked part of a dispatch sent again is applied again, which
+    changes nothing for the tubes already moving."""
+    # The kit has no "forget" yet: this is the one statement it would hold.
+    await conn.execute("DELETE FROM processed_events WHERE ce_source = $1 AND ce_id = $2",
+                       origin.ce_source, origin.ce_id)

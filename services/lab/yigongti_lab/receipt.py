@@ -109,6 +109,7 @@ async def receive(conn: asyncpg.Connection, specimen: asyncpg.Record, request: R
                 order_id=specimen["order_id"], barcode=barcode, lab_centre=specimen["lab_centre"],
                 tests=tuple(tests), reasons=reasons, inspection=request.inspection,
                 logger=request.logger, rejected_by=staff_id, rejected_at=received_at,
+                patient_ref=specimen["patient_ref"],
             ),
             RecollectionRequested(
                 order_id=specimen["order_id"], barcode=barcode,
@@ -130,6 +131,7 @@ async def receive(conn: asyncpg.Connection, specimen: asyncpg.Record, request: R
         received_by=staff_id, received_at=received_at,
         processing_state=ProcessingState(specimen["processing_state"]),
         inspection=request.inspection, logger=request.logger,
+        patient_ref=specimen["patient_ref"],
     ))
     await parking.release(conn, "received", barcode, appliers)
     return {"barcode": barcode, "state": SpecimenState.RECEIVED, "reasons": []}

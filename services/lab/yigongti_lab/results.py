@@ -42,7 +42,8 @@ def _now() -> datetime:
 # the patient's previous verified result of each line (delta check, any member
 # hospital's order).
 _RUN_CONTEXT = """
-SELECT s.order_id, s.state, o.lab_centre, o.sex, o.age_value, o.age_unit, o.patient_ref,
+SELECT s.order_id, s.state, s.collected_at, o.lab_centre, o.sex, o.age_value, o.age_unit,
+       o.patient_ref,
        o.visit_id, o.ordering_institution,
        (SELECT coalesce(json_agg(json_build_object('test_code', t.test_code, 'status', t.status)
                                  ORDER BY t.status = 'cancelled' DESC), '[]')
@@ -165,6 +166,7 @@ async def apply_analyser_results(conn: asyncpg.Connection, results: AnalyserResu
     await emit_all(conn, [LabResultsReported(
         order_id=specimen["order_id"], barcode=results.barcode, analyser_id=results.analyser_id,
         run_at=results.run_at, observations=observations, reported_at=_now(),
+        patient_ref=specimen["patient_ref"], collected_at=specimen["collected_at"],
     ), *charges])
 
 

@@ -200,7 +200,7 @@ async def feed_page(conn: asyncpg.Connection, institution_id: str, after: int,
 async def specimen_for_receipt(conn: asyncpg.Connection, barcode: str) -> asyncpg.Record | None:
     """The tube, locked, with its order's institutions and its live tests ("tests")."""
     return await conn.fetchrow(
-        """SELECT s.*, o.ordering_institution, o.lab_centre,
+        """SELECT s.*, o.ordering_institution, o.lab_centre, o.patient_ref,
                   (SELECT coalesce(array_agg(t.test_code ORDER BY t.test_code), '{}')
                    FROM order_tests t
                    WHERE t.barcode = s.barcode AND t.status <> 'cancelled') AS tests
@@ -240,7 +240,8 @@ async def report_view(conn: asyncpg.Connection, order_id: str, order: dict) -> d
     rows = await conn.fetch(
         """SELECT observation_id, test_code, code, value, comparator, coded_value, unit,
                   reference_low, reference_high, flag, critical, delta_failed, status,
-                  confirmed_by, verified_by, verified_at, report_revision, supersedes, barcode
+                  confirmed_by, verified_by, verified_at, report_revision, supersedes, barcode,
+                  run_at
            FROM results WHERE order_id = $1
              -- superseded by an amendment (verified before), not a run replaced
              -- by a re-run before confirmation: that was never reported
@@ -256,7 +257,8 @@ async def report_view(conn: asyncpg.Connection, order_id: str, order: dict) -> d
         "order": order,
         "report_id": f"R-{order_id}"[:64],
         "observations": [{**dict(r), "verified_at": r["verified_at"] and
-                          r["verified_at"].isoformat()} for r in rows],
+                          r["verified_at"].isoformat(), "run_at": r["run_at"].isoformat()}
+                         for r in rows],
         "revisions": [{**dict(r), "at": r["at"].isoformat()} for r in revisions],
     }
 

@@ -70,9 +70,10 @@ async def test_a_verified_report_then_its_amendment_as_a_valid_fhir_bundle(lab, 
     assert Decimal(str(k["valueQuantity"]["value"])) == Decimal("4.2")
     assert k["valueQuantity"]["code"] == "mmol/L"
     assert k["specimen"]["identifier"]["value"] == t.barcode
-    # K is on the recognition list, troponin is not.
-    assert [x["url"] for x in k["extension"]] == [f.extension_url("recognised-until")]
-    assert "extension" not in observations[ids["CTNI"]]
+    # K is on the recognition list, troponin is not (both carry their analysis time).
+    assert [x["url"] for x in k["extension"]] == [fhir.ANALYSIS_TIME,
+                                                  f.extension_url("recognised-until")]
+    assert [x["url"] for x in observations[ids["CTNI"]]["extension"]] == [fhir.ANALYSIS_TIME]
 
     body = {"observation_id": ids["K"], "value": "5.9", "reason": "analytical_error"}
     async with physician(lab, dev_keys, user="phys-3") as doctor:

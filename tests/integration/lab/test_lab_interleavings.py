@@ -82,7 +82,7 @@ TUBE_KINDS: dict[str, tuple[TubeType, tuple[tuple[str, ...], ...]]] = {
 }
 # A normal and a critical value per result line (in the catalogue unit).
 VALUES = {
-    "K": ("4.2", "7.1"), "CTNI": ("5", "120"),
+    "K": ("4.2", "7.1"), "CTNI": ("5", "450"),
     "WBC": ("6.0", "41"), "HGB": ("140", "55"), "PLT": ("210", "12"),
     "PT": ("12", "41"), "INR": ("1.0", "4.2"), "APTT": ("31", "105"),
 }

@@ -18,6 +18,7 @@ from yigongti_kit.terminal import TerminalClient
 from yigongti_lab.hl7_results import ResultsTranslator
 from yigongti_lab.mllp import (
     MllpClient,
+    MllpLimits,
     frame,
     read_frame,
     send_mllp,
@@ -165,7 +166,8 @@ async def test_failed_publish_answers_ar_not_aa():
 
 async def test_partial_writes_oversized_frames_and_idle_connections():
     publisher = MemoryPublisher()
-    server, port = await _server(publisher, max_frame_bytes=2048, idle_timeout_s=0.5)
+    server, port = await _server(publisher,
+                                 limits=MllpLimits(max_message_bytes=2048, idle_timeout_s=0.5))
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         framed = frame(oru("MSG-7", "B24031500107"))

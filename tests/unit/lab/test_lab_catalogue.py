@@ -172,8 +172,9 @@ def test_flag_is_h_or_l_exactly_outside(value):
     ("NA", "119.9", "mmol/L", LOW),
     ("NA", "160", "mmol/L", None),
     ("NA", "160.1", "mmol/L", HIGH),
-    ("CTNI", "26.2", "ng/L", None),
-    ("CTNI", "26.3", "ng/L", HIGH),
+    ("CTNI", "26.3", "ng/L", None),              # above the 99th percentile: H, not critical
+    ("CTNI", "299.9", "ng/L", None),
+    ("CTNI", "300", "ng/L", HIGH),               # ≥ 300 (inclusive)
     ("CTNI", "0", "ng/L", None),                 # one-sided: no low limit
     ("CA", "3.39", "mmol/L", None),
     ("CA", "3.4", "mmol/L", HIGH),               # ≥ 3.4 (inclusive)

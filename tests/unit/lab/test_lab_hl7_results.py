@@ -249,10 +249,10 @@ def test_unknown_obx_code_is_an_application_error_naming_the_obx(translator):
     ack = parse_ack(t.ack())
     assert str(ack.segment("MSA")(1)) == "AE"
     assert "OBX 2" in str(ack.segment("MSA")(3))
-    err = ack.segment("ERR")
-    assert err.extract_field(1, 2, 1, 1) == "OBX" and err.extract_field(1, 2, 1, 2) == "2"
-    assert err.extract_field(1, 2, 1, 3) == "3"
-    assert err.extract_field(1, 3, 1, 1) == "103"
+    err = ack.segment("ERR")  # a v2.3.1 message: ERR-1 (ELD) only
+    assert err.extract_field(1, 1, 1, 1) == "OBX" and err.extract_field(1, 1, 1, 2) == "2"
+    assert err.extract_field(1, 1, 1, 3) == "3"
+    assert err.extract_field(1, 1, 1, 4, 1) == "103"
 
 
 def test_unit_mismatch_and_missing_unit_are_application_errors(translator):
@@ -342,7 +342,7 @@ def test_wrong_message_type_is_rejected_with_hl7_error_200(translator):
     assert t.ack_code is AckCode.AR and t.errors[0].reason == "unsupported_message_type"
     ack = parse_ack(t.ack())
     assert ack.segment("MSH").extract_field(1, 9, 1, 2) == "A01"
-    assert ack.segment("ERR").extract_field(1, 3, 1, 1) == "200"
+    assert ack.segment("ERR").extract_field(1, 1, 1, 4, 1) == "200"  # ERR-1: v2.3.1
     assert "WANG" not in t.ack().decode()
 
 
