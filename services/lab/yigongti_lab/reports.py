@@ -83,9 +83,11 @@ async def _recognise(conn, order: asyncpg.Record, rows, revision: int, verified_
     return recognitions
 
 
-# The order's confirmed results become verified, the report revision is recorded
-# and the tests move on, in one statement; the results come back with their
-# tube's collection and receipt times (turnaround).
+# The order's confirmed results become verified, the release is recorded in the
+# report's history (a row per verification: a report released in parts has
+# several at one revision, migrations/0011) and the tests move on, in one
+# statement; the results come back with their tube's collection and receipt
+# times (turnaround).
 _VERIFY = """
 WITH v AS (
     UPDATE results SET status = 'verified', verified_by = $2, verified_at = $3,
@@ -93,7 +95,7 @@ WITH v AS (
     WHERE order_id = $1 AND status = 'confirmed' RETURNING *
 ), r AS (
     INSERT INTO reports (report_id, revision, order_id, by_staff, at)
-    SELECT $5, $4, $1, $2, $3 WHERE EXISTS (SELECT 1 FROM v) ON CONFLICT DO NOTHING
+    SELECT $5, $4, $1, $2, $3 WHERE EXISTS (SELECT 1 FROM v)
 ), t AS (
     UPDATE order_tests SET status = 'verified' WHERE order_id = $1 AND status = 'confirmed'
 )

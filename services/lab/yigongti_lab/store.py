@@ -280,7 +280,8 @@ async def report_view(conn: asyncpg.Connection, order_id: str, order: dict) -> d
         order_id,
     )
     revisions = await conn.fetch(
-        "SELECT revision, by_staff, at, reason FROM reports WHERE order_id = $1 ORDER BY revision",
+        """SELECT revision, by_staff, at, reason FROM reports WHERE order_id = $1
+           ORDER BY revision, entry""",
         order_id,
     )
     return {
