@@ -60,7 +60,11 @@ async def feed(request: Request, after: int = Query(0, ge=0, description="last s
                principal: Principal = Depends(require_principal)) -> dict:
     """Events about the caller's institution's orders (accepted orders, intake
     rejections, recollection requests, critical values, reports…), oldest
-    first after the cursor `after`; `next` is the cursor for the next call."""
+    first after the cursor `after`; `next` is the cursor for the next call.
+    Results reach the clinic once verified (LabReportVerified): before that a
+    tube with results shows only as being tested (`yigongti.lab.specimen.
+    in_testing.v1`: order, barcode, time), and a critical value comes as soon
+    as the technologist confirms it (migrations/0012)."""
     if not set(principal.roles) & CLINIC_ROLES:
         raise HTTPException(403, "missing role: clinician")
     loop = asyncio.get_running_loop()
