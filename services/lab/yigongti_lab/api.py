@@ -100,9 +100,8 @@ async def receive_specimen(barcode: str, body: receipt.ReceiptRequest, request: 
                            ) -> dict:
     async with request.app.state.pool.acquire() as conn, conn.transaction():
         await _in_lab_scope(conn, principal, barcode=barcode)
-        specimen = await store.specimen_for_receipt(conn, barcode)
         try:
-            return await receipt.receive(conn, specimen, body, staff_id=principal.user,
+            return await receipt.receive(conn, barcode, body, staff_id=principal.user,
                                          appliers=APPLIERS)
         except receipt.ReceiptConflict as exc:
             raise HTTPException(409, str(exc)) from None
@@ -164,9 +163,9 @@ async def amend_report(order_id: str, body: AmendRequest, request: Request,
 
 
 async def _on_report(request: Request, principal: Principal, order_id: str, action) -> dict:
-    """Run a physician's action on the order's report with the order locked
-    (NOWAIT: a second physician gets a 409, not a wait), once the order is
-    known to be in the caller's scope."""
+    """Run a physician's action on the order's report with the order locked (a
+    second physician gets a 409, not a wait: reports.lock_order), once the
+    order is known to be in the caller's scope."""
     async with request.app.state.pool.acquire() as conn, conn.transaction():
         await _in_lab_scope(conn, principal, order_id=order_id)
         try:

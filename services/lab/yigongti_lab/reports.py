@@ -1,8 +1,9 @@
 """Verification and amendment of an order's report by a lab physician, and the
 mutual-recognition registry (检查检验结果互认) that verified results feed.
 
-- Two physicians never verify the same report at once: the order row is locked
-  with NOWAIT, and the second gets a conflict instead of waiting.
+- Two physicians never verify the same report at once: each first tries the
+  report's lock without waiting, and the second gets a conflict; then the
+  order lock is taken as every change of an order takes it (locking.py).
 - A verified result of a test on the recognition list is a recognised result
   for its validity window (catalogue); an amendment keeps the original result,
   supersedes the recognised one, and tells every order that reused it.
@@ -21,7 +22,7 @@ from yigongti_contracts.lab.v1 import (
     RecognisedResultAmended,
 )
 
-from . import catalogue, critical, store, turnaround_metrics
+from . import catalogue, critical, locking, store, turnaround_metrics
 from .events import emit
 
 
@@ -34,18 +35,18 @@ def report_id_of(order_id: str) -> str:
 
 
 async def lock_order(conn: asyncpg.Connection, order_id: str) -> asyncpg.Record | None:
-    """The order, locked NOWAIT, with the database clock ("now") and the report's
-    latest revision ("revision", 1 before any report)."""
-    try:
-        return await conn.fetchrow(
-            """SELECT o.*, db_now() AS now,
-                      (SELECT coalesce(max(revision), 1) FROM reports
-                       WHERE report_id = $2) AS revision
-               FROM orders o WHERE o.order_id = $1 FOR UPDATE NOWAIT""",
-            order_id, report_id_of(order_id))
-    except asyncpg.LockNotAvailableError:
-        raise ReportConflict("the report is being verified or amended by another physician") \
-            from None
+    """The order, locked (locking.py), with the database clock ("now") and the
+    report's latest revision ("revision", 1 before any report); ReportConflict
+    at once when another physician is at the report."""
+    if not await locking.try_lock_report(conn, order_id):
+        raise ReportConflict("the report is being verified or amended by another physician")
+    await locking.lock_order(conn, order_id)
+    return await conn.fetchrow(
+        """SELECT o.*, db_now() AS now,
+                  (SELECT coalesce(max(revision), 1) FROM reports
+                   WHERE report_id = $2) AS revision
+           FROM orders o WHERE o.order_id = $1""",
+        order_id, report_id_of(order_id))
 
 
 def observation_of(row: asyncpg.Record) -> Observation:
