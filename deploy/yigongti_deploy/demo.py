@@ -5,9 +5,11 @@ A township branch's terminal (奇台县总医院乔仁乡分院) places a STAT o
 80-year-old man with chest pain — troponin, electrolytes, CBC — and records and
 dispatches the two tubes. At the county lab centre a technologist receives and
 inspects them over HTTP; the analysers send HL7 v2 ORU^R01 over MLLP; the
-technologist confirms, which raises the critical troponin and potassium; the
-clinic acknowledges with read-back from its terminal; the lab physician
-verifies; the clinic reads the report and its feed. The demo prints every
+technologist confirms, which raises the critical troponin and potassium (the
+clinic is told these at once); the clinic acknowledges with read-back from its
+terminal; the lab physician verifies, and only then does the clinic see the
+other results: until verification its feed shows the tubes as being tested.
+The clinic reads the report and its feed. The demo prints every
 event as a timeline and exits non-zero if the expected events do not arrive.
 """
 
@@ -240,7 +242,9 @@ async def run_journey(stack: Stack) -> int:
     kinds = Counter(".".join(i["type"].split(".")[2:-1]) for i in report["feed"]
                     if i["order_id"] == order.order_id)
     print(f"the clinic's feed (GET /feed) holds {sum(kinds.values())} items of the order: "
-          + ", ".join(f"{kind} ×{n}" if n > 1 else kind for kind, n in kinds.items()))
+          + ", ".join(f"{kind} ×{n}" if n > 1 else kind for kind, n in kinds.items())
+          + " (results only with the verified report; before it, the tubes show as "
+            "in testing and only the critical values are told)")
     own = [t for t, tid in timeline.trace_ids if tid != trace_id]
     print(f"trace id {trace_id}: carried by {len(timeline.trace_ids) - len(own)} of the "
           f"{len(timeline.trace_ids)} events (export spans with OTEL_EXPORTER_OTLP_ENDPOINT)"

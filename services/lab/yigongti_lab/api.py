@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, ValidationError
 from yigongti_contracts.lab.codes import AmendmentReason, CallBackOutcome
-from yigongti_kit.auth import Principal, ensure_institution, require_principal, require_roles
+from yigongti_kit.auth import Principal, require_principal, require_roles
 
 from . import critical, feed_watch, fhir, receipt, reports, results, store
 from .handlers import APPLIERS
@@ -18,17 +18,21 @@ LAB_STAFF_ROLES = {"lab_technologist", "lab_physician"}
 CLINIC_ROLES = {"clinician", "clinic_terminal"}
 FHIR_JSON = "application/fhir+json"
 
+# An id outside the caller's scope is answered as an absent one (the same 404,
+# body and headers, after the same one-statement scope check, store.readable /
+# store.in_lab_scope): otherwise the answer, or its timing, would tell anyone
+# holding a role which orders, tubes and critical values exist.
+NO_ORDER = "no such order"
+NO_SPECIMEN = "no such specimen"
+NO_CRITICAL = "no such critical value"
+_OUT_OF_SCOPE = "absent, or outside the caller's scope (both answered alike)"
+NOT_FOUND = {404: {"description": _OUT_OF_SCOPE}}
+
 router = APIRouter(tags=["orders"])
 
 
-def _may_read(principal: Principal, order: dict) -> bool:
-    roles = set(principal.roles)
-    if roles & LAB_STAFF_ROLES and principal.institution == order["lab_centre"]:
-        return True
-    return bool(roles & CLINIC_ROLES) and principal.institution == order["ordering_institution"]
-
-
-@router.get("/orders/{order_id}", summary="An order with its tests and specimens")
+@router.get("/orders/{order_id}", summary="An order with its tests and specimens",
+            responses=NOT_FOUND)
 async def get_order(order_id: str, request: Request,
                     principal: Principal = Depends(require_principal)) -> dict:
     async with request.app.state.pool.acquire() as conn:
@@ -36,15 +40,17 @@ async def get_order(order_id: str, request: Request,
 
 
 async def _readable_order(conn, principal: Principal, order_id: str) -> dict:
-    """The order's view if the caller may read it. The role is checked before
-    the order is looked up, and "absent" gets the same answer as "not yours":
-    otherwise 403-vs-404 would tell any caller which order ids exist."""
-    if not set(principal.roles) & (LAB_STAFF_ROLES | CLINIC_ROLES):
+    """The order's view if the caller may read it: lab staff of its lab centre,
+    or the ordering institution's clinicians. The role is checked before the
+    order is looked up; "absent" and "not yours" get the same 404 (NO_ORDER)."""
+    roles = set(principal.roles)
+    if not roles & (LAB_STAFF_ROLES | CLINIC_ROLES):
         raise HTTPException(403, "missing role: clinician or lab staff")
-    order = await store.order_view(conn, order_id)
-    if order is None or not _may_read(principal, order):
-        raise HTTPException(403, "order out of scope")
-    return order
+    if not await store.readable(conn, order_id, principal.institution,
+                                staff=bool(roles & LAB_STAFF_ROLES),
+                                clinic=bool(roles & CLINIC_ROLES)):
+        raise HTTPException(404, NO_ORDER)
+    return await store.order_view(conn, order_id)
 
 
 @router.get("/feed", tags=["clinic"], summary="The clinic's feed of its orders' events")
@@ -54,7 +60,11 @@ async def feed(request: Request, after: int = Query(0, ge=0, description="last s
                principal: Principal = Depends(require_principal)) -> dict:
     """Events about the caller's institution's orders (accepted orders, intake
     rejections, recollection requests, critical values, reports…), oldest
-    first after the cursor `after`; `next` is the cursor for the next call."""
+    first after the cursor `after`; `next` is the cursor for the next call.
+    Results reach the clinic once verified (LabReportVerified): before that a
+    tube with results shows only as being tested (`yigongti.lab.specimen.
+    in_testing.v1`: order, barcode, time), and a critical value comes as soon
+    as the technologist confirms it (migrations/0012)."""
     if not set(principal.roles) & CLINIC_ROLES:
         raise HTTPException(403, "missing role: clinician")
     loop = asyncio.get_running_loop()
@@ -84,44 +94,36 @@ def _feed_watch(request: Request) -> feed_watch.FeedWatch:
 
 @router.post("/specimens/{barcode}/receipt", tags=["lab centre"],
              summary="Receive and inspect a tube (accept, or reject and ask for recollection)",
-             responses={404: {"description": "unknown barcode"},
-                        409: {"description": "the tube is not awaiting receipt"}})
+             responses={**NOT_FOUND, 409: {"description": "the tube is not awaiting receipt"}})
 async def receive_specimen(barcode: str, body: receipt.ReceiptRequest, request: Request,
                            principal: Principal = Depends(require_roles("lab_technologist"))
                            ) -> dict:
     async with request.app.state.pool.acquire() as conn, conn.transaction():
-        specimen = await store.specimen_for_receipt(conn, barcode)
-        if specimen is None:
-            raise HTTPException(404, "no such specimen")
-        ensure_institution(principal, specimen["lab_centre"])
+        await _in_lab_scope(conn, principal, barcode=barcode)
         try:
-            return await receipt.receive(conn, specimen, body, staff_id=principal.user,
+            return await receipt.receive(conn, barcode, body, staff_id=principal.user,
                                          appliers=APPLIERS)
         except receipt.ReceiptConflict as exc:
             raise HTTPException(409, str(exc)) from None
 
 
-async def _lab_scope(conn, principal: Principal, *, barcode: str | None = None,
-                     order_id: str | None = None):
-    if barcode is not None:
-        scope = await store.specimen_scope(conn, barcode)
-    else:
-        scope = await conn.fetchrow("SELECT lab_centre, ordering_institution FROM orders"
-                                    " WHERE order_id = $1", order_id)
-    if scope is None:
-        raise HTTPException(404, "no such specimen" if barcode else "no such order")
-    ensure_institution(principal, scope["lab_centre"])
-    return scope
+async def _in_lab_scope(conn, principal: Principal, *, barcode: str | None = None,
+                        order_id: str | None = None, critical_id: str | None = None) -> None:
+    """404 unless the tube, order or critical value is of the caller's lab centre."""
+    if not await store.in_lab_scope(conn, principal.institution, barcode=barcode,
+                                    order_id=order_id, critical_id=critical_id):
+        raise HTTPException(404, NO_SPECIMEN if barcode else NO_ORDER if order_id
+                            else NO_CRITICAL)
 
 
 @router.post("/specimens/{barcode}/confirm", tags=["lab centre"],
              summary="Technical confirmation of a tube's results (raises critical values)",
-             responses={409: {"description": "nothing awaiting confirmation"}})
+             responses={**NOT_FOUND, 409: {"description": "nothing awaiting confirmation"}})
 async def confirm_results(barcode: str, request: Request,
                           principal: Principal = Depends(require_roles("lab_technologist"))
                           ) -> dict:
     async with request.app.state.pool.acquire() as conn, conn.transaction():
-        await _lab_scope(conn, principal, barcode=barcode)
+        await _in_lab_scope(conn, principal, barcode=barcode)
         try:
             return await results.confirm(conn, barcode, staff_id=principal.user)
         except results.ConfirmConflict as exc:
@@ -130,7 +132,8 @@ async def confirm_results(barcode: str, request: Request,
 
 @router.post("/orders/{order_id}/verify", tags=["lab centre"],
              summary="Verify the order's confirmed results and release the report",
-             responses={409: {"description": "nothing to verify, or another physician is at it"}})
+             responses={**NOT_FOUND,
+                        409: {"description": "nothing to verify, or another physician is at it"}})
 async def verify_report(order_id: str, request: Request,
                         principal: Principal = Depends(require_roles("lab_physician"))) -> dict:
     return await _on_report(request, principal, order_id, lambda conn, order: reports.verify(
@@ -147,7 +150,8 @@ class AmendRequest(BaseModel):
 
 
 @router.post("/orders/{order_id}/amend", tags=["lab centre"],
-             summary="Amend a verified result: a new report revision, the original kept")
+             summary="Amend a verified result: a new report revision, the original kept",
+             responses=NOT_FOUND)
 async def amend_report(order_id: str, body: AmendRequest, request: Request,
                        principal: Principal = Depends(require_roles("lab_physician"))) -> dict:
     try:
@@ -159,19 +163,15 @@ async def amend_report(order_id: str, body: AmendRequest, request: Request,
 
 
 async def _on_report(request: Request, principal: Principal, order_id: str, action) -> dict:
-    """Run a physician's action on the order's report with the order locked
-    (NOWAIT: a second physician gets a 409, not a wait)."""
-    async with request.app.state.pool.acquire() as conn:
+    """Run a physician's action on the order's report with the order locked (a
+    second physician gets a 409, not a wait: reports.lock_order), once the
+    order is known to be in the caller's scope."""
+    async with request.app.state.pool.acquire() as conn, conn.transaction():
+        await _in_lab_scope(conn, principal, order_id=order_id)
         try:
-            async with conn.transaction():
-                order = await reports.lock_order(conn, order_id)
-                if order is None:
-                    raise HTTPException(404, "no such order")
-                ensure_institution(principal, order["lab_centre"])
-                return await action(conn, order)
+            order = await reports.lock_order(conn, order_id)
+            return await action(conn, order)
         except reports.ReportConflict as exc:
-            # Said only to whom the order is in scope (else 403/404 as usual).
-            await _lab_scope(conn, principal, order_id=order_id)
             raise HTTPException(409, str(exc)) from None
 
 
@@ -183,17 +183,14 @@ class CallBackRequest(BaseModel):
 
 
 @router.post("/critical-values/{critical_id}/call-backs", tags=["lab centre"],
-             summary="Record a call-back to the clinic; read-back confirmed stops the clock")
+             summary="Record a call-back to the clinic; read-back confirmed stops the clock",
+             responses=NOT_FOUND)
 async def call_back(critical_id: str, body: CallBackRequest, request: Request,
                     principal: Principal = Depends(require_principal)) -> dict:
     if not set(principal.roles) & LAB_STAFF_ROLES:
         raise HTTPException(403, "missing role: lab staff")
     async with request.app.state.pool.acquire() as conn, conn.transaction():
-        order_id = await conn.fetchval(
-            "SELECT order_id FROM critical_values WHERE critical_id = $1", critical_id)
-        if order_id is None:
-            raise HTTPException(404, "no such critical value")
-        await _lab_scope(conn, principal, order_id=order_id)
+        await _in_lab_scope(conn, principal, critical_id=critical_id)
         try:
             return await critical.record_call_back(
                 conn, critical_id, called_by=principal.user, reached=body.reached,
@@ -205,7 +202,8 @@ async def call_back(critical_id: str, body: CallBackRequest, request: Request,
 
 
 @router.get("/orders/{order_id}/report", tags=["clinic", "lab centre"],
-            summary="The order's report: results with ranges, flags, verifier and amendments")
+            summary="The order's report: results with ranges, flags, verifier and amendments",
+            responses=NOT_FOUND)
 async def get_report(order_id: str, request: Request,
                      principal: Principal = Depends(require_principal)) -> dict:
     async with request.app.state.pool.acquire() as conn:
@@ -216,7 +214,7 @@ async def get_report(order_id: str, request: Request,
 @router.get("/orders/{order_id}/fhir", tags=["clinic", "lab centre"],
             response_class=JSONResponse,
             responses={200: {"content": {FHIR_JSON: {}},
-                             "description": "A FHIR R4 Bundle (collection)"}},
+                             "description": "A FHIR R4 Bundle (collection)"}, **NOT_FOUND},
             summary="The order as HL7 FHIR R4: its ServiceRequests, Specimens, the "
                     "DiagnosticReport and the Observations it reports")
 async def get_order_fhir(order_id: str, request: Request,

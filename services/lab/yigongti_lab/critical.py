@@ -21,7 +21,7 @@ from yigongti_contracts.lab.v1 import (
 from yigongti_kit import timers
 from yigongti_kit.consumer import Rejection
 
-from . import roster
+from . import locking, roster
 from .events import emit
 from .parking import Origin
 
@@ -82,6 +82,7 @@ async def _open(conn: asyncpg.Connection, critical_id: str) -> asyncpg.Record | 
 async def apply_ack(conn: asyncpg.Connection, ack: CriticalValueAck, origin: Origin) -> None:
     """The clinic's acknowledgement on intake: only with the read-back confirmed,
     and only from the ordering institution, does it stop the clock."""
+    await locking.lock_critical(conn, ack.critical_id)
     row = await _open(conn, ack.critical_id)
     if row is None or row["order_id"] != ack.order_id:
         raise Rejection("unknown_critical_value", [("critical_id", "unknown")])
@@ -104,6 +105,7 @@ async def apply_ack(conn: asyncpg.Connection, ack: CriticalValueAck, origin: Ori
 async def record_call_back(conn: asyncpg.Connection, critical_id: str, *, called_by: str,
                            reached: str | None, outcome: CallBackOutcome) -> dict:
     """A lab phone call to the clinic (HTTP, by lab staff)."""
+    await locking.lock_critical(conn, critical_id)
     row = await _open(conn, critical_id)
     if row is None:
         raise LookupError(critical_id)
@@ -129,6 +131,7 @@ async def record_call_back(conn: asyncpg.Connection, critical_id: str, *, called
 async def on_escalation(conn: asyncpg.Connection, timer: asyncpg.Record) -> None:
     """Not acknowledged in time: call the next person on the roster, and again
     after the interval, until someone acknowledges."""
+    await locking.lock_critical(conn, timer["key"])
     row = await _open(conn, timer["key"])
     if row is None or row["acknowledged_at"] is not None:
         return

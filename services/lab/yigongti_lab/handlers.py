@@ -1,7 +1,8 @@
 """One apply function per intake event: domain check → store → events, in the
-caller's transaction. A record whose prerequisite has not arrived yet raises
-`Park` and waits (parking.py); a record that can never apply raises
-`Rejection` and is answered with IntakeRejected."""
+caller's transaction, under the order's lock (locking.py). A record whose
+prerequisite has not arrived yet raises `Park` and waits (parking.py); a
+record that can never apply raises `Rejection` and is answered with
+IntakeRejected."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from yigongti_contracts.refdata import load as load_refdata
 from yigongti_kit import timers
 from yigongti_kit.consumer import Handler, Intake, Rejection
 
-from . import catalogue, charges, critical, parking, receipt, reports, results, store
+from . import catalogue, charges, critical, locking, parking, receipt, reports, results, store
 from .catalogue import load_catalogue
 from .domain import (
     SpecimenState,
@@ -43,6 +44,7 @@ def _refuse(problems: list[tuple[str, str]]) -> Rejection:
 
 async def apply_order_placed(conn: asyncpg.Connection, order: LabOrderPlaced,
                              origin: Origin) -> None:
+    await locking.lock_order(conn, order.order_id)
     refdata = load_refdata()
     problems = order_problems(order, load_catalogue(), refdata, origin.sender_institution)
     if problems:
@@ -87,6 +89,7 @@ async def apply_order_placed(conn: asyncpg.Connection, order: LabOrderPlaced,
 
 async def apply_specimen_collected(conn: asyncpg.Connection, specimen: SpecimenCollected,
                                    origin: Origin) -> None:
+    await locking.lock_order(conn, specimen.order_id)
     order = await store.order_for_update(conn, specimen.order_id)
     if order is None:
         raise Park("order", specimen.order_id, "order_id")
@@ -129,7 +132,10 @@ async def apply_specimen_collected(conn: asyncpg.Connection, specimen: SpecimenC
 
 async def apply_specimen_dispatched(conn: asyncpg.Connection, dispatch: SpecimenDispatched,
                                     origin: Origin) -> None:
-    known = await store.specimens_for_update(conn, list(dispatch.barcodes))
+    # Only the tubes whose orders are locked are moved; one that appears after
+    # this read waits as an unknown one (locking.py).
+    found = await locking.lock_tubes(conn, dispatch.barcodes)
+    known = await store.specimens_for_update(conn, list(found))
     missing = [b for b in dispatch.barcodes if b not in known]
     if missing and len(dispatch.barcodes) == 1:
         raise Park("specimen", missing[0], "barcodes.0")
@@ -168,6 +174,7 @@ async def apply_specimen_dispatched(conn: asyncpg.Connection, dispatch: Specimen
 
 async def apply_order_cancelled(conn: asyncpg.Connection, cancel: LabOrderCancelled,
                                 origin: Origin) -> None:
+    await locking.lock_order(conn, cancel.order_id)
     order = await store.order_for_update(conn, cancel.order_id)
     if order is None:
         raise Park("order", cancel.order_id, "order_id")

@@ -24,6 +24,7 @@ from yigongti_contracts.registry import model_for
 from yigongti_kit import timers
 from yigongti_kit.consumer import Intake, Rejection
 
+from . import locking
 from .events import SERVICE, emit
 
 log = logging.getLogger(__name__)
@@ -43,13 +44,18 @@ class Origin:
 
 
 class Park(Exception):
-    """Raised by an apply function: wait for (kind, key) to exist."""
+    """Raised by an apply function: wait for (kind, key) to exist. `lock` is
+    the lock whoever makes it exist holds while it releases what waits: by
+    default the parking lock on (kind, key); for a tube's receipt, which holds
+    the order lock (locking.py), ("order", order_id)."""
 
-    def __init__(self, kind: str, key: str, field: str) -> None:
+    def __init__(self, kind: str, key: str, field: str,
+                 lock: tuple[str, str] | None = None) -> None:
         super().__init__(f"waiting for {kind}")
         self.kind = kind
         self.key = key
         self.field = field
+        self.lock = lock or (kind, key)
 
 
 Apply = Callable[[asyncpg.Connection, StrictModel, Origin], Awaitable[None]]
@@ -82,18 +88,17 @@ async def run(conn: asyncpg.Connection, event: StrictModel, origin: Origin,
                 await apply(conn, event, origin)
             return
         except Park as wait:
-            if (wait.kind, wait.key) in locked:
+            if wait.lock in locked:
                 if field is not None:
                     wait.field = field
                 await park(conn, event, origin, wait)
                 return
             # Intake is handled on several partitions at once: the prerequisite
-            # may be committing right now. Take the lock its release() takes
-            # (migrations/0007), then look again before parking.
-            await conn.execute(
-                "SELECT pg_advisory_xact_lock(hashtextextended($1 || chr(31) || $2, 0))",
-                wait.kind, wait.key)
-            locked.add((wait.kind, wait.key))
+            # may be committing right now. Take the lock it holds while it
+            # releases (migrations/0007, locking.py), outside the savepoint
+            # that was just rolled back, then look again before parking.
+            await locking.lock(conn, *wait.lock)
+            locked.add(wait.lock)
 
 
 async def park(conn: asyncpg.Connection, event: StrictModel, origin: Origin, wait: Park) -> None:

@@ -19,7 +19,7 @@ from yigongti_contracts.lab.v1 import (
 )
 from yigongti_kit import timers
 
-from . import parking, stability, store
+from . import locking, parking, stability, store
 from .domain import SpecimenState, TestStatus
 from .events import emit, emit_all
 
@@ -61,6 +61,7 @@ async def watch_transit(conn: asyncpg.Connection, barcode: str,
 
 
 async def on_overdue(conn: asyncpg.Connection, timer: asyncpg.Record) -> None:
+    await locking.lock_tube(conn, timer["key"])
     specimens = await store.specimens_for_update(conn, [timer["key"]])
     specimen = specimens.get(timer["key"])
     if specimen is None or specimen["state"] not in SpecimenState.RECEIVABLE:
@@ -77,12 +78,14 @@ async def on_overdue(conn: asyncpg.Connection, timer: asyncpg.Record) -> None:
     ))
 
 
-async def receive(conn: asyncpg.Connection, specimen: asyncpg.Record, request: ReceiptRequest,
+async def receive(conn: asyncpg.Connection, barcode: str, request: ReceiptRequest,
                   *, staff_id: str, appliers) -> dict:
-    """Record receipt: accept (SpecimenReceived) or reject (SpecimenRejected and
-    RecollectionRequested). `specimen` is `store.specimen_for_receipt`'s row,
-    whose scope the caller has checked."""
-    barcode = specimen["barcode"]
+    """Record receipt, under the order's lock (locking.py): accept
+    (SpecimenReceived) or reject (SpecimenRejected and RecollectionRequested).
+    The caller has checked the tube's scope; LookupError for an unknown tube."""
+    if await locking.lock_tube(conn, barcode) is None:
+        raise LookupError(barcode)
+    specimen = await store.specimen_for_receipt(conn, barcode)
     if specimen["state"] not in SpecimenState.RECEIVABLE:
         raise ReceiptConflict(f"specimen is {specimen['state']}, not awaiting receipt")
     tests = list(specimen["tests"])

@@ -1,8 +1,9 @@
 """Verification and amendment of an order's report by a lab physician, and the
 mutual-recognition registry (检查检验结果互认) that verified results feed.
 
-- Two physicians never verify the same report at once: the order row is locked
-  with NOWAIT, and the second gets a conflict instead of waiting.
+- Two physicians never verify the same report at once: each first tries the
+  report's lock without waiting, and the second gets a conflict; then the
+  order lock is taken as every change of an order takes it (locking.py).
 - A verified result of a test on the recognition list is a recognised result
   for its validity window (catalogue); an amendment keeps the original result,
   supersedes the recognised one, and tells every order that reused it.
@@ -21,7 +22,7 @@ from yigongti_contracts.lab.v1 import (
     RecognisedResultAmended,
 )
 
-from . import catalogue, critical, store, turnaround_metrics
+from . import catalogue, critical, locking, store, turnaround_metrics
 from .events import emit
 
 
@@ -34,18 +35,18 @@ def report_id_of(order_id: str) -> str:
 
 
 async def lock_order(conn: asyncpg.Connection, order_id: str) -> asyncpg.Record | None:
-    """The order, locked NOWAIT, with the database clock ("now") and the report's
-    latest revision ("revision", 1 before any report)."""
-    try:
-        return await conn.fetchrow(
-            """SELECT o.*, db_now() AS now,
-                      (SELECT coalesce(max(revision), 1) FROM reports
-                       WHERE report_id = $2) AS revision
-               FROM orders o WHERE o.order_id = $1 FOR UPDATE NOWAIT""",
-            order_id, report_id_of(order_id))
-    except asyncpg.LockNotAvailableError:
-        raise ReportConflict("the report is being verified or amended by another physician") \
-            from None
+    """The order, locked (locking.py), with the database clock ("now") and the
+    report's latest revision ("revision", 1 before any report); ReportConflict
+    at once when another physician is at the report."""
+    if not await locking.try_lock_report(conn, order_id):
+        raise ReportConflict("the report is being verified or amended by another physician")
+    await locking.lock_order(conn, order_id)
+    return await conn.fetchrow(
+        """SELECT o.*, db_now() AS now,
+                  (SELECT coalesce(max(revision), 1) FROM reports
+                   WHERE report_id = $2) AS revision
+           FROM orders o WHERE o.order_id = $1""",
+        order_id, report_id_of(order_id))
 
 
 def observation_of(row: asyncpg.Record) -> Observation:
@@ -83,9 +84,11 @@ async def _recognise(conn, order: asyncpg.Record, rows, revision: int, verified_
     return recognitions
 
 
-# The order's confirmed results become verified, the report revision is recorded
-# and the tests move on, in one statement; the results come back with their
-# tube's collection and receipt times (turnaround).
+# The order's confirmed results become verified, the release is recorded in the
+# report's history (a row per verification: a report released in parts has
+# several at one revision, migrations/0011) and the tests move on, in one
+# statement; the results come back with their tube's collection and receipt
+# times (turnaround).
 _VERIFY = """
 WITH v AS (
     UPDATE results SET status = 'verified', verified_by = $2, verified_at = $3,
@@ -93,7 +96,7 @@ WITH v AS (
     WHERE order_id = $1 AND status = 'confirmed' RETURNING *
 ), r AS (
     INSERT INTO reports (report_id, revision, order_id, by_staff, at)
-    SELECT $5, $4, $1, $2, $3 WHERE EXISTS (SELECT 1 FROM v) ON CONFLICT DO NOTHING
+    SELECT $5, $4, $1, $2, $3 WHERE EXISTS (SELECT 1 FROM v)
 ), t AS (
     UPDATE order_tests SET status = 'verified' WHERE order_id = $1 AND status = 'confirmed'
 )

@@ -22,7 +22,7 @@ from yigongti_contracts.lab.v1 import (
 from yigongti_contracts.refdata import load as load_refdata
 from yigongti_kit.consumer import Rejection
 
-from . import catalogue, critical, store
+from . import catalogue, critical, locking, store
 from .domain import SpecimenState, TestStatus
 from .events import emit, emit_all
 from .parking import Origin, Park, reject
@@ -111,13 +111,15 @@ RETURNING test_code, charge_id
 
 async def apply_analyser_results(conn: asyncpg.Connection, results: AnalyserResults,
                                  origin: Origin) -> None:
+    order_id = await locking.lock_tube(conn, results.barcode)
+    if order_id is None:
+        raise Park("specimen", results.barcode, "barcode")
     codes = [obs.code for obs in results.observations]
     specimen = await conn.fetchrow(_RUN_CONTEXT, results.barcode, results.analyser_id,
                                    results.run_at, codes)
-    if specimen is None:
-        raise Park("specimen", results.barcode, "barcode")
     if specimen["state"] in SpecimenState.RECEIVABLE:
-        raise Park("received", results.barcode, "barcode")
+        # The receipt holds the order lock while it releases what waits for it.
+        raise Park("received", results.barcode, "barcode", lock=("order", order_id))
     if specimen["state"] in (SpecimenState.REJECTED, SpecimenState.CANCELLED):
         raise Rejection(f"specimen_{specimen['state']}", [("barcode", specimen["state"])])
     if origin.sender_institution not in (None, specimen["lab_centre"]):
@@ -277,8 +279,9 @@ async def _result_tests(conn: asyncpg.Connection, order: asyncpg.Record,
 
 
 async def confirm(conn: asyncpg.Connection, barcode: str, *, staff_id: str) -> dict:
-    """Technical confirmation (技术审核) of a tube's reported results; raises the
-    critical values among them."""
+    """Technical confirmation (技术审核) of a tube's reported results, under the
+    order's lock (locking.py); raises the critical values among them."""
+    await locking.lock_tube(conn, barcode)
     # Results of a test cancelled after it was resulted stay reported (kept, never
     # discarded) but are not confirmed: confirming them went on to verify and
     # recognise a result the clinic cancelled (its charge reversed).

@@ -228,6 +228,37 @@ async def record_receipt(conn: asyncpg.Connection, barcode: str, *, state: str, 
     )
 
 
+# Scope checks of the HTTP routes (api.py): one statement each, whose answer is
+# the same whether the id is absent or outside the caller's scope, so neither
+# the answer nor the work done before it tells them apart.
+
+async def readable(conn: asyncpg.Connection, order_id: str, institution: str, *,
+                   staff: bool, clinic: bool) -> bool:
+    """The order exists and `institution` reads it: as its lab centre (`staff`)
+    or as its ordering institution (`clinic`)."""
+    return bool(await conn.fetchval(
+        """SELECT true FROM orders WHERE order_id = $1
+             AND (($3 AND lab_centre = $2) OR ($4 AND ordering_institution = $2))""",
+        order_id, institution, staff, clinic))
+
+
+async def in_lab_scope(conn: asyncpg.Connection, lab_centre: str, *, order_id: str | None = None,
+                       barcode: str | None = None, critical_id: str | None = None) -> bool:
+    """The order, tube or critical value exists and is `lab_centre`'s."""
+    if order_id is not None:
+        sql = "SELECT true FROM orders WHERE order_id = $1 AND lab_centre = $2"
+        key = order_id
+    elif barcode is not None:
+        sql = """SELECT true FROM specimens s JOIN orders o USING (order_id)
+                 WHERE s.barcode = $1 AND o.lab_centre = $2"""
+        key = barcode
+    else:
+        sql = """SELECT true FROM critical_values c JOIN orders o USING (order_id)
+                 WHERE c.critical_id = $1 AND o.lab_centre = $2"""
+        key = critical_id
+    return bool(await conn.fetchval(sql, key, lab_centre))
+
+
 async def specimen_scope(conn: asyncpg.Connection, barcode: str) -> asyncpg.Record | None:
     return await conn.fetchrow(
         """SELECT s.barcode, s.state, o.lab_centre, o.ordering_institution FROM specimens s
@@ -250,7 +281,8 @@ async def report_view(conn: asyncpg.Connection, order_id: str, order: dict) -> d
         order_id,
     )
     revisions = await conn.fetch(
-        "SELECT revision, by_staff, at, reason FROM reports WHERE order_id = $1 ORDER BY revision",
+        """SELECT revision, by_staff, at, reason FROM reports WHERE order_id = $1
+           ORDER BY revision, entry""",
         order_id,
     )
     return {

@@ -4,11 +4,22 @@ rejections, in order, by cursor; another clinic sees nothing of them."""
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime
 
 import httpx
 from labflow import ce_type, collected, order, payload, rejection_for
-from labjourney import feed_settled, new_patient
+from labjourney import (
+    clinician,
+    confirm,
+    feed_settled,
+    new_patient,
+    obs,
+    ordered_tube,
+    receive,
+    report_results,
+    verify,
+)
 from yigongti_contracts.lab.codes import CriticalDirection
 from yigongti_contracts.lab.v1 import CriticalValueRaised
 from yigongti_kit.auth import issue_token
@@ -102,3 +113,66 @@ async def test_a_waiting_long_poll_answers_with_what_arrives(lab, dev_keys):
         assert (await others).json() == {"items": [], "next": other_cursor}
     assert [(i["order_id"], i["type"].split(".")[-2]) for i in answer["items"]] == [
         (o.order_id, "accepted")]
+
+
+async def test_the_clinic_sees_results_only_once_verified(lab, dev_keys):
+    """Issue 8 item 17: until a physician verifies, every clinic-facing read
+    (the feed, the order, the report, the FHIR Bundle) shows only that the
+    tube is being tested; a critical value still reaches the clinic once the
+    technologist confirms it. Staff keep the preliminary values (the events
+    topic's LabResultsReported)."""
+    o, t = await ordered_tube(lab, dev_keys, ("K", "NA", "CTNI"))
+    await receive(lab, dev_keys, t.barcode)
+    # Values no other part of the answers can contain by chance.
+    values = {"K": "4.37", "NA": "141.3", "CTNI": "123.7"}   # troponin above its critical limit
+    reported = await report_results(lab, dev_keys, t.barcode,
+                                    *(obs(c, v) for c, v in values.items()))
+    assert {x["code"]: x["value"] for x in reported["observations"]} == values
+
+    async def clinic_reads() -> dict:
+        await feed_settled(lab)
+        async with clinician(lab, dev_keys) as clinic:
+            feed = (await clinic.get("/feed", params={"limit": 500})).json()["items"]
+            reads = {path: await clinic.get(path) for path in (
+                f"/orders/{o.order_id}", f"/orders/{o.order_id}/report",
+                f"/orders/{o.order_id}/fhir")}
+        assert all(r.status_code == 200 for r in reads.values()), reads
+        return {"feed": [i for i in feed if i["order_id"] == o.order_id],
+                **{path: r.json() for path, r in reads.items()}}
+
+    def shown(read) -> set[str]:
+        return {c for c, v in values.items() if v in json.dumps(read)}
+
+    def observations(reads: dict) -> list:
+        bundle = reads[f"/orders/{o.order_id}/fhir"]
+        return [e for e in bundle["entry"] if e["resource"]["resourceType"] == "Observation"]
+
+    # Reported, not confirmed: the tube is being tested, nothing more.
+    before = await clinic_reads()
+    assert {c: shown(read) for c, read in before.items()} == {c: set() for c in before}
+    testing = [i for i in before["feed"] if i["type"].endswith(".in_testing.v1")]
+    assert [i["data"] for i in testing] == [
+        {"order_id": o.order_id, "barcode": t.barcode, "at": testing[0]["data"]["at"]}]
+    assert not [i for i in before["feed"] if ".results." in i["type"]]
+    assert before[f"/orders/{o.order_id}/report"]["observations"] == []
+    assert observations(before) == []
+
+    # Confirmed: the critical troponin goes out, the other values do not.
+    await confirm(lab, dev_keys, t.barcode)
+    confirmed = await clinic_reads()
+    [critical] = [i for i in confirmed["feed"] if i["type"].endswith("critical_value.raised.v1")]
+    assert shown(critical) == {"CTNI"}
+    assert shown([i for i in confirmed["feed"] if i is not critical]) == set()
+    assert not [i for i in confirmed["feed"] if ".results." in i["type"]]
+    for path in (f"/orders/{o.order_id}", f"/orders/{o.order_id}/report",
+                 f"/orders/{o.order_id}/fhir"):
+        assert shown(confirmed[path]) == set(), path
+
+    # Verified: the clinic reads every value, in the feed and in each read.
+    await verify(lab, dev_keys, o.order_id)
+    after = await clinic_reads()
+    [released] = [i for i in after["feed"] if i["type"].endswith("report.verified.v1")]
+    assert shown(released) == set(values)
+    assert shown(after[f"/orders/{o.order_id}/report"]) == set(values)
+    assert shown(after[f"/orders/{o.order_id}/fhir"]) == set(values)
+    assert len(observations(after)) == 3

@@ -190,7 +190,7 @@ async def test_call_backs_are_for_the_lab_centre_staff(lab, dev_keys):
     path = f"/critical-values/{critical['critical_id']}/call-backs"
     body = {"reached": "doc-17", "outcome": "confirmed_read_back"}
     async with technologist(lab, dev_keys, OTHER_CENTRE) as stranger:
-        assert (await stranger.post(path, json=body)).status_code == 403
+        assert (await stranger.post(path, json=body)).status_code == 404
     async with clinician(lab, dev_keys) as clinic:
         assert (await clinic.post(path, json=body)).status_code == 403
     async with technologist(lab, dev_keys) as staff:

@@ -1,5 +1,6 @@
-"""HTTP of the running lab (issue 2: no token 401, wrong institution or role
-403): GET /orders/{id} is scoped to the ordering clinic and the lab centre."""
+"""HTTP of the running lab (issue 2: no token 401, a wrong role 403; issue 8
+item 9: an order outside the caller's scope 404, as an absent one): GET
+/orders/{id} is scoped to the ordering clinic and the lab centre."""
 
 from __future__ import annotations
 
@@ -61,20 +62,23 @@ async def test_no_token_or_a_bad_token_is_401(placed, dev_keys):
         assert o.patient_ref not in response.text
 
 
-async def test_wrong_institution_or_role_is_403(placed, dev_keys):
+async def test_a_wrong_role_is_403_and_a_wrong_institution_404(placed, dev_keys):
+    """Without a role that may read orders: 403, whatever the order. With one,
+    of an institution outside the order's scope: 404, as for an absent order
+    (issue 8 item 9)."""
     o, client = placed
     inst = dev_keys.institution_id
     callers = {
-        "clinician of another institution": (OTHER_CLINIC, ["clinician"]),
-        "lab staff of the clinic, not the centre": (inst, ["lab_technologist"]),
-        "clinic user without a role": (inst, []),
-        "clinic user with another role": (inst, ["insurance_officer"]),
-        "lab centre user without a lab role": (LAB_CENTRE, ["insurance_officer"]),
+        "clinician of another institution": (OTHER_CLINIC, ["clinician"], 404),
+        "lab staff of the clinic, not the centre": (inst, ["lab_technologist"], 404),
+        "clinic user without a role": (inst, [], 403),
+        "clinic user with another role": (inst, ["insurance_officer"], 403),
+        "lab centre user without a lab role": (LAB_CENTRE, ["insurance_officer"], 403),
     }
-    for who, (institution, roles) in callers.items():
+    for who, (institution, roles, status) in callers.items():
         response = await client.get(f"/orders/{o.order_id}",
                                     headers=bearer(token(dev_keys, institution, roles)))
-        assert response.status_code == 403, who
+        assert response.status_code == status, who
         assert o.patient_ref not in response.text
 
 

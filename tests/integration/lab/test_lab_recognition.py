@@ -141,7 +141,7 @@ async def test_recognised_results_are_for_the_lab_and_clinics_of_the_patient(
     await feed_settled(lab)
     async with clinician(lab, dev_keys, OTHER_CLINIC) as other:
         assert (await other.get(path)).status_code == 200
-        assert (await other.get(f"/orders/{first.order_id}")).status_code == 403
+        assert (await other.get(f"/orders/{first.order_id}")).status_code == 404
         feed = (await other.get("/feed", params={"limit": 500})).json()["items"]
     assert {i["order_id"] for i in feed} == {theirs.order_id}
 

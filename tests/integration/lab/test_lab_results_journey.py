@@ -292,10 +292,11 @@ async def test_another_clinic_sees_nothing_and_another_centre_does_nothing(lab, 
 
     await feed_settled(lab)
     async with clinician(lab, dev_keys, OTHER_CLINIC) as other:
-        for path in (f"/orders/{o.order_id}", f"/orders/{o.order_id}/report",
-                     f"/patients/{o.patient_ref}/recognised-results"):
+        for path, status in ((f"/orders/{o.order_id}", 404),
+                             (f"/orders/{o.order_id}/report", 404),
+                             (f"/patients/{o.patient_ref}/recognised-results", 403)):
             answer = await other.get(path)
-            assert answer.status_code == 403, path
+            assert answer.status_code == status, path
         feed = (await other.get("/feed")).json()
         assert feed["items"] == []
     async with clinician(lab, dev_keys) as own:
@@ -306,15 +307,15 @@ async def test_another_clinic_sees_nothing_and_another_centre_does_nothing(lab, 
     # Staff of another county's lab centre can neither receive nor confirm nor verify.
     async with technologist(lab, dev_keys, OTHER_CENTRE) as stranger:
         assert (await stranger.post(f"/specimens/{t2.barcode}/receipt",
-                                    json={"inspection": GOOD})).status_code == 403
+                                    json={"inspection": GOOD})).status_code == 404
     await receive(lab, dev_keys, t2.barcode)
     await report_results(lab, dev_keys, t2.barcode, obs("K", "4.0"))
     async with technologist(lab, dev_keys, OTHER_CENTRE) as stranger:
-        assert (await stranger.post(f"/specimens/{t2.barcode}/confirm")).status_code == 403
-        assert (await stranger.get(f"/orders/{o2.order_id}")).status_code == 403
+        assert (await stranger.post(f"/specimens/{t2.barcode}/confirm")).status_code == 404
+        assert (await stranger.get(f"/orders/{o2.order_id}")).status_code == 404
     await confirm(lab, dev_keys, t2.barcode)
     async with physician(lab, dev_keys, OTHER_CENTRE) as stranger:
-        assert (await stranger.post(f"/orders/{o2.order_id}/verify")).status_code == 403
+        assert (await stranger.post(f"/orders/{o2.order_id}/verify")).status_code == 404
     # A clinician cannot confirm or verify, even of the ordering clinic.
     async with clinician(lab, dev_keys) as clinic:
         assert (await clinic.post(f"/specimens/{t2.barcode}/confirm")).status_code == 403
@@ -345,3 +346,39 @@ async def test_a_run_with_a_line_not_ordered_keeps_the_good_lines_and_refuses_th
     ce_id = await lis(lab, dev_keys).publish(analyser_results(t.barcode, obs("CL", "101")))
     [whole] = await lab.events.wait_for(rejection_for(ce_id))
     assert payload(whole)["reason"] == "not_ordered"
+
+
+async def test_every_partial_verification_is_in_the_report_history(lab, dev_keys):
+    """A report released in parts (issue 8 item 11): each verification is a
+    row of the report's history, with its physician and time, also after an
+    amendment; a part verified after an amendment belongs to that revision."""
+    o, t = await ordered_tube(lab, dev_keys, ("K", "NA", "CTNI"))
+    await receive(lab, dev_keys, t.barcode)
+
+    async def release(code: str, value: str, user: str) -> dict:
+        await report_results(lab, dev_keys, t.barcode, obs(code, value))
+        await confirm(lab, dev_keys, t.barcode)
+        async with physician(lab, dev_keys, user=user) as doctor:
+            answer = await doctor.post(f"/orders/{o.order_id}/verify")
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+
+    assert (await release("K", "4.0", "phys-1"))["revision"] == 1
+    assert (await release("NA", "140", "phys-2"))["revision"] == 1
+    async with physician(lab, dev_keys, user="phys-3") as doctor:
+        amended = await doctor.post(f"/orders/{o.order_id}/amend", json={
+            "observation_id": f"{t.barcode}.K.1", "value": "4.1",
+            "reason": "transcription_error"})
+    assert amended.status_code == 200, amended.text
+    assert (await release("CTNI", "5", "phys-1"))["revision"] == 2
+
+    async with physician(lab, dev_keys) as doctor:
+        report = (await doctor.get(f"/orders/{o.order_id}/report")).json()
+    assert [(r["revision"], r["by_staff"], r["reason"]) for r in report["revisions"]] == [
+        (1, "phys-1", None), (1, "phys-2", None), (2, "phys-3", "transcription_error"),
+        (2, "phys-1", None)]
+    times = [r["at"] for r in report["revisions"]]
+    assert times == sorted(times) and len(set(times)) == 4
+    verified_by = {r["code"]: (r["verified_by"], r["report_revision"])
+                   for r in report["observations"] if r["status"] == "verified"}
+    assert verified_by == {"K": ("phys-3", 2), "NA": ("phys-2", 1), "CTNI": ("phys-1", 2)}
