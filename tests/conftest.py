@@ -176,6 +176,7 @@ class KitEnv:
             SERVICE_NAME=service,
             CONSUMER_GROUP=f"{self.base['CONSUMER_GROUP']}_{service}",
             HTTP_PORT=str(free_port()),
+            METRICS_PORT="0",
         )
         env.update({k.upper(): str(v) for k, v in overrides.items()})
         return env

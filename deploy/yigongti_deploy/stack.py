@@ -370,6 +370,7 @@ class Stack:
             "TOPIC_PREFIX": self.topic_prefix,
             "HTTP_HOST": "127.0.0.1",
             "HTTP_PORT": str(free_port()),
+            "METRICS_PORT": str(free_port()),
             "AUTH_PUBLIC_KEY": self.keys.auth_public_pem,
             "TERMINALS_FILE": str(self.keys.terminals_file),
             **({PACS_URL_ENV: self.pacs_url} if self.pacs_url else {}),

@@ -70,3 +70,12 @@ async def record_conflict(
         partition,
         offset,
     )
+
+
+async def forget(conn: asyncpg.Connection, source: str, ce_id: str) -> None:
+    """Let (source, ce_id) be taken as new again: for a record that was claimed
+    but, in the end, refused with no effect (a parked record refused when its
+    grace period ended). A resend of it, its cause removed, is then applied
+    instead of being dropped as a duplicate."""
+    await conn.execute("DELETE FROM processed_events WHERE ce_source = $1 AND ce_id = $2",
+                       source, ce_id)

@@ -381,7 +381,9 @@ class JsonFormatter(logging.Formatter):
             entry["trace_id"] = format(span_context.trace_id, "032x")
             entry["span_id"] = format(span_context.span_id, "016x")
         for key, value in record.__dict__.items():
-            if key not in _STANDARD_ATTRS and not key.startswith("_") and key not in entry:
+            # color_message: uvicorn's copy of the message with ANSI colour codes.
+            if key not in _STANDARD_ATTRS and not key.startswith("_") and key not in entry \
+                    and key != "color_message":
                 if isinstance(value, _SCALARS):
                     entry[key] = value
         if record.exc_info:

@@ -21,7 +21,7 @@ import yaml
 from yigongti_contracts.base import StrictModel
 from yigongti_contracts.common import FieldError, IntakeRejected
 from yigongti_contracts.registry import model_for
-from yigongti_kit import timers
+from yigongti_kit import inbox, timers
 from yigongti_kit.consumer import Intake, Rejection
 
 from . import locking
@@ -173,6 +173,4 @@ async def forget(conn: asyncpg.Connection, origin: Origin) -> None:
     resend with its ce_id is taken as new. Only for a record that had no
     effect: a parked part of a dispatch sent again is applied again, which
     changes nothing for the tubes already moving."""
-    # The kit has no "forget" yet: this is the one statement it would hold.
-    await conn.execute("DELETE FROM processed_events WHERE ce_source = $1 AND ce_id = $2",
-                       origin.ce_source, origin.ce_id)
+    await inbox.forget(conn, origin.ce_source, origin.ce_id)

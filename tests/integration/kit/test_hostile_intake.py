@@ -212,8 +212,9 @@ async def test_a_record_of_about_one_mebibyte_is_answered_and_its_partition_move
     from aiokafka import AIOKafkaProducer
 
     lab = await start_lab()
-    producer = AIOKafkaProducer(max_request_size=4 * 1024 * 1024,
-                                **harness.client_kwargs(kafka_bootstrap, "producer", broker_kind))
+    producer = AIOKafkaProducer(**{**harness.client_kwargs(kafka_bootstrap, "producer",
+                                                           broker_kind),
+                                   "max_request_size": 4 * 1024 * 1024})
     await producer.start()
     try:
         o = order(dev_keys.institution_id)

@@ -124,7 +124,7 @@ async def test_the_clinic_sees_results_only_once_verified(lab, dev_keys):
     o, t = await ordered_tube(lab, dev_keys, ("K", "NA", "CTNI"))
     await receive(lab, dev_keys, t.barcode)
     # Values no other part of the answers can contain by chance.
-    values = {"K": "4.37", "NA": "141.3", "CTNI": "123.7"}   # troponin above its critical limit
+    values = {"K": "4.37", "NA": "141.3", "CTNI": "423.7"}   # troponin above its critical limit
     reported = await report_results(lab, dev_keys, t.barcode,
                                     *(obs(c, v) for c, v in values.items()))
     assert {x["code"]: x["value"] for x in reported["observations"]} == values
