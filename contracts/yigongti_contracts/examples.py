@@ -226,3 +226,9 @@ EXAMPLES: dict[type[StrictModel], StrictModel] = {
     )
 }
 
+
+
+# The other services' examples, in one table (AsyncAPI documents and tests).
+from .diagnosis.examples import EXAMPLES as _DIAGNOSIS  # noqa: E402
+
+EXAMPLES.update(_DIAGNOSIS)

@@ -6,10 +6,11 @@ from types import ModuleType
 
 from . import common
 from .base import StrictModel
+from .diagnosis import v1 as diagnosis_v1
 from .lab import v1 as lab_v1
 
 # Each module lists its models in CONTRACTS and says whether they are FROZEN.
-CONTRACT_MODULES: tuple[ModuleType, ...] = (common, lab_v1)
+CONTRACT_MODULES: tuple[ModuleType, ...] = (common, lab_v1, diagnosis_v1)
 
 
 def _index(modules: tuple[ModuleType, ...]) -> dict[str, type[StrictModel]]:
@@ -37,6 +38,7 @@ def model_for(ce_type: str) -> type[StrictModel] | None:
 # types from that topic and nothing else (DESIGN §2: only the owner writes it).
 EVENTS_BY_OWNER: dict[str, tuple[type[StrictModel], ...]] = {
     "lab": lab_v1.EVENTS + (common.IntakeRejected,),
+    "diagnosis": diagnosis_v1.EVENTS + (common.IntakeRejected,),
 }
 
 

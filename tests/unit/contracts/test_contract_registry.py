@@ -20,10 +20,13 @@ ALL = list(MODELS.values())
 LAB_TYPE = re.compile(r"^yigongti\.lab\.[a-z_]+\.[a-z_]+\.v1$")
 
 
-def test_registry_holds_every_lab_contract_and_intake_rejected() -> None:
-    assert set(ALL) == set(v1.CONTRACTS) | {IntakeRejected}
+def test_registry_holds_every_contract_and_intake_rejected() -> None:
+    from yigongti_contracts.diagnosis import v1 as diagnosis
+
+    assert set(ALL) == set(v1.CONTRACTS) | set(diagnosis.CONTRACTS) | {IntakeRejected}
     assert len(v1.INTAKE) == 6 and len(v1.EVENTS) == 20
-    assert set(FROZEN) == set(MODELS)
+    # Drafts (a service's contracts before its issue closes) are not frozen yet.
+    assert set(v1.CONTRACTS) | {IntakeRejected} <= set(FROZEN.values())
 
 
 def test_model_for() -> None:

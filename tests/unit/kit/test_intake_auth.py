@@ -4,6 +4,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from yigongti_contracts.envelope import Envelope, to_headers
 from yigongti_kit.intake_auth import (
     TerminalSigner,
     load_public_key,
@@ -214,3 +215,13 @@ def test_terminals_file_is_parsed_and_checked():
         parse_terminals("- {terminal_id: T-003, institution_id: X, public_key: bad}")
     with pytest.raises(ValueError, match="institution_id"):
         parse_terminals(f"- {{terminal_id: T-4, public_key: {signer.public_key_b64}}}")
+
+
+@pytest.mark.parametrize("nonce", [" 00" * 16, "0x" + "ab" * 15, "ab" * 15 + "a b"])
+def test_a_nonce_is_hex_digits_only(nonce):
+    """bytes.fromhex skips spaces: the nonce rule is hex digits, nothing else."""
+    signer = TerminalSigner.generate("T-1")
+    env = Envelope(id="e1", source=signer.source, type="t.v1", time=datetime.now(UTC))
+    headers = signer.sign(to_headers(env), b"{}", nonce=nonce)
+    assert verify_record(headers, b"{}", signer.public_key_b64, received_at=datetime.now(UTC),
+                         max_skew_s=60) == "bad_signature"
