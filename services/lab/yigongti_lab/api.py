@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 from decimal import Decimal
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, ValidationError
 from yigongti_contracts.lab.codes import AmendmentReason, CallBackOutcome
 from yigongti_kit.auth import Principal, require_principal, require_roles
+from yigongti_kit.feed import feed_router
 
-from . import critical, feed_watch, fhir, receipt, reports, results, store
+from . import critical, fhir, receipt, reports, results, store
 from .handlers import APPLIERS
 
 LAB_STAFF_ROLES = {"lab_technologist", "lab_physician"}
@@ -51,45 +51,6 @@ async def _readable_order(conn, principal: Principal, order_id: str) -> dict:
                                 clinic=bool(roles & CLINIC_ROLES)):
         raise HTTPException(404, NO_ORDER)
     return await store.order_view(conn, order_id)
-
-
-@router.get("/feed", tags=["clinic"], summary="The clinic's feed of its orders' events")
-async def feed(request: Request, after: int = Query(0, ge=0, description="last seq seen"),
-               limit: int = Query(100, ge=1, le=500),
-               wait: float = Query(0, ge=0, le=25, description="long-poll seconds when empty"),
-               principal: Principal = Depends(require_principal)) -> dict:
-    """Events about the caller's institution's orders (accepted orders, intake
-    rejections, recollection requests, critical values, reports…), oldest
-    first after the cursor `after`; `next` is the cursor for the next call.
-    Results reach the clinic once verified (LabReportVerified): before that a
-    tube with results shows only as being tested (`yigongti.lab.specimen.
-    in_testing.v1`: order, barcode, time), and a critical value comes as soon
-    as the technologist confirms it (migrations/0012)."""
-    if not set(principal.roles) & CLINIC_ROLES:
-        raise HTTPException(403, "missing role: clinician")
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + wait
-    while True:
-        async with request.app.state.pool.acquire() as conn:
-            # Read before the page: a row above it arrived after this read.
-            mark = await conn.fetchval(feed_watch.HIGH_WATER) if wait else 0
-            rows = await store.feed_page(conn, principal.institution, after, limit)
-        if rows or loop.time() >= deadline:
-            break
-        await _feed_watch(request).wait(principal.institution, mark, deadline - loop.time())
-    return {
-        "items": [{"seq": r["seq"], "id": str(r["ce_id"]), "type": r["type"],
-                   "order_id": r["order_id"], "time": r["created_at"].isoformat(),
-                   "data": r["payload"]} for r in rows],
-        "next": rows[-1]["seq"] if rows else after,
-    }
-
-
-def _feed_watch(request: Request) -> feed_watch.FeedWatch:
-    state = request.app.state
-    if getattr(state, "feed_watch", None) is None:
-        state.feed_watch = feed_watch.FeedWatch(state.pool)
-    return state.feed_watch
 
 
 @router.post("/specimens/{barcode}/receipt", tags=["lab centre"],
@@ -263,5 +224,16 @@ async def worklist(request: Request, principal: Principal = Depends(require_prin
         return await store.worklist(conn, principal.institution)
 
 
+FEED = feed_router(
+    roles=CLINIC_ROLES, aggregate_field="order_id",
+    description="Events about the caller's institution's orders (accepted orders, intake "
+    "rejections, recollection requests, critical values, reports…), oldest first after the "
+    "cursor `after`; `next` is the cursor for the next call. Results reach the clinic once "
+    "verified (LabReportVerified): before that a tube with results shows only as being "
+    "tested (`yigongti.lab.specimen.in_testing.v1`: order, barcode, time), and a critical "
+    "value comes as soon as the technologist confirms it (migrations/0013).")
+
+
 def add_routes(app: FastAPI) -> None:
+    app.include_router(FEED)
     app.include_router(router)

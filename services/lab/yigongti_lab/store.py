@@ -188,15 +188,6 @@ async def set_specimen_state(conn: asyncpg.Connection, barcodes: list[str], stat
     )
 
 
-async def feed_page(conn: asyncpg.Connection, institution_id: str, after: int,
-                    limit: int) -> list[asyncpg.Record]:
-    return await conn.fetch(
-        """SELECT seq, ce_id, type, order_id, payload, created_at FROM clinic_feed
-           WHERE institution_id = $1 AND seq > $2 ORDER BY seq LIMIT $3""",
-        institution_id, after, limit,
-    )
-
-
 async def specimen_for_receipt(conn: asyncpg.Connection, barcode: str) -> asyncpg.Record | None:
     """The tube, locked, with its order's institutions and its live tests ("tests")."""
     return await conn.fetchrow(
