@@ -78,3 +78,68 @@ async def test_a_422_of_the_lab_echoes_nothing_sent(client, staff, caplog):
     for error in response.json()["detail"]:
         assert set(error) == {"loc", "type"}
     assert_nothing_logged(caplog, SECRET)
+
+
+# --- fault 4: NUL and other control characters never reach PostgreSQL ---------------
+
+ID_ROUTES = [
+    ("GET", "/orders/{}", "clinician"),
+    ("GET", "/orders/{}/report", "clinician"),
+    ("GET", "/orders/{}/fhir", "clinician"),
+    ("GET", "/patients/{}/recognised-results", "clinician"),
+    ("POST", "/specimens/{}/receipt", "technologist"),
+    ("POST", "/specimens/{}/confirm", "technologist"),
+    ("POST", "/orders/{}/verify", "physician"),
+    ("POST", "/orders/{}/amend", "physician"),
+    ("POST", "/critical-values/{}/call-backs", "technologist"),
+]
+BODIES = {"/receipt": {"inspection": {"not_haemolysed": True, "not_lipaemic": True,
+                                      "not_clotted": True, "volume_sufficient": True,
+                                      "right_tube": True, "label_matches": True}},
+          "/amend": {"observation_id": "B1.K.1", "value": "4.5", "reason": "other"},
+          "/call-backs": {"outcome": "confirmed_read_back", "reached": "doc-17"}}
+
+
+async def test_a_control_character_in_an_id_is_refused_before_the_database(
+        client, staff, caplog):
+    caplog.set_level(logging.INFO)
+    answers = {}
+    for method, route, role in ID_ROUTES:
+        body = next((b for suffix, b in BODIES.items() if route.endswith(suffix)), None)
+        for hostile in ("%00", "O-1%00", "a%01b", "%7F"):
+            response = await client.request(method, route.format(hostile),
+                                            headers=staff[role], json=body)
+            answers[f"{method} {route.format(hostile)}"] = (
+                response.status_code, response.json()["detail"][0].get("type")
+                if response.status_code == 422 else response.text[:80])
+    assert answers == {request: (422, "control_character") for request in answers}
+    assert_nothing_logged(caplog)
+
+
+async def test_a_nul_in_an_amendment_field_is_refused(client, staff, caplog):
+    caplog.set_level(logging.INFO)
+    for field in ("observation_id", "coded_value"):
+        body = {"observation_id": "B1.K.1", "reason": "other", field: "POS\u0000"}
+        response = await client.post("/orders/O-1/amend", headers=staff["physician"], json=body)
+        assert response.status_code == 422
+        assert response.json()["detail"][0]["loc"] == ["body", field]
+    assert_nothing_logged(caplog)
+
+
+# --- fault 5: integers the database cannot hold --------------------------------------
+
+
+async def test_an_integer_beyond_the_database_is_422_and_the_largest_it_holds_is_not(
+        client, staff, caplog):
+    caplog.set_level(logging.INFO)
+    for name, value in (("after", "9223372036854775808"), ("after", "-1"),
+                        ("after", "99999999999999999999999999"),
+                        ("limit", "9223372036854775808")):
+        response = await client.get(f"/feed?{name}={value}", headers=staff["clinician"])
+        assert response.status_code == 422, (name, value)
+        assert [e["loc"] for e in response.json()["detail"]] == [["query", name]]
+        assert value not in response.text
+        assert_nothing_logged(caplog, value)
+    response = await client.get("/feed?after=9223372036854775807", headers=staff["clinician"])
+    assert response.status_code == 200
+    assert response.json() == {"items": [], "next": 9223372036854775807}

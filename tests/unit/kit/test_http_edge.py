@@ -3,6 +3,7 @@ back, and what it leaves in the logs. A small app built like a service's."""
 
 from __future__ import annotations
 
+import json
 import logging
 
 import httpx
@@ -65,3 +66,90 @@ async def test_an_unhandled_error_is_500_and_its_log_line_quotes_no_request_valu
     [error] = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert "ValueError" in error.getMessage() and "/boom" in error.getMessage()
     assert "test_http_edge.py" in error.getMessage()  # where it happened, for the developer
+
+
+# --- 9.4: control characters are refused at the edge ---------------------------------
+
+
+async def asgi(app, method: str, path: str, headers=(), body: bytes = b"") -> tuple[int, dict]:
+    """One request straight through the ASGI app, with headers no client would send."""
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+             "method": method, "scheme": "http", "path": path, "raw_path": path.encode(),
+             "query_string": b"", "root_path": "", "server": ("svc", 80),
+             "client": ("127.0.0.1", 1), "headers": [*bearer_raw(), *headers]}
+    sent: list[dict] = []
+    messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def receive():
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message):
+        sent.append(message)
+
+    await app(scope, receive, send)
+    status = sent[0]["status"]
+    payload = b"".join(m.get("body", b"") for m in sent[1:])
+    return status, json.loads(payload) if payload else {}
+
+
+def bearer_raw() -> list[tuple[bytes, bytes]]:
+    return [(b"authorization", bearer()["Authorization"].encode())]
+
+
+@pytest.mark.parametrize("path, loc", [
+    ("/things/%00", ["path", "thing_id"]),
+    ("/things/a%01b", ["path", "thing_id"]),
+    ("/things/a%7Fb", ["path", "thing_id"]),
+    ("/things/a%C2%85b", ["path", "thing_id"]),   # U+0085, a C1 control
+    ("/things/t1?q=%00", ["query", "q"]),
+    ("/things/t1?q=a%1Bb", ["query", "q"]),
+    ("/things/t1?a%00b=1", ["query", "*"]),
+])
+async def test_a_control_character_in_the_path_or_query_is_refused(client, path, loc):
+    response = await client.get(path)
+    assert response.status_code == 422
+    assert response.json() == {"detail": [{"loc": loc, "type": "control_character"}]}
+
+
+@pytest.mark.parametrize("value", ["a\x00b", "a\x01b", "\x7f", "a\ud800b"])
+async def test_a_control_character_in_a_json_string_is_refused(client, value):
+    for body, loc in (({"name": value}, ["body", "name"]),
+                      ({"name": "ok", value: 1}, ["body", "*"])):
+        response = await client.post("/things/t1", content=json.dumps(body),
+                                     headers={"content-type": "application/json"})
+        assert response.status_code == 422
+        [error] = response.json()["detail"]
+        assert error["loc"] == loc
+        assert error["type"] in ("control_character", "invalid_character")
+
+
+async def test_a_control_character_in_a_header_is_refused():
+    status, body = await asgi(make_app(), "GET", "/things/t1",
+                              headers=[(b"x-terminal-id", b"t-1\x00")])
+    assert status == 422
+    assert body == {"detail": [{"loc": ["header", "x-terminal-id"],
+                                "type": "control_character"}]}
+
+
+async def test_a_tab_in_a_header_is_not_a_control_character_to_refuse():
+    status, _ = await asgi(make_app(), "GET", "/things/t1", headers=[(b"x-note", b"a\tb")])
+    assert status == 200
+
+
+# --- 9.5: integers the database cannot hold -----------------------------------------
+
+
+@pytest.mark.parametrize("count", [2**63, -(2**63) - 1, 10**40])
+async def test_an_integer_beyond_64_bits_in_a_body_is_refused(client, caplog, count):
+    caplog.set_level(logging.DEBUG)
+    response = await client.post("/things/t1", content=f'{{"name": "ok", "count": {count}}}',
+                                 headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    assert response.json() == {"detail": [{"loc": ["body", "count"],
+                                           "type": "number_out_of_range"}]}
+    assert str(count) not in logged(caplog)
+
+
+async def test_a_64_bit_integer_is_accepted(client):
+    response = await client.post("/things/t1", json={"name": "ok", "count": 2**63 - 1})
+    assert response.status_code == 200
