@@ -4,6 +4,7 @@ answer and no log line carries what was sent."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import httpx
@@ -143,3 +144,28 @@ async def test_an_integer_beyond_the_database_is_422_and_the_largest_it_holds_is
     response = await client.get("/feed?after=9223372036854775807", headers=staff["clinician"])
     assert response.status_code == 200
     assert response.json() == {"items": [], "next": 9223372036854775807}
+
+
+# --- fault 8: the token before the body, and a limit on it ---------------------------
+
+
+async def test_a_huge_body_gets_401_at_once_without_a_token_and_413_with_one(lab, client, staff):
+    async def status_line(extra_headers: str) -> str:
+        reader, writer = await asyncio.open_connection(lab.settings.http_host,
+                                                       lab.settings.http_port)
+        try:
+            writer.write((f"POST /orders/O-1/amend HTTP/1.1\r\nHost: lab\r\n{extra_headers}"
+                          "Content-Type: application/json\r\nContent-Length: 100000000\r\n\r\n"
+                          ).encode())
+            await writer.drain()
+            return (await asyncio.wait_for(reader.readline(), 3)).decode().strip()
+        finally:
+            writer.close()
+
+    assert await status_line("") == "HTTP/1.1 401 Unauthorized"
+    authorization = staff["physician"]["Authorization"]
+    assert (await status_line(f"Authorization: {authorization}\r\n")).startswith("HTTP/1.1 413 ")
+
+    field = {"observation_id": "B1.K.1", "value": "1" * 2_000_000, "reason": "other"}
+    response = await client.post("/orders/O-1/amend", headers=staff["physician"], json=field)
+    assert response.status_code == 413
