@@ -16,12 +16,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import logging
 from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 
 from yigongti_kit.health import Health
+from yigongti_kit.http_edge import Edge, validation_failed
 from yigongti_kit.telemetry import instrument_fastapi
 
 
@@ -39,6 +42,10 @@ def create_http_app(title: str, settings: Any, *, health: Health | None = None) 
     app.state.auth_public_key = getattr(settings, "auth_public_key", None)
     app.state.auth_audience = getattr(settings, "service_name", None)
     app.include_router(health.router())
+    # 422s name fields and codes, never the values sent (issue 9).
+    app.add_exception_handler(RequestValidationError, validation_failed)
+    # Innermost of the kit's middleware: the request span sees its answer.
+    app.add_middleware(Edge, api=app)
     instrument_fastapi(app)
     return app
 
@@ -78,9 +85,11 @@ async def serve(
 ) -> tuple[uvicorn.Server, asyncio.Task[None]]:
     """Start serving `app` in the running loop; returns once it listens.
 
-    Port 0 picks a free port: see `bound_port(server)`. Access logs are off
-    (URLs may carry identifiers); requests are traced instead.
+    Port 0 picks a free port: see `bound_port(server)`. Access logs are off,
+    whatever handlers logging has (a URL carries what the caller sent);
+    requests are traced instead.
     """
+    logging.getLogger("uvicorn.access").disabled = True
     config = uvicorn.Config(
         app,
         host=host,

@@ -65,7 +65,7 @@ async def test_an_unhandled_error_is_500_and_its_log_line_quotes_no_request_valu
     assert SECRET not in text
     [error] = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert "ValueError" in error.getMessage() and "/boom" in error.getMessage()
-    assert "test_http_edge.py" in error.getMessage()  # where it happened, for the developer
+    assert "httpedge.py" in error.getMessage()  # where it happened, for the developer
 
 
 # --- 9.4: control characters are refused at the edge ---------------------------------
