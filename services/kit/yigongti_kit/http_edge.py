@@ -1,11 +1,22 @@
 """The edge of a service's HTTP app: what every request meets before a route
 sees it, and what becomes of an error no route handled (issue 9).
 
+When a route asks for its body (once routed, before its dependencies run):
+
+1. The token, for a route that needs one (it depends on `require_principal`):
+   missing or invalid is a 401 at once, before a byte of the body is read.
+2. The body, read whole up to the route's limit (HTTP_MAX_BODY_BYTES, or the
+   route's own: `openapi_extra=body_limit(n)`): a declared Content-Length
+   over it is a 413 before reading, and so is a body that streams past it
+   (chunked, undeclared). The route then parses the bytes read.
+
+A route that takes no body never reads one, whatever the caller sends.
+
 No answer and no log line carries a value a caller sent (DESIGN §6): a 422
 lists field paths and error codes (`validation_failed`), an unhandled error
 is a 500 whose log line names the route template, the exception types and
-where they were raised, never their messages (`Edge`), and a database that
-is away is a 503.
+where they were raised, never their messages, and a database that is away is
+a 503.
 """
 
 from __future__ import annotations
@@ -15,11 +26,11 @@ import re
 import traceback
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from starlette.routing import Match
 
+from .auth import TokenError, authenticate, require_principal, unauthorized_headers
 from .db import is_infra_error, is_transient_error
 
 log = logging.getLogger(__name__)
@@ -27,6 +38,16 @@ log = logging.getLogger(__name__)
 _SAFE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 _CODE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 MAX_ERRORS = 50
+LIMIT_KEY = "x-max-body-bytes"  # in an operation's openapi_extra, and so in its document
+DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+
+
+def body_limit(max_bytes: int) -> dict[str, int]:
+    """`openapi_extra` of a route whose bodies may be larger (or must be
+    smaller) than HTTP_MAX_BODY_BYTES; the document shows the limit."""
+    if max_bytes < 0:
+        raise ValueError("a body limit is a number of bytes, 0 or more")
+    return {LIMIT_KEY: max_bytes}
 
 
 def _loc_part(part: Any) -> int | str:
@@ -68,23 +89,77 @@ def _answer(status: int, detail: Any, headers: dict[str, str] | None = None) -> 
     return JSONResponse({"detail": detail}, status_code=status, headers=headers)
 
 
+def _needs_principal(dependant: Any) -> bool:
+    todo = [dependant]
+    while todo:
+        node = todo.pop()
+        if node.call is require_principal:
+            return True
+        todo.extend(node.dependencies)
+    return False
+
+
+def _header(scope: dict, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
 class Edge:
     """ASGI middleware around a FastAPI app's routes (innermost of the kit's own)."""
 
     def __init__(self, app: Any, *, api: FastAPI) -> None:
         self.app = app
         self.api = api
+        self._token_routes: dict[int, bool] = {}
 
-    def _route(self, scope: dict) -> Any:
-        """The route the request will reach, or None (its template names it in logs)."""
-        partial = None
-        for route in self.api.router.routes:
-            match, _ = route.matches(scope)
-            if match is Match.FULL:
-                return route
-            if match is Match.PARTIAL and partial is None:
-                partial = route
-        return partial
+    def _needs_token(self, route: Any) -> bool:
+        dependant = getattr(route, "dependant", None)
+        if dependant is None:
+            return False
+        key = id(route)
+        if key not in self._token_routes:
+            self._token_routes[key] = _needs_principal(dependant)
+        return self._token_routes[key]
+
+    def _limit(self, route: Any) -> int:
+        extra = getattr(route, "openapi_extra", None) or {}
+        if LIMIT_KEY in extra:
+            return extra[LIMIT_KEY]
+        return getattr(self.api.state.settings, "http_max_body_bytes", 65536)
+
+    def _check_token(self, scope: dict) -> None:
+        """HTTPException(401) unless the request carries a valid token."""
+        state = self.api.state
+        if not state.auth_public_key or not state.auth_audience:
+            return  # misconfigured: require_principal fails closed and says so
+        try:
+            authenticate(_header(scope, b"authorization"), state.auth_public_key,
+                         state.auth_audience)
+        except TokenError as exc:
+            raise HTTPException(401, exc.reason, unauthorized_headers(exc.reason)) from None
+
+    def _guarded(self, scope: dict, receive: Any) -> Any:
+        """The `receive` a route reads its body with. A route calls it only once
+        routed (scope["route"] is then set), so the first call checks the token
+        and reads the body whole, within the route's limit; errors raised here
+        are HTTPExceptions, which FastAPI answers as they are."""
+        state: dict[str, Any] = {"first": True}
+
+        async def guarded() -> dict:
+            if not state["first"]:
+                return await receive()
+            state["first"] = False
+            route = scope.get("route")
+            if self._needs_token(route):
+                self._check_token(scope)
+            body = await _read_body(scope, receive, self._limit(route))
+            if body is None:
+                return {"type": "http.disconnect"}
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        return guarded
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -99,9 +174,9 @@ class Edge:
             await send(message)
 
         try:
-            await self.app(scope, receive, tracked)
+            await self.app(scope, self._guarded(scope, receive), tracked)
         except Exception as exc:  # noqa: BLE001 - every error ends here, said safely
-            route = self._route(scope)
+            route = scope.get("route")
             where = f"{scope['method'][:16]} {getattr(route, 'path', '(no route)')}"
             if is_infra_error(exc) or is_transient_error(exc):
                 # The database is away, or lost a race: the caller may retry.
@@ -113,3 +188,21 @@ class Edge:
                 response = _answer(500, "internal_error")
             if not started:
                 await response(scope, receive, send)
+
+
+async def _read_body(scope: dict, receive: Any, limit: int) -> bytes | None:
+    """The whole body, or None when the caller went away; HTTPException(413)
+    when it declares or streams more than `limit` bytes (the rest is not read)."""
+    declared = _header(scope, b"content-length")
+    if declared is not None and declared.strip().isdigit() and int(declared) > limit:
+        raise HTTPException(413, "body_too_large")
+    body = bytearray()
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        body += message.get("body", b"")
+        if len(body) > limit:
+            raise HTTPException(413, "body_too_large")
+        if not message.get("more_body", False):
+            return bytes(body)
