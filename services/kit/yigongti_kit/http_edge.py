@@ -1,6 +1,11 @@
 """The edge of a service's HTTP app: what every request meets before a route
 sees it, and what becomes of an error no route handled (issue 9).
 
+Every request first: a control character (C0, DEL, C1) in its path or
+query, or a control byte other than tab in a header value, is a 422 naming
+where (`{"loc": ["query", "q"], "type": "control_character"}`): such values
+never reach a route, nor PostgreSQL (which refuses NUL).
+
 When a route asks for its body (once routed, before its dependencies run):
 
 1. The token, for a route that needs one (it depends on `require_principal`):
@@ -8,7 +13,10 @@ When a route asks for its body (once routed, before its dependencies run):
 2. The body, read whole up to the route's limit (HTTP_MAX_BODY_BYTES, or the
    route's own: `openapi_extra=body_limit(n)`): a declared Content-Length
    over it is a 413 before reading, and so is a body that streams past it
-   (chunked, undeclared). The route then parses the bytes read.
+   (chunked, undeclared).
+3. A JSON body is parsed once here: not JSON (or not UTF-8) is a 422
+   "json_invalid"; a control character or a lone surrogate in any string,
+   key or value, is a 422 naming its field. The route then parses the bytes.
 
 A route that takes no body never reads one, whatever the caller sends.
 
@@ -21,10 +29,12 @@ a 503.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import traceback
 from typing import Any
+from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
@@ -87,6 +97,71 @@ def safe_traceback(exc: BaseException) -> str:
 
 def _answer(status: int, detail: Any, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+
+
+# Control characters (Unicode category Cc) and lone surrogates (from a JSON
+# "\ud800" escape; no UTF-8 can hold them).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_CONTROL_BYTE = re.compile(b"[\x00-\x08\x0a-\x1f\x7f]")  # in a header: tab is whitespace
+_SAFE_HEADER = re.compile(r"^[a-z0-9-]{1,64}$")
+
+
+def _bad_text(text: str) -> str | None:
+    if _CONTROL.search(text):
+        return "control_character"
+    if _SURROGATE.search(text):
+        return "invalid_character"
+    return None
+
+
+def refuse_control_characters(scope: dict) -> None:
+    """HTTPException(422) naming the first part of the request line or headers
+    that holds a control character."""
+    code = _bad_text(scope["path"])
+    if code:
+        raise HTTPException(422, [{"loc": ["path"], "type": code}])
+    query = scope.get("query_string", b"").decode("latin-1")
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        code = _bad_text(name) or _bad_text(value)
+        if code:
+            raise HTTPException(422, [{"loc": ["query", _loc_part(name)], "type": code}])
+    for name, value in scope["headers"]:
+        if _CONTROL_BYTE.search(value):
+            header = name.decode("latin-1")
+            header = header if _SAFE_HEADER.match(header) else "*"
+            raise HTTPException(422, [{"loc": ["header", header], "type": "control_character"}])
+
+
+def refuse_bad_json(body: bytes) -> None:
+    """HTTPException(422) when `body` is not JSON, or a string in it (a key or a
+    value) holds a control character or a lone surrogate."""
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, nested too deep
+        raise HTTPException(422, [{"loc": ["body"], "type": "json_invalid"}]) from None
+    todo: list[tuple[list, Any]] = [(["body"], document)]
+    while todo:
+        loc, node = todo.pop()
+        if isinstance(node, dict):
+            for key, value in node.items():
+                code = _bad_text(key)
+                if code:
+                    raise HTTPException(422, [{"loc": [*loc, "*"], "type": code}])
+                todo.append(([*loc, _loc_part(key)], value))
+        elif isinstance(node, list):
+            todo.extend(([*loc, i], value) for i, value in enumerate(node))
+        elif isinstance(node, str):
+            code = _bad_text(node)
+            if code:
+                raise HTTPException(422, [{"loc": loc, "type": code}])
+
+
+def _is_json(scope: dict) -> bool:
+    """Whether FastAPI parses this body as JSON (its media type says so)."""
+    media = (_header(scope, b"content-type") or "").split(";")[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/")
+                                           and media.endswith("+json"))
 
 
 def _needs_principal(dependant: Any) -> bool:
@@ -157,6 +232,8 @@ class Edge:
             body = await _read_body(scope, receive, self._limit(route))
             if body is None:
                 return {"type": "http.disconnect"}
+            if body and _is_json(scope):
+                refuse_bad_json(body)
             return {"type": "http.request", "body": body, "more_body": False}
 
         return guarded
@@ -174,7 +251,10 @@ class Edge:
             await send(message)
 
         try:
+            refuse_control_characters(scope)
             await self.app(scope, self._guarded(scope, receive), tracked)
+        except HTTPException as refused:  # raised here, before routing
+            await _answer(refused.status_code, refused.detail)(scope, receive, send)
         except Exception as exc:  # noqa: BLE001 - every error ends here, said safely
             route = scope.get("route")
             where = f"{scope['method'][:16]} {getattr(route, 'path', '(no route)')}"

@@ -97,10 +97,10 @@ def bearer_raw() -> list[tuple[bytes, bytes]]:
 
 
 @pytest.mark.parametrize("path, loc", [
-    ("/things/%00", ["path", "thing_id"]),
-    ("/things/a%01b", ["path", "thing_id"]),
-    ("/things/a%7Fb", ["path", "thing_id"]),
-    ("/things/a%C2%85b", ["path", "thing_id"]),   # U+0085, a C1 control
+    ("/things/%00", ["path"]),
+    ("/things/a%01b", ["path"]),
+    ("/things/a%7Fb", ["path"]),
+    ("/things/a%C2%85b", ["path"]),   # U+0085, a C1 control
     ("/things/t1?q=%00", ["query", "q"]),
     ("/things/t1?q=a%1Bb", ["query", "q"]),
     ("/things/t1?a%00b=1", ["query", "*"]),
