@@ -16,7 +16,8 @@ When a route asks for its body (once routed, before its dependencies run):
    (chunked, undeclared).
 3. A JSON body is parsed once here: not JSON (or not UTF-8) is a 422
    "json_invalid"; a control character or a lone surrogate in any string,
-   key or value, is a 422 naming its field. The route then parses the bytes.
+   key or value, or a number no database column holds (an integer beyond 64
+   bits, 1e309, NaN), is a 422 naming its field. The route then parses the bytes.
 
 A route that takes no body never reads one, whatever the caller sends.
 
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import traceback
 from typing import Any
@@ -133,9 +135,13 @@ def refuse_control_characters(scope: dict) -> None:
             raise HTTPException(422, [{"loc": ["header", header], "type": "control_character"}])
 
 
+INT64 = (-(2**63), 2**63 - 1)  # PostgreSQL bigint, the widest integer column
+
+
 def refuse_bad_json(body: bytes) -> None:
-    """HTTPException(422) when `body` is not JSON, or a string in it (a key or a
-    value) holds a control character or a lone surrogate."""
+    """HTTPException(422) when `body` is not JSON, a string in it (a key or a
+    value) holds a control character or a lone surrogate, or a number in it is
+    beyond what a column holds (bigint; a finite double)."""
     try:
         document = json.loads(body)
     except (ValueError, RecursionError):  # not JSON, not UTF-8, nested too deep
@@ -155,6 +161,10 @@ def refuse_bad_json(body: bytes) -> None:
             code = _bad_text(node)
             if code:
                 raise HTTPException(422, [{"loc": loc, "type": code}])
+        elif (isinstance(node, int) and not isinstance(node, bool)
+              and not INT64[0] <= node <= INT64[1]) \
+                or (isinstance(node, float) and not math.isfinite(node)):
+            raise HTTPException(422, [{"loc": loc, "type": "number_out_of_range"}])
 
 
 def _is_json(scope: dict) -> bool:

@@ -17,6 +17,7 @@ from .handlers import APPLIERS
 LAB_STAFF_ROLES = {"lab_technologist", "lab_physician"}
 CLINIC_ROLES = {"clinician", "clinic_terminal"}
 FHIR_JSON = "application/fhir+json"
+BIGINT_MAX = 2**63 - 1  # clinic_feed.seq is a bigint
 
 router = APIRouter(tags=["orders"])
 
@@ -48,7 +49,8 @@ async def _readable_order(conn, principal: Principal, order_id: str) -> dict:
 
 
 @router.get("/feed", tags=["clinic"], summary="The clinic's feed of its orders' events")
-async def feed(request: Request, after: int = Query(0, ge=0, description="last seq seen"),
+async def feed(request: Request,
+               after: int = Query(0, ge=0, le=BIGINT_MAX, description="last seq seen"),
                limit: int = Query(100, ge=1, le=500),
                wait: float = Query(0, ge=0, le=25, description="long-poll seconds when empty"),
                principal: Principal = Depends(require_principal)) -> dict:
