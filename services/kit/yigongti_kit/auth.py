@@ -48,6 +48,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 ISSUER = "yigongti"
 ALGORITHM = "EdDSA"
 LEEWAY_S = 30  # clock difference tolerated between issuer and service
+# The reasons a 401 gives (TokenError.reason).
+TOKEN_ERRORS = ("missing_token", "expired", "bad_signature", "wrong_audience", "wrong_issuer",
+                "missing_claim", "bad_claim", "malformed")
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from fastapi.exceptions import RequestValidationError
 
 from yigongti_kit.health import Health
 from yigongti_kit.http_edge import Edge, validation_failed
+from yigongti_kit.http_openapi import contract
 from yigongti_kit.telemetry import instrument_fastapi
 
 
@@ -42,12 +43,30 @@ def create_http_app(title: str, settings: Any, *, health: Health | None = None) 
     app.state.auth_public_key = getattr(settings, "auth_public_key", None)
     app.state.auth_audience = getattr(settings, "service_name", None)
     app.include_router(health.router())
+    _serve_contract(app, settings)
     # 422s name fields and codes, never the values sent (issue 9).
     app.add_exception_handler(RequestValidationError, validation_failed)
     # Innermost of the kit's middleware: the request span sees its answer.
     app.add_middleware(Edge, api=app)
     instrument_fastapi(app)
     return app
+
+
+def _serve_contract(app: FastAPI, settings: Any) -> None:
+    """/openapi.json serves FastAPI's document completed by `http_openapi.contract`
+    (computed again only when FastAPI's is)."""
+    generated = app.openapi
+    cache: list[Any] = [None, None]
+
+    def openapi() -> dict[str, Any]:
+        base = generated()
+        if cache[0] is not base:
+            cache[:] = [base, contract(
+                base, audience=getattr(settings, "service_name", app.title),
+                default_body_limit=getattr(settings, "http_max_body_bytes", 65536))]
+        return cache[1]
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _no_native_telemetry() -> dict[str, Any]:

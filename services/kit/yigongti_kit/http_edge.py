@@ -1,10 +1,13 @@
 """The edge of a service's HTTP app: what every request meets before a route
 sees it, and what becomes of an error no route handled (issue 9).
 
-Every request first: a control character (C0, DEL, C1) in its path or
+Every request first: the documentation (/docs, /redoc, /openapi.json,
+/asyncapi*) needs a valid token unless DOCS_PUBLIC is true (401). Then a
+control character (C0, DEL, C1) in its path or
 query, or a control byte other than tab in a header value, is a 422 naming
 where (`{"loc": ["query", "q"], "type": "control_character"}`): such values
-never reach a route, nor PostgreSQL (which refuses NUL).
+never reach a route, nor PostgreSQL (which refuses NUL). A query parameter
+without a name ("?=x") is refused too ("empty_name").
 
 When a route asks for its body (once routed, before its dependencies run):
 
@@ -119,13 +122,13 @@ def _bad_text(text: str) -> str | None:
 
 def refuse_control_characters(scope: dict) -> None:
     """HTTPException(422) naming the first part of the request line or headers
-    that holds a control character."""
+    that holds a control character (or a query parameter without a name)."""
     code = _bad_text(scope["path"])
     if code:
         raise HTTPException(422, [{"loc": ["path"], "type": code}])
     query = scope.get("query_string", b"").decode("latin-1")
     for name, value in parse_qsl(query, keep_blank_values=True):
-        code = _bad_text(name) or _bad_text(value)
+        code = _bad_text(name) or _bad_text(value) or ("empty_name" if not name else None)
         if code:
             raise HTTPException(422, [{"loc": ["query", _loc_part(name)], "type": code}])
     for name, value in scope["headers"]:
@@ -261,10 +264,15 @@ class Edge:
             await send(message)
 
         try:
+            path = scope["path"]
+            if (path in DOCS_PATHS or path.startswith("/asyncapi")) \
+                    and not getattr(self.api.state.settings, "docs_public", False):
+                self._check_token(scope)
             refuse_control_characters(scope)
             await self.app(scope, self._guarded(scope, receive), tracked)
         except HTTPException as refused:  # raised here, before routing
-            await _answer(refused.status_code, refused.detail)(scope, receive, send)
+            await _answer(refused.status_code, refused.detail, refused.headers)(
+                scope, receive, send)
         except Exception as exc:  # noqa: BLE001 - every error ends here, said safely
             route = scope.get("route")
             where = f"{scope['method'][:16]} {getattr(route, 'path', '(no route)')}"
