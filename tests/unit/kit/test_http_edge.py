@@ -111,6 +111,12 @@ async def test_a_control_character_in_the_path_or_query_is_refused(client, path,
     assert response.json() == {"detail": [{"loc": loc, "type": "control_character"}]}
 
 
+async def test_a_query_parameter_without_a_name_is_refused(client):
+    response = await client.get("/things/t1?q=1&=null")
+    assert response.status_code == 422
+    assert response.json() == {"detail": [{"loc": ["query", "*"], "type": "empty_name"}]}
+
+
 @pytest.mark.parametrize("value", ["a\x00b", "a\x01b", "\x7f", "a\ud800b"])
 async def test_a_control_character_in_a_json_string_is_refused(client, value):
     for body, loc in (({"name": value}, ["body", "name"]),
