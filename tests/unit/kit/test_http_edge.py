@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 
+import asyncpg
 import httpx
 import pytest
 from httpedge import SECRET, bearer, logged, make_app
@@ -159,3 +160,27 @@ async def test_an_integer_beyond_64_bits_in_a_body_is_refused(client, caplog, co
 async def test_a_64_bit_integer_is_accepted(client):
     response = await client.post("/things/t1", json={"name": "ok", "count": 2**63 - 1})
     assert response.status_code == 200
+
+
+# --- a database away is a 503, not a 500 ----------------------------------------------
+
+
+@pytest.mark.parametrize("error", [ConnectionRefusedError, TimeoutError,
+                                   asyncpg.CannotConnectNowError,
+                                   asyncpg.DeadlockDetectedError])
+async def test_a_database_away_or_a_lost_race_is_503_with_retry_after(caplog, error):
+    caplog.set_level(logging.DEBUG)
+    app = make_app()
+
+    @app.get("/db")
+    async def db(q: str = ""):
+        raise error(f"while looking up {q}")
+
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://svc") as client:
+        response = await client.get("/db", params={"q": SECRET})
+    assert response.status_code == 503
+    assert response.json() == {"detail": "unavailable"}
+    assert response.headers["retry-after"] == "1"
+    assert SECRET not in logged(caplog)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
