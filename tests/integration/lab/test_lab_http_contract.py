@@ -5,11 +5,14 @@ production the documentation is not served without a token."""
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 from jsonschema import Draft202012Validator
 from labjourney import LAB_CENTRE, fetchval, ordered_tube, verified_order
 from yigongti_kit.auth import issue_token
+from yigongti_lab import openapi
 
 
 def token(dev_keys, institution: str, roles: list[str]) -> dict[str, str]:
@@ -41,6 +44,7 @@ async def test_the_4xx_answers_the_lab_serves_are_the_ones_its_openapi_documents
     served = await client.get("/openapi.json", headers=clinician)
     assert served.status_code == 200
     doc = served.json()
+    assert doc == json.loads(openapi.PATH.read_text())  # what it serves is what is checked in
     o, tube = await ordered_tube(lab, dev_keys, ("K",))
     verified, _ = await verified_order(lab, dev_keys, ("K",))
     amend = f"/orders/{verified.order_id}/amend"

@@ -33,6 +33,10 @@ from openapi_fuzz import FuzzTarget, LogCapture, fuzz
 from yigongti_kit.auth import issue_token
 from yigongti_kit.telemetry import JsonFormatter
 
+# schemathesis's own strategies draw from `random`; Hypothesis says so, thousands of times.
+pytestmark = pytest.mark.filterwarnings(
+    "ignore::hypothesis.errors.HypothesisDeprecationWarning")
+
 # Examples per operation and mode: about 3,300 requests, a minute and a half.
 MAX_EXAMPLES = 150
 
