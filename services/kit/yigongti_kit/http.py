@@ -2,10 +2,14 @@
 served by uvicorn inside the service's own event loop.
 
     app = create_http_app("lab", settings)
-    app.include_router(api.router)
+    app.include_router(api.router)     # see http_edge, http_openapi
     server, task = await serve(app, settings.HTTP_HOST, settings.HTTP_PORT)
     ...
     await shutdown(server, task)   # stop accepting, finish in-flight requests
+
+Routes name their roles and, when not the default, their body limit:
+
+    @router.post("/things", openapi_extra=roles("clinician") | body_limit(1_000_000))
 
 The service owns its signals: uvicorn's own SIGINT/SIGTERM handlers are not
 installed; the service's handler calls `shutdown` (or sets `server.should_exit`).
@@ -30,7 +34,10 @@ from yigongti_kit.telemetry import instrument_fastapi
 
 
 def create_http_app(title: str, settings: Any, *, health: Health | None = None) -> FastAPI:
-    """A FastAPI app with /healthz and /readyz, bearer-token settings and tracing.
+    """A FastAPI app with /healthz and /readyz, bearer-token settings and tracing,
+    behind the kit's edge (http_edge: the token before the body, body limits,
+    control characters, no request value in an answer or a log line) and
+    serving its OpenAPI as a contract (http_openapi).
 
     `app.state` holds `settings`, `health` (given, or a new one),
     `auth_public_key` (settings.auth_public_key) and `auth_audience`

@@ -2,12 +2,12 @@
 sees it, and what becomes of an error no route handled (issue 9).
 
 Every request first: the documentation (/docs, /redoc, /openapi.json,
-/asyncapi*) needs a valid token unless DOCS_PUBLIC is true (401). Then a
-control character (C0, DEL, C1) in its path or
-query, or a control byte other than tab in a header value, is a 422 naming
-where (`{"loc": ["query", "q"], "type": "control_character"}`): such values
-never reach a route, nor PostgreSQL (which refuses NUL). A query parameter
-without a name ("?=x") is refused too ("empty_name").
+/asyncapi*) needs a valid token unless DOCS_PUBLIC is true (401; without a
+verifying key, nobody gets it). Then a control character (C0, DEL, C1) in
+the path or query, or a control byte other than tab in a header value, is a
+422 naming where (`{"loc": ["query", "q"], "type": "control_character"}`):
+such values never reach a route, nor PostgreSQL (which refuses NUL). A query
+parameter without a name ("?=x") is refused too ("empty_name").
 
 When a route asks for its body (once routed, before its dependencies run):
 
@@ -217,11 +217,13 @@ class Edge:
             return extra[LIMIT_KEY]
         return getattr(self.api.state.settings, "http_max_body_bytes", 65536)
 
-    def _check_token(self, scope: dict) -> None:
+    def _check_token(self, scope: dict, *, route: bool = True) -> None:
         """HTTPException(401) unless the request carries a valid token."""
         state = self.api.state
         if not state.auth_public_key or not state.auth_audience:
-            return  # misconfigured: require_principal fails closed and says so
+            if route:
+                return  # misconfigured: require_principal fails closed and says so
+            raise HTTPException(401, "missing_token", unauthorized_headers("missing_token"))
         try:
             authenticate(_header(scope, b"authorization"), state.auth_public_key,
                          state.auth_audience)
@@ -267,12 +269,13 @@ class Edge:
             path = scope["path"]
             if (path in DOCS_PATHS or path.startswith("/asyncapi")) \
                     and not getattr(self.api.state.settings, "docs_public", False):
-                self._check_token(scope)
+                self._check_token(scope, route=False)
             refuse_control_characters(scope)
             await self.app(scope, self._guarded(scope, receive), tracked)
         except HTTPException as refused:  # raised here, before routing
-            await _answer(refused.status_code, refused.detail, refused.headers)(
-                scope, receive, send)
+            if not started:
+                await _answer(refused.status_code, refused.detail, refused.headers)(
+                    scope, receive, send)
         except Exception as exc:  # noqa: BLE001 - every error ends here, said safely
             route = scope.get("route")
             where = f"{scope['method'][:16]} {getattr(route, 'path', '(no route)')}"
