@@ -161,9 +161,10 @@ async def verify_report(order_id: OrderId, request: Request,
 
 
 def _one_of(*fields: str):
-    """JSON Schema: exactly one of `fields` is given (what the model checks)."""
+    """JSON Schema: exactly one of `fields` is given, as a string (what the model checks)."""
     def extra(schema: dict[str, Any]) -> None:
-        schema["oneOf"] = [{"required": [f]} for f in fields]
+        schema["oneOf"] = [{"required": [f], "properties": {f: {"type": "string"}}}
+                           for f in fields]
     return extra
 
 

@@ -3,9 +3,14 @@ the lab gives is documented, and what the lab refuses the document refuses."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
-from yigongti_lab import openapi
+from pydantic import ValidationError
+from yigongti_lab import api, openapi
 
 DOC = openapi.document()
 OPERATIONS = [(method, path, op) for path, methods in DOC["paths"].items()
@@ -121,6 +126,8 @@ def test_the_amendment_value_limits_are_documented():
         assert not v.is_valid({**ok, "coded_value": coded}), coded
     assert not v.is_valid(ok), "one of value and coded_value"
     assert not v.is_valid({**ok, "value": "4.5", "coded_value": "POS"}), "not both"
+    assert v.is_valid({**ok, "value": None, "coded_value": "POS"}), "null is not given"
+    assert not v.is_valid({**ok, "value": None, "coded_value": None})
 
 
 def test_reached_is_required_exactly_for_the_outcomes_where_someone_answered():
@@ -140,3 +147,38 @@ def test_the_triglyceride_concentration_is_a_decimal_string():
     assert v.is_valid({"inspection": inspection, "triglyceride_g_per_l": "11.3"})
     for bad in ("abc", "", "1e3", "1,5"):
         assert not v.is_valid({"inspection": inspection, "triglyceride_g_per_l": bad}), bad
+
+
+ABSENT = object()
+
+
+def body_of(**fields) -> dict:
+    return {k: v for k, v in fields.items() if v is not ABSENT}
+
+
+def model_accepts(model, body: dict) -> bool:
+    try:
+        model.model_validate_json(json.dumps(body))
+    except ValidationError:
+        return False
+    return True
+
+
+@settings(max_examples=300, derandomize=True, database=None)
+@given(st.builds(body_of,
+                 observation_id=st.sampled_from([ABSENT, "B1.K.1", "", "a b"]),
+                 value=st.sampled_from([ABSENT, None, "4.5", "-0.25", "1e3", "1e13", 4.5, "",
+                                        "1234567890123", "0.1234567"]),
+                 coded_value=st.sampled_from([ABSENT, None, "POS", "2+", "", "x" * 17]),
+                 reason=st.sampled_from([ABSENT, "other", "guess"])))
+def test_the_amendment_model_refuses_exactly_what_its_schema_refuses(body):
+    assert model_accepts(api.AmendRequest, body) == validator("AmendRequest").is_valid(body)
+
+
+@settings(max_examples=100, derandomize=True, database=None)
+@given(st.builds(body_of,
+                 outcome=st.sampled_from([ABSENT, "confirmed_read_back", "reached_no_read_back",
+                                          "unable_to_reach", "hung_up"]),
+                 reached=st.sampled_from([ABSENT, None, "doc-17", "", "a b"])))
+def test_the_call_back_model_refuses_exactly_what_its_schema_refuses(body):
+    assert model_accepts(api.CallBackRequest, body) == validator("CallBackRequest").is_valid(body)
