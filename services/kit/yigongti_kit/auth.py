@@ -48,6 +48,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 ISSUER = "yigongti"
 ALGORITHM = "EdDSA"
 LEEWAY_S = 30  # clock difference tolerated between issuer and service
+# The reasons a 401 gives (TokenError.reason).
+TOKEN_ERRORS = ("missing_token", "expired", "bad_signature", "wrong_audience", "wrong_issuer",
+                "missing_claim", "bad_claim", "malformed")
 
 
 @dataclass(frozen=True)
@@ -208,23 +211,42 @@ def verify_token_cached(token: str, public_key_pem: str, audience: str) -> Princ
 _bearer = HTTPBearer(auto_error=False, description="Ed25519-signed JWT (alg EdDSA)")
 
 
-def _unauthorized(reason: str) -> HTTPException:
+def unauthorized_headers(reason: str) -> dict[str, str]:
+    """The WWW-Authenticate header of a 401 for `reason` (RFC 6750)."""
     if reason == "missing_token":
-        header = "Bearer"  # RFC 6750: no error code when no credentials were sent
-    else:
-        header = f'Bearer error="invalid_token", error_description="{reason}"'
-    return HTTPException(
-        status_code=status.HTTP_401_UNAUTHORIZED,
-        detail=reason,
-        headers={"WWW-Authenticate": header},
-    )
+        return {"WWW-Authenticate": "Bearer"}  # no error code when no credentials were sent
+    return {"WWW-Authenticate": f'Bearer error="invalid_token", error_description="{reason}"'}
+
+
+def _unauthorized(reason: str) -> HTTPException:
+    return HTTPException(status_code=status.HTTP_401_UNAUTHORIZED, detail=reason,
+                         headers=unauthorized_headers(reason))
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header value, else None."""
+    scheme, _, token = (authorization or "").partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
+def authenticate(authorization: str | None, public_key_pem: str, audience: str) -> Principal:
+    """The principal of an Authorization header value; TokenError("missing_token")
+    without a bearer token, TokenError(reason) for one that cannot be trusted."""
+    token = bearer_token(authorization)
+    if token is None:
+        raise TokenError("missing_token")
+    return verify_token_cached(token, public_key_pem, audience)
 
 
 async def require_principal(
     request: Request,
     credentials: HTTPAuthorizationCredentials | None = Depends(_bearer),
 ) -> Principal:
-    """The verified caller; 401 (WWW-Authenticate: Bearer) when missing, invalid or expired."""
+    """The verified caller; 401 (WWW-Authenticate: Bearer) when missing, invalid or expired.
+
+    (The kit's HTTP edge has already refused such a request before its body
+    was read; this check stands for apps built without it.)"""
     public_key = getattr(request.app.state, "auth_public_key", None)
     audience = getattr(request.app.state, "auth_audience", None)
     if not public_key or not audience:

@@ -84,14 +84,16 @@ class FeedWatch:
             self._mark = None  # nobody watches: what was seen goes stale
 
 
-def feed_router(*, roles: Iterable[str], aggregate_field: str, description: str) -> APIRouter:
+def feed_router(*, roles: Iterable[str], aggregate_field: str, description: str,
+                openapi_extra: dict | None = None) -> APIRouter:
     """GET /feed for callers holding one of `roles`, scoped to their
     institution; each item names its aggregate as `aggregate_field`
     ("order_id", "request_id"…)."""
     allowed = frozenset(roles)
     router = APIRouter(tags=["clinic"])
 
-    @router.get("/feed", summary="The institution's feed of events", description=description)
+    @router.get("/feed", summary="The institution's feed of events", description=description,
+                openapi_extra=openapi_extra)
     async def feed(request: Request,
                    after: int = Query(0, ge=0, le=2**63 - 1, description="last seq seen"),
                    limit: int = Query(100, ge=1, le=500),

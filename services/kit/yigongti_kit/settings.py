@@ -128,6 +128,18 @@ class KitSettings(BaseSettings):
     http_port: int = Field(
         8080, ge=0, le=65535, description="Port of the HTTP server (0 = any free port)."
     )
+    http_max_body_bytes: int = Field(
+        65536,
+        gt=0,
+        description="Largest request body a route reads, in bytes, unless the route sets "
+        "its own (yigongti_kit.http_edge.body_limit); counted as it streams, declared "
+        "or chunked. Beyond it: 413, read no further.",
+    )
+    docs_public: bool = Field(
+        False,
+        description="Serve /docs, /redoc, /openapi.json and /asyncapi* without a token "
+        "(development). Keep false in production: they then need a valid bearer token.",
+    )
 
     # --- intake ---------------------------------------------------------------
     max_record_bytes: int = Field(

@@ -2,21 +2,38 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
+from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, ValidationError
-from yigongti_contracts.lab.codes import AmendmentReason, CallBackOutcome
+from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic_core import PydanticCustomError
+from yigongti_contracts.common import Identifier
+from yigongti_contracts.lab.codes import AmendmentReason, CallBackOutcome, CodedValue
 from yigongti_kit.auth import Principal, require_principal, require_roles
 from yigongti_kit.feed import feed_router
+from yigongti_kit.http_openapi import roles as callable_by
 
 from . import critical, fhir, receipt, reports, results, store
 from .handlers import APPLIERS
+from .http_fields import BarcodePath, CriticalId, DecimalText, OrderId, PatientRefPath
 
 LAB_STAFF_ROLES = {"lab_technologist", "lab_physician"}
 CLINIC_ROLES = {"clinician", "clinic_terminal"}
 FHIR_JSON = "application/fhir+json"
+DESCRIPTION = ("The shared lab centre (医学检验共享中心): receipt and inspection, "
+               "confirmation, verification and amendment by lab staff; reports, "
+               "recognised results and an institution-scoped feed for clinics. "
+               "Every call carries a bearer token (user, institution, roles).")
+
+# Documented answers; out of the caller's scope is answered as missing.
+ABSENT_ORDER = {404: {"description": "No such order, or not the caller's to see (the same "
+                                     "answer)."}}
+ABSENT_TUBE = {404: {"description": "No such tube, or not the caller's centre's (the same "
+                                    "answer)."}}
+ABSENT_CRITICAL = {404: {"description": "No such critical value, or not the caller's "
+                                        "centre's (the same answer)."}}
+ANY_READER = callable_by("clinician", "clinic_terminal", "lab_technologist", "lab_physician")
 
 # An id outside the caller's scope is answered as an absent one (the same 404,
 # body and headers, after the same one-statement scope check, store.readable /
@@ -25,15 +42,13 @@ FHIR_JSON = "application/fhir+json"
 NO_ORDER = "no such order"
 NO_SPECIMEN = "no such specimen"
 NO_CRITICAL = "no such critical value"
-_OUT_OF_SCOPE = "absent, or outside the caller's scope (both answered alike)"
-NOT_FOUND = {404: {"description": _OUT_OF_SCOPE}}
 
 router = APIRouter(tags=["orders"])
 
 
 @router.get("/orders/{order_id}", summary="An order with its tests and specimens",
-            responses=NOT_FOUND)
-async def get_order(order_id: str, request: Request,
+            openapi_extra=ANY_READER, responses=ABSENT_ORDER)
+async def get_order(order_id: OrderId, request: Request,
                     principal: Principal = Depends(require_principal)) -> dict:
     async with request.app.state.pool.acquire() as conn:
         return await _readable_order(conn, principal, order_id)
@@ -55,8 +70,10 @@ async def _readable_order(conn, principal: Principal, order_id: str) -> dict:
 
 @router.post("/specimens/{barcode}/receipt", tags=["lab centre"],
              summary="Receive and inspect a tube (accept, or reject and ask for recollection)",
-             responses={**NOT_FOUND, 409: {"description": "the tube is not awaiting receipt"}})
-async def receive_specimen(barcode: str, body: receipt.ReceiptRequest, request: Request,
+             openapi_extra=callable_by("lab_technologist"),
+             responses={**ABSENT_TUBE,
+                        409: {"description": "The tube is not awaiting receipt."}})
+async def receive_specimen(barcode: BarcodePath, body: receipt.ReceiptRequest, request: Request,
                            principal: Principal = Depends(require_roles("lab_technologist"))
                            ) -> dict:
     async with request.app.state.pool.acquire() as conn, conn.transaction():
@@ -79,8 +96,9 @@ async def _in_lab_scope(conn, principal: Principal, *, barcode: str | None = Non
 
 @router.post("/specimens/{barcode}/confirm", tags=["lab centre"],
              summary="Technical confirmation of a tube's results (raises critical values)",
-             responses={**NOT_FOUND, 409: {"description": "nothing awaiting confirmation"}})
-async def confirm_results(barcode: str, request: Request,
+             openapi_extra=callable_by("lab_technologist"),
+             responses={**ABSENT_TUBE, 409: {"description": "Nothing awaiting confirmation."}})
+async def confirm_results(barcode: BarcodePath, request: Request,
                           principal: Principal = Depends(require_roles("lab_technologist"))
                           ) -> dict:
     async with request.app.state.pool.acquire() as conn, conn.transaction():
@@ -93,27 +111,52 @@ async def confirm_results(barcode: str, request: Request,
 
 @router.post("/orders/{order_id}/verify", tags=["lab centre"],
              summary="Verify the order's confirmed results and release the report",
-             responses={**NOT_FOUND,
-                        409: {"description": "nothing to verify, or another physician is at it"}})
-async def verify_report(order_id: str, request: Request,
+             openapi_extra=callable_by("lab_physician"),
+             responses={**ABSENT_ORDER, 409: {"description": "Nothing to verify, or another "
+                                                             "physician is at it."}})
+async def verify_report(order_id: OrderId, request: Request,
                         principal: Principal = Depends(require_roles("lab_physician"))) -> dict:
     return await _on_report(request, principal, order_id, lambda conn, order: reports.verify(
         conn, order, physician=principal.user))
 
 
-class AmendRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+def _one_of(*fields: str):
+    """JSON Schema: exactly one of `fields` is given, as a string (what the model checks)."""
+    def extra(schema: dict[str, Any]) -> None:
+        schema["oneOf"] = [{"required": [f], "properties": {f: {"type": "string"}}}
+                           for f in fields]
+    return extra
 
-    observation_id: str
-    value: Decimal | None = None
-    coded_value: str | None = None
+
+class AmendRequest(BaseModel):
+    """A corrected result: `value` for a numeric result, `coded_value` for a
+    coded one (exactly one, in the result's own form)."""
+
+    model_config = ConfigDict(extra="forbid",
+                              json_schema_extra=_one_of("value", "coded_value"))
+
+    observation_id: Identifier
+    value: DecimalText | None = None
+    coded_value: CodedValue | None = None
     reason: AmendmentReason
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> AmendRequest:
+        if (self.value is None) == (self.coded_value is None):
+            raise PydanticCustomError("value_or_coded_value",
+                                      "exactly one of value and coded_value")
+        return self
 
 
 @router.post("/orders/{order_id}/amend", tags=["lab centre"],
              summary="Amend a verified result: a new report revision, the original kept",
-             responses=NOT_FOUND)
-async def amend_report(order_id: str, body: AmendRequest, request: Request,
+             openapi_extra=callable_by("lab_physician"),
+             responses={404: {"description": "No such order or result on it, or not the "
+                                             "caller's to see (the same answer)."},
+                        409: {"description": "The result is not verified, is not in the form "
+                                             "given (numeric or coded), or another physician "
+                                             "is at the order."}})
+async def amend_report(order_id: OrderId, body: AmendRequest, request: Request,
                        principal: Principal = Depends(require_roles("lab_physician"))) -> dict:
     try:
         return await _on_report(request, principal, order_id, lambda conn, order: reports.amend(
@@ -136,17 +179,37 @@ async def _on_report(request: Request, principal: Principal, order_id: str, acti
             raise HTTPException(409, str(exc)) from None
 
 
-class CallBackRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+ANSWERED = [o.value for o in CallBackOutcome if o is not CallBackOutcome.unable_to_reach]
 
-    reached: str | None = None
+
+class CallBackRequest(BaseModel):
+    """How a call went; `reached` (who answered) is given exactly when someone did."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"oneOf": [
+        {"properties": {"outcome": {"enum": ANSWERED}, "reached": {"type": "string"}},
+         "required": ["outcome", "reached"]},
+        {"properties": {"outcome": {"const": CallBackOutcome.unable_to_reach.value},
+                        "reached": {"type": "null"}}},
+    ]})
+
+    reached: Identifier | None = None
     outcome: CallBackOutcome
+
+    @model_validator(mode="after")
+    def _reached_iff_answered(self) -> CallBackRequest:
+        if self.outcome is not CallBackOutcome.unable_to_reach and self.reached is None:
+            raise PydanticCustomError("reached_required", "who answered is required")
+        if self.outcome is CallBackOutcome.unable_to_reach and self.reached is not None:
+            raise PydanticCustomError("reached_not_allowed", "nobody answered")
+        return self
 
 
 @router.post("/critical-values/{critical_id}/call-backs", tags=["lab centre"],
              summary="Record a call-back to the clinic; read-back confirmed stops the clock",
-             responses=NOT_FOUND)
-async def call_back(critical_id: str, body: CallBackRequest, request: Request,
+             openapi_extra=callable_by("lab_technologist", "lab_physician"),
+             responses={**ABSENT_CRITICAL,
+                        409: {"description": "The critical value is already acknowledged."}})
+async def call_back(critical_id: CriticalId, body: CallBackRequest, request: Request,
                     principal: Principal = Depends(require_principal)) -> dict:
     if not set(principal.roles) & LAB_STAFF_ROLES:
         raise HTTPException(403, "missing role: lab staff")
@@ -158,14 +221,12 @@ async def call_back(critical_id: str, body: CallBackRequest, request: Request,
                 outcome=body.outcome)
         except critical.CriticalConflict as exc:
             raise HTTPException(409, str(exc)) from None
-        except ValidationError:
-            raise HTTPException(422, "reached is given exactly when someone answered") from None
 
 
 @router.get("/orders/{order_id}/report", tags=["clinic", "lab centre"],
             summary="The order's report: results with ranges, flags, verifier and amendments",
-            responses=NOT_FOUND)
-async def get_report(order_id: str, request: Request,
+            openapi_extra=ANY_READER, responses=ABSENT_ORDER)
+async def get_report(order_id: OrderId, request: Request,
                      principal: Principal = Depends(require_principal)) -> dict:
     async with request.app.state.pool.acquire() as conn:
         order = await _readable_order(conn, principal, order_id)
@@ -174,11 +235,12 @@ async def get_report(order_id: str, request: Request,
 
 @router.get("/orders/{order_id}/fhir", tags=["clinic", "lab centre"],
             response_class=JSONResponse,
+            openapi_extra=ANY_READER,
             responses={200: {"content": {FHIR_JSON: {}},
-                             "description": "A FHIR R4 Bundle (collection)"}, **NOT_FOUND},
+                             "description": "A FHIR R4 Bundle (collection)"}, **ABSENT_ORDER},
             summary="The order as HL7 FHIR R4: its ServiceRequests, Specimens, the "
                     "DiagnosticReport and the Observations it reports")
-async def get_order_fhir(order_id: str, request: Request,
+async def get_order_fhir(order_id: OrderId, request: Request,
                          principal: Principal = Depends(require_principal)) -> Response:
     async with request.app.state.pool.acquire() as conn:
         order = await _readable_order(conn, principal, order_id)
@@ -193,8 +255,11 @@ async def get_order_fhir(order_id: str, request: Request,
 
 
 @router.get("/patients/{patient_ref}/recognised-results", tags=["clinic", "lab centre"],
-            summary="A patient's recognised results (互认), valid now")
-async def recognised_results(patient_ref: str, request: Request,
+            summary="A patient's recognised results (互认), valid now",
+            openapi_extra=ANY_READER,
+            responses={404: {"description": "No order of the caller's for this patient (the "
+                                            "same answer as an unknown patient)."}})
+async def recognised_results(patient_ref: PatientRefPath, request: Request,
                              principal: Principal = Depends(require_principal)) -> dict:
     async with request.app.state.pool.acquire() as conn:
         # Scoped as an order is (_may_read): to a clinic that has (had) an order
@@ -209,14 +274,15 @@ async def recognised_results(patient_ref: str, request: Request,
                    LIMIT 1""",
                 patient_ref, principal.institution, bool(roles & LAB_STAFF_ROLES),
                 bool(roles & CLINIC_ROLES)):
-            raise HTTPException(403, "patient out of scope")
+            raise HTTPException(404, "no such patient")
         rows = await store.recognised_now(conn, patient_ref)
     return {"patient_ref": patient_ref, "results": rows}
 
 
 @router.get("/worklist", tags=["lab centre"],
             summary="The lab centre's work queue with ages (received, awaiting results, "
-                    "awaiting confirmation, awaiting verification)")
+                    "awaiting confirmation, awaiting verification)",
+            openapi_extra=callable_by("lab_technologist", "lab_physician"))
 async def worklist(request: Request, principal: Principal = Depends(require_principal)) -> dict:
     if not set(principal.roles) & LAB_STAFF_ROLES:
         raise HTTPException(403, "missing role: lab staff")
@@ -226,6 +292,7 @@ async def worklist(request: Request, principal: Principal = Depends(require_prin
 
 FEED = feed_router(
     roles=CLINIC_ROLES, aggregate_field="order_id",
+    openapi_extra=callable_by("clinician", "clinic_terminal"),
     description="Events about the caller's institution's orders (accepted orders, intake "
     "rejections, recollection requests, critical values, reports…), oldest first after the "
     "cursor `after`; `next` is the cursor for the next call. Results reach the clinic once "
@@ -235,5 +302,6 @@ FEED = feed_router(
 
 
 def add_routes(app: FastAPI) -> None:
+    app.description = DESCRIPTION
     app.include_router(FEED)
     app.include_router(router)

@@ -21,11 +21,7 @@ PATH = Path(__file__).resolve().parent.parent / "openapi.json"
 
 def document() -> dict:
     app = create_http_app("yigongti lab", KitSettings(service_name="lab"))
-    app.description = ("The shared lab centre (医学检验共享中心): receipt and inspection, "
-                       "confirmation, verification and amendment by lab staff; reports, "
-                       "recognised results and an institution-scoped feed for clinics. "
-                       "Every call carries a bearer token (user, institution, roles).")
-    add_routes(app)
+    add_routes(app)  # as the service does: the document served is this one
     return app.openapi()
 
 

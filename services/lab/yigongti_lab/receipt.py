@@ -4,7 +4,6 @@ the in-transit watch that raises an alarm before an overdue tube arrives."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from decimal import Decimal
 
 import asyncpg
 from pydantic import AwareDatetime, BaseModel, ConfigDict
@@ -22,6 +21,7 @@ from yigongti_kit import timers
 from . import locking, parking, stability, store
 from .domain import SpecimenState, TestStatus
 from .events import emit, emit_all
+from .http_fields import DecimalText
 
 OVERDUE_TIMER = "transit_overdue"
 
@@ -36,7 +36,7 @@ class ReceiptRequest(BaseModel):
     received_at: AwareDatetime | None = None
     labelled: bool = True
     temperature_class: stability.TemperatureClass | None = None
-    triglyceride_g_per_l: Decimal | None = None
+    triglyceride_g_per_l: DecimalText | None = None  # a decimal string, as every quantity
 
 
 class ReceiptConflict(Exception):

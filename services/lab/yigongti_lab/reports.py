@@ -141,7 +141,7 @@ async def amend(conn: asyncpg.Connection, order: asyncpg.Record, observation_id:
         raise LookupError(observation_id)
     if old["status"] != "verified":
         raise ReportConflict(f"result is {old['status']}: only a verified result is amended")
-    if (value is None) == (coded_value is None) or (value is not None and old["value"] is None):
+    if (value is None) == (coded_value is None) or (value is None) != (old["value"] is None):
         raise ReportConflict("give the corrected value in the result's own form")
     report_id = report_id_of(order_id)
     revision = order["revision"] + 1
