@@ -240,7 +240,9 @@ def contract() -> dict[str, Any]:
                        "case, 0 to 9 fraction digits: "
                        r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$",
             "ce_id": "Unique per record of this terminal; a UUID is recommended. A resend "
-                     "of the same record keeps its ce_id and its value.",
+                     "of the same record keeps its ce_id and its value. An id that does not "
+                     "match answer_key_pattern is taken, but a refusal cannot name it "
+                     "(IntakeRejected.rejected_id is then absent).",
             "ce_source": "/terminals/<x-terminal-id>",
             "header_encoding": "UTF-8",
             "attribute_max_chars": ce.MAX_ATTRIBUTE_LEN,
