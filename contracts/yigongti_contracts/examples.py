@@ -1,7 +1,14 @@
 """One valid instance of every contract: the journey of DESIGN §3 step 5.
 
 Used as AsyncAPI message examples and by tests that need a record of each type.
-Institutions come from refdata/changji.yaml; the patient ref is synthetic.
+Institutions come from refdata/changji.yaml; the patient ref is synthetic; test
+codes are the lab catalogue's (services/lab/yigongti_lab/policy/catalogue.yaml).
+
+The intake examples pass the lab service as published (tests/integration/lab/
+test_lab_published_examples.py) when sent, in the order of `v1.INTAKE`, by the
+terminals of `EXAMPLE_SENDERS`: the dev terminals of `make demo` and the tests
+(deploy/yigongti_deploy/devkeys.py), registered for the clinic and its lab
+centre. What each example is answered with is `EXAMPLE_OUTCOMES`.
 """
 
 from __future__ import annotations
@@ -38,8 +45,8 @@ from .lab.parts import (
 )
 
 T0 = datetime(2025, 1, 15, 2, 0, tzinfo=UTC)
-CLINIC = "652301-B02"  # 昌吉市大西渠镇卫生院
-LAB = "652301-L01"  # 昌吉市人民医院总医院医学检验共享中心
+CLINIC = "652325-B01"  # 奇台县总医院乔仁乡分院 (the dev terminal's institution)
+LAB = "652325-L01"  # 奇台县总医院医学检验共享中心 (the lab centre serving it)
 OTHER_LAB = "652324-L01"  # 玛纳斯县总医院医学检验共享中心
 PATIENT = "v1:" + "5d41402abc4b2a76b9719d911017c592" * 2
 ORDER = "ORD-20250115-0001"
@@ -70,13 +77,13 @@ EXAMPLES: dict[type[StrictModel], StrictModel] = {
             order_id=ORDER, visit_id="VIS-0001", patient_ref=PATIENT, sex=Sex.male,
             age=Age(value=80, unit=AgeUnit.years), ordering_institution=CLINIC,
             ordering_clinician="STAFF-0107", priority=Priority.stat,
-            tests=(OrderedTest(code="89579-7"), OrderedTest(code="2823-3"),
+            tests=(OrderedTest(code="CTNI"), OrderedTest(code="K"),
                    OrderedTest(code="CBC"),
-                   OrderedTest(code="2345-7", override_reason=OverrideReason.emergency)),
+                   OrderedTest(code="GLU", override_reason=OverrideReason.emergency)),
             indications=("I21.9",), ordered_at=_t(0),
         ),
         v1.SpecimenCollected(
-            barcode=BARCODE, order_id=ORDER, tests=("89579-7", "2823-3"),
+            barcode=BARCODE, order_id=ORDER, tests=("CTNI", "K"),
             tube=TubeType.serum_gold, collected_at=_t(5), centrifuged_at=_t(20),
             collector_id="STAFF-0212",
         ),
@@ -95,21 +102,21 @@ EXAMPLES: dict[type[StrictModel], StrictModel] = {
         v1.AnalyserResults(
             barcode=BARCODE, analyser_id="AN-COBAS-1", run_at=_t(60), message_id="MSG-77",
             observations=(
-                AnalyserObservation(code="89579-7", value=Decimal("2.35"), unit="ng/mL"),
+                AnalyserObservation(code="89579-7", value=Decimal("35.2"), unit="ng/L"),
                 AnalyserObservation(code="2823-3", value=Decimal("4.1"), unit="mmol/L"),
             ),
         ),
         v1.LabOrderAccepted(
             order_id=ORDER, visit_id="VIS-0001", patient_ref=PATIENT,
             ordering_institution=CLINIC, lab_centre=LAB, priority=Priority.stat,
-            tests=("89579-7", "2823-3", "CBC", "2345-7"), accepted_at=_t(1),
+            tests=("CTNI", "K", "CBC", "GLU"), accepted_at=_t(1),
         ),
         v1.DuplicateTestAvoided(
-            order_id=ORDER, test_code="2160-0", patient_ref=PATIENT,
+            order_id=ORDER, test_code="CREA", patient_ref=PATIENT,
             ordering_institution=CLINIC, recognised=_REUSED, avoided_at=_t(1),
         ),
         v1.SpecimenCollectionRecorded(
-            order_id=ORDER, barcode=BARCODE, tests=("89579-7", "2823-3"),
+            order_id=ORDER, barcode=BARCODE, tests=("CTNI", "K"),
             tube=TubeType.serum_gold, processing_state=ProcessingState.centrifuged,
             collected_at=_t(5), centrifuged_at=_t(20), collector_id="STAFF-0212",
             patient_ref=PATIENT,
@@ -119,7 +126,7 @@ EXAMPLES: dict[type[StrictModel], StrictModel] = {
             temperature_logger_id="LOG-17", dispatched_at=_t(25),
         ),
         v1.SpecimenInTransitOverdue(
-            order_id=ORDER, barcode=BARCODE, shipment_id="SHP-0001", limiting_test="2823-3",
+            order_id=ORDER, barcode=BARCODE, shipment_id="SHP-0001", limiting_test="K",
             processing_state=ProcessingState.whole_blood, collected_at=_t(5),
             stable_until=_t(35), detected_at=_t(35),
         ),
@@ -157,7 +164,7 @@ EXAMPLES: dict[type[StrictModel], StrictModel] = {
         v1.CriticalValueRaised(
             order_id=ORDER, critical_id="CRIT-0001", patient_ref=PATIENT,
             ordering_institution=CLINIC, lab_centre=LAB, barcode=BARCODE,
-            observation_id="OBS-1", test_code="89579-7", value=Decimal("2.35"),
+            observation_id="OBS-1", test_code="CTNI", value=Decimal("2.35"),
             unit="ng/mL", direction=CriticalDirection.high, confirmed_by="STAFF-0402",
             raised_at=_t(65), escalate_at=_t(80),
         ),
@@ -193,8 +200,8 @@ EXAMPLES: dict[type[StrictModel], StrictModel] = {
                                       valid_until=_t(90 + 7 * 1440)),),
         ),
         v1.RecognisedResultAmended(
-            order_id="ORD-20250116-0009", ordering_institution="652301-H01",
-            test_code="2823-3",
+            order_id="ORD-20250116-0009", ordering_institution="652325-H01",
+            test_code="K",
             reused=_REUSED.model_copy(update={"performed_by": LAB}),
             replacement=_REUSED.model_copy(update={"performed_by": LAB, "report_revision": 2}),
             amended_at=_t(200),
@@ -207,7 +214,7 @@ EXAMPLES: dict[type[StrictModel], StrictModel] = {
         ),
         v1.ChargesPosted(
             order_id=ORDER, charge_id="CHG-0001", visit_id="VIS-0001", patient_ref=PATIENT,
-            billing_institution=CLINIC, test_code="2823-3", item_code="250305001",
+            billing_institution=CLINIC, test_code="K", item_code="250304001",
             policy_category=PolicyCategory.a, quantity=1, unit_price=Decimal("6.00"),
             amount=Decimal("6.00"), price_table_id="XJ-2024-LAB", posted_at=_t(61),
         ),
@@ -218,7 +225,7 @@ EXAMPLES: dict[type[StrictModel], StrictModel] = {
         ),
         IntakeRejected(
             key=ORDER, service="lab", rejected_id="6f1c2a8e-9b7d-4c1e-8a52-1f0e3d2c4b5a",
-            rejected_type="yigongti.lab.order.placed.v1", sender="/terminals/T-0042",
+            rejected_type="yigongti.lab.order.placed.v1", sender="/terminals/demo-terminal-1",
             reason="schema_violation",
             fields=(FieldError(field="tests.0.code", code="string_pattern_mismatch"),),
             rejected_at=_t(0.5),
@@ -227,6 +234,41 @@ EXAMPLES: dict[type[StrictModel], StrictModel] = {
 }
 
 
+# Who sends each intake example: the dev terminals (deploy/yigongti_deploy/
+# devkeys.py; a test checks the ids), a clinic's terminal registered for CLINIC
+# and the LIS bridge of its lab centre, registered for LAB.
+EXAMPLE_TERMINAL = "demo-terminal-1"
+EXAMPLE_LIS_TERMINAL = "lis-652325-L01"
+EXAMPLE_SENDERS: dict[type[StrictModel], tuple[str, str]] = {
+    v1.LabOrderPlaced: (EXAMPLE_TERMINAL, CLINIC),
+    v1.SpecimenCollected: (EXAMPLE_TERMINAL, CLINIC),
+    v1.SpecimenDispatched: (EXAMPLE_TERMINAL, CLINIC),
+    v1.LabOrderCancelled: (EXAMPLE_TERMINAL, CLINIC),
+    v1.CriticalValueAck: (EXAMPLE_TERMINAL, CLINIC),
+    v1.AnalyserResults: (EXAMPLE_LIS_TERMINAL, LAB),
+}
+
+# What the lab answers each intake example with, sent in the order of v1.INTAKE.
+EXAMPLE_OUTCOMES: dict[type[StrictModel], dict[str, object]] = {
+    v1.LabOrderPlaced: {"outcome": "accepted",
+                        "answer": v1.LabOrderAccepted.CE_TYPE},
+    v1.SpecimenCollected: {"outcome": "accepted",
+                           "answer": v1.SpecimenCollectionRecorded.CE_TYPE},
+    v1.SpecimenDispatched: {"outcome": "accepted",
+                            "answer": v1.SpecimenInTransit.CE_TYPE},
+    v1.LabOrderCancelled: {"outcome": "accepted",
+                           "answer": v1.LabTestsCancelled.CE_TYPE},
+    v1.CriticalValueAck: {
+        "outcome": "refused", "reason": "unknown_critical_value",
+        "why": "CRIT-0001 was never raised: a real acknowledgement carries the critical_id "
+               "of a CriticalValueRaised the clinic received."},
+    v1.AnalyserResults: {
+        "outcome": "parked", "then_reason": "prerequisite_missing",
+        "why": "The tube has not been received at the lab centre (lab staff record the "
+               "receipt over HTTP, POST /specimens/{barcode}/receipt). The results wait for "
+               "it, and without a receipt within the grace period they are refused "
+               "prerequisite_missing (fields: barcode not_found)."},
+}
 
 # The other services' examples, in one table (AsyncAPI documents and tests).
 from .diagnosis.examples import EXAMPLES as _DIAGNOSIS  # noqa: E402

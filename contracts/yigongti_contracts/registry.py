@@ -7,6 +7,7 @@ from types import ModuleType
 from . import common
 from .base import StrictModel
 from .diagnosis import v1 as diagnosis_v1
+from .lab import rejections as lab_rejections
 from .lab import v1 as lab_v1
 
 # Each module lists its models in CONTRACTS and says whether they are FROZEN.
@@ -45,3 +46,15 @@ EVENTS_BY_OWNER: dict[str, tuple[type[StrictModel], ...]] = {
 def published_by(owner: str) -> dict[str, type[StrictModel]]:
     """ce_type → model of every event `owner` publishes (empty for an unknown owner)."""
     return {m.CE_TYPE: m for m in EVENTS_BY_OWNER.get(owner, ())}
+
+
+# What each service takes on its intake topic (`<service>.intake.v1`).
+INTAKE_BY_SERVICE: dict[str, tuple[type[StrictModel], ...]] = {
+    "lab": lab_v1.INTAKE,
+}
+
+# Each service's own reason codes of IntakeRejected, with their meaning (besides
+# common.PLATFORM_REJECTION_REASONS); published, never an enum in the schema.
+REJECTION_REASONS_BY_SERVICE: dict[str, dict[str, str]] = {
+    "lab": lab_rejections.REASONS,
+}
