@@ -81,6 +81,23 @@ async def test_terminals_file_is_upserted(conn, tmp_path):
     assert await terminal_key(conn, "T-404") is None  # never registered
 
 
+async def test_a_terminal_missing_from_the_file_is_revoked(conn, tmp_path):
+    """The terminals file is authoritative (issue 15 item 2): a terminal taken
+    out of it can no longer sign, though its row stays for the record."""
+    path = write_terminals(tmp_path / "terminals.yaml",
+                           [T1.registry_entry("CJ-VC-001"), T2.registry_entry("CJ-VC-002")])
+    await load_terminals(conn, path)
+    write_terminals(path, [T1.registry_entry("CJ-VC-001")])
+    await load_terminals(conn, path)
+    assert await terminal_key(conn, "T-002") is None
+    assert (await get_terminal(conn, "T-002")).active is False
+    assert await terminal_key(conn, "T-001") is not None
+    # Back in the file: active again.
+    write_terminals(path, [T1.registry_entry("CJ-VC-001"), T2.registry_entry("CJ-VC-002")])
+    await load_terminals(conn, path)
+    assert await terminal_key(conn, "T-002") is not None
+
+
 async def test_bad_key_in_terminals_file_writes_nothing(conn, tmp_path):
     path = write_terminals(
         tmp_path / "terminals.yaml",
