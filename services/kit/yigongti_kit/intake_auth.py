@@ -444,10 +444,12 @@ def parse_terminals(text: str, origin: str = "terminals file") -> list[Terminal]
 
 
 async def load_terminals(conn: asyncpg.Connection, path: Path | str) -> int:
-    """Upsert the terminals of a YAML file (see `parse_terminals`); returns how many.
+    """Make the registry what the YAML file says (see `parse_terminals`); returns
+    how many terminals the file lists.
 
-    Every key is checked before anything is written; terminals absent from the
-    file are left as they are (set `active: false` to withdraw one).
+    The file is authoritative: every key is checked before anything is
+    written, and a terminal the registry holds but the file no longer lists is
+    revoked (active false: its row stays, for the records it signed).
     """
     text = await asyncio.to_thread(Path(path).read_text)
     terminals = parse_terminals(text, str(path))
@@ -461,6 +463,9 @@ async def load_terminals(conn: asyncpg.Connection, path: Path | str) -> int:
                    active = EXCLUDED.active""",
             [(t.terminal_id, t.institution_id, t.public_key, t.active) for t in terminals],
         )
+        await conn.execute(
+            "UPDATE terminals SET active = false WHERE active AND NOT terminal_id = ANY($1::text[])",
+            [t.terminal_id for t in terminals])
     return len(terminals)
 
 
