@@ -68,6 +68,25 @@ def test_payload_date_at_the_edges_of_the_calendar_is_a_schema_violation(value):
     (("ordered_at",), 1700000000),  # an epoch number for a time
     (("tests", 0, "code"), 2823),  # a number for a code
 ])
+def test_lax_coercions_are_refused_by_the_published_schema_too(path, value):
+    import jsonschema
+    from yigongti_contracts.export import schema_of
+
+    data = placed()
+    target = data
+    for part in path[:-1]:
+        target = target[part]
+    target[path[-1]] = value
+    errors = list(jsonschema.Draft202012Validator(schema_of(LabOrderPlaced)).iter_errors(data))
+    assert errors, "the schema admits what the model refuses"
+
+
+@pytest.mark.parametrize("path, value", [
+    (("age", "value"), True),
+    (("age", "value"), "80"),
+    (("ordered_at",), 1700000000),
+    (("tests", 0, "code"), 2823),
+])
 def test_lax_coercions_are_refused(path, value):
     data = placed()
     target = data
