@@ -224,9 +224,9 @@ def scaled_object(service: str) -> Doc:
 
 # --- files --------------------------------------------------------------------
 
-def alert_groups() -> list[dict[str, Any]]:
+def alert_groups(deployed: tuple[str, ...]) -> list[dict[str, Any]]:
     groups = []
-    for service in DEPLOYED:
+    for service in deployed:
         pairs = consumer_groups(service)
         groups.append(k8splatform.service_rules(
             service, [(g, t.name) for g, t in pairs], max(t.partitions for _, t in pairs),
@@ -234,14 +234,15 @@ def alert_groups() -> list[dict[str, Any]]:
     return groups
 
 
-def render() -> dict[str, str]:
-    """File name → content of every generated file."""
+def render(deployed: tuple[str, ...] = DEPLOYED) -> dict[str, str]:
+    """File name → content of every generated file. `deployed`: the services
+    whose pods run (tests render all four)."""
     refdata = load()
     files = {}
     generators = []
     for service in SERVICES:
         docs = [topic_doc(t) for t in topics_for(service)] + [service_user(service)]
-        if service in DEPLOYED:
+        if service in deployed:
             app = APPS[service]
             docs += k8sworkloads.workload(app) + [scaled_object(service)]
             files[f"{service}.env"] = env_file(
@@ -257,9 +258,9 @@ def render() -> dict[str, str]:
     files["institutions.yaml"] = dump(institution_user(i) for i in refdata.institutions)
     files["tools.yaml"] = dump(
         [lis_bridge_user(c) for c in refdata.of_kind(Kind.lab_centre)] + [dlq_tool_user()])
-    files["postgres.yaml"] = dump(k8splatform.postgres(list(DEPLOYED)))
+    files["postgres.yaml"] = dump(k8splatform.postgres(list(deployed)))
     files["monitoring.yaml"] = dump([k8splatform.pod_monitor(),
-                                     k8splatform.prometheus_rule(alert_groups())])
+                                     k8splatform.prometheus_rule(alert_groups(deployed))])
     kustomization = {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
                      "resources": sorted(n for n in files if n.endswith(".yaml")),
                      "configMapGenerator": generators}
@@ -279,9 +280,9 @@ def differences(out: Path = OUT) -> list[str]:
         + [name for name in present - set(wanted)])
 
 
-def write(out: Path = OUT) -> None:
+def write(out: Path = OUT, deployed: tuple[str, ...] = DEPLOYED) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    wanted = render()
+    wanted = render(deployed)
     for path in out.glob("*"):
         if path.name not in wanted:
             path.unlink()
