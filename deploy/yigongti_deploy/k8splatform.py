@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from .k8syaml import Doc, Flow, FlowList
 from .k8sworkloads import (
     MONITORING_NAMESPACE,
     PG_CLUSTER,
@@ -22,6 +21,7 @@ from .k8sworkloads import (
     Egress,
     _namespace,
 )
+from .k8syaml import Doc, Flow, FlowList
 
 # CloudNativePG v1.30.0's default image (pkg/versions/versions.go at that tag).
 PG_IMAGE = "ghcr.io/cloudnative-pg/postgresql:18.4-system-trixie"
