@@ -8,6 +8,7 @@ versions used are printed at the end of the run (tests/unit/conftest.py).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -81,3 +82,47 @@ def built_text(kustomization: str) -> str:
 
 def build(kustomization: str) -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all(built_text(kustomization)) if d is not None]
+
+
+@cache
+def _all_services_tree() -> Path:
+    """A copy of k8s/ whose generated/ holds every service as deployed (the
+    services not deployed yet are built and checked too, from their rows in
+    k8sworkloads.APPS)."""
+    import tempfile
+
+    from yigongti_contracts.topics import SERVICES
+    from yigongti_deploy import k8sgen
+
+    root = Path(tempfile.mkdtemp(prefix="k8s-all-")) / "k8s"
+    shutil.copytree(K8S, root)
+    k8sgen.write(root / "base" / "generated", tuple(SERVICES))
+    return root
+
+
+def build_all_services(kustomization: str) -> list[dict[str, Any]]:
+    """`build` of k8s/<kustomization> with all four services deployed."""
+    path = _all_services_tree() / kustomization
+    out = subprocess.run([kubectl(), "kustomize", str(path)], check=True, capture_output=True,
+                         text=True, timeout=60).stdout
+    return [d for d in yaml.safe_load_all(out) if d is not None]
+
+
+def all_services_tree() -> Path:
+    return _all_services_tree()
+
+
+@cache
+def checkov_scan(checkov: str, directory: str) -> tuple[dict, str]:
+    # --skip-download: no call home for guidelines or policies. Any other attempt
+    # to reach the network goes to a closed local port, and shows in stderr.
+    env = {**os.environ, "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9",
+           "NO_PROXY": ""}
+    env.pop("BC_API_KEY", None)
+    out = subprocess.run(
+        [checkov, "--directory", directory, "--framework", "kubernetes", "--skip-download",
+         "--compact", "--output", "json"],
+        capture_output=True, text=True, timeout=300, env=env)
+    return json.loads(out.stdout), out.stderr
+
+

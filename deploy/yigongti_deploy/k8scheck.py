@@ -10,6 +10,10 @@
   hold; and its metadata must be a valid ObjectMeta.
 
     python -m yigongti_deploy.k8scheck k8s/overlays/prod [k8s/overlays/dev ...]
+    python -m yigongti_deploy.k8scheck --release k8s/overlays/prod
+
+--release also refuses any container image not pinned by digest (the release
+pipeline's last gate, after `kustomize edit set image <name>=<image>@sha256:...`).
 
 Nothing here touches the network (the tests prove it by forbidding sockets).
 """
@@ -230,10 +234,36 @@ def problems(objects: list[dict[str, Any]], crds: dict[tuple[str, str], Crd] | N
     return found
 
 
+DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
+
+
+def _pod_specs(obj: dict[str, Any]) -> list[dict[str, Any]]:
+    spec = obj.get("spec") or {}
+    if obj["kind"] == "Pod":
+        return [spec]
+    if obj["kind"] == "CronJob":
+        return [spec.get("jobTemplate", {}).get("spec", {}).get("template", {}).get("spec", {})]
+    template = spec.get("template", {})
+    return [template["spec"]] if isinstance(template.get("spec"), dict) else []
+
+
+def unpinned_images(objects: list[dict[str, Any]]) -> list[str]:
+    """"<Kind>/<name>: <image>" for every container image without a digest."""
+    found = []
+    for obj in objects:
+        for pod in _pod_specs(obj):
+            for c in pod.get("initContainers", []) + pod.get("containers", []):
+                if not DIGEST.search(c.get("image", "")):
+                    found.append(f"{obj['kind']}/{obj['metadata']['name']}: {c.get('image')}")
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m yigongti_deploy.k8scheck",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("kustomizations", nargs="+", type=Path)
+    parser.add_argument("--release", action="store_true",
+                        help="also refuse images not pinned by digest")
     args = parser.parse_args(argv)
     kubectl = find_kubectl()
     if kubectl is None:
@@ -243,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     for path in args.kustomizations:
         objects = kustomize(path, kubectl)
         found = problems(objects)
+        if args.release:
+            found += [f"not pinned by digest: {line}" for line in unpinned_images(objects)]
         for line in found:
             print(f"{path}: {line}")
         print(f"{path}: {len(objects)} objects, {len(found)} problems", file=sys.stderr)

@@ -1,4 +1,9 @@
-"""Connection pools: every connection works inside the service's own schema."""
+"""Connection pools: every connection works inside the service's own schema.
+
+TLS: KitSettings puts DB_SSLMODE, DB_SSLROOTCERT, DB_SSLCERT and DB_SSLKEY into
+DATABASE_URL's query; asyncpg reads them there, as libpq would, at every new
+connection (a renewed client certificate is picked up without a restart).
+Production runs verify-full (tests/unit/kit/test_db_tls.py shows what it refuses)."""
 
 from __future__ import annotations
 

@@ -192,12 +192,23 @@ class Relay:
         # Readiness callback (component, ready, reason): not ready while the
         # relay retries an infrastructure fault, as the consumer does.
         self.on_ready = on_ready or (lambda *_: None)
+        self._is_leader = False
         self.is_leader = False
         self.backoff = RELAY_BACKOFF_MIN_S  # the next retry's wait after a fault
         self.published = 0
         self.last_error: str | None = None
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
+
+    @property
+    def is_leader(self) -> bool:
+        return self._is_leader
+
+    @is_leader.setter
+    def is_leader(self, value: bool) -> None:
+        # Shown as yigongti_relay_leading: an alert fires when no pod of a service leads.
+        self._is_leader = value
+        metrics().relay_leading.set(1 if value else 0, {"schema": self.schema})
 
     def stop(self) -> None:
         self._stopping.set()

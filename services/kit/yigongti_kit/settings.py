@@ -26,12 +26,13 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 BrokerKind = Literal["embedded", "kafka"]
+SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
 ClientRole = Literal["consumer", "producer", "admin"]
 
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -55,6 +56,28 @@ class KitSettings(BaseSettings):
         "postgresql://postgres@127.0.0.1:5432/postgres",
         description="libpq URL of the service's database. The password may be given here "
         "or in PGPASSWORD; it is masked in repr() and never logged.",
+    )
+    db_sslmode: SslMode | None = Field(
+        None,
+        description="TLS to PostgreSQL, as libpq's sslmode; it overrides an sslmode in "
+        "DATABASE_URL. verify-full (production) refuses a server without TLS, a certificate "
+        "not signed by DB_SSLROOTCERT, or one not naming the host of DATABASE_URL. Unset: "
+        "what DATABASE_URL says (asyncpg's default, prefer: TLS if offered, unverified).",
+    )
+    db_sslrootcert: Path | None = Field(
+        None,
+        description="CA certificate(s) (PEM) that sign the PostgreSQL server's certificate "
+        "(CloudNativePG: ca.crt of the <cluster>-ca Secret). Required by verify-ca and "
+        "verify-full.",
+    )
+    db_sslcert: Path | None = Field(
+        None,
+        description="Client certificate (PEM) to log in with instead of a password "
+        "(CloudNativePG: tls.crt of a DatabaseRole's <name>-client-cert Secret). Read at "
+        "each new connection, so a renewed certificate is used without a restart.",
+    )
+    db_sslkey: Path | None = Field(
+        None, description="Private key (PEM) of DB_SSLCERT; give both or neither."
     )
     db_schema: str | None = Field(
         None,
@@ -225,6 +248,7 @@ class KitSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _derive(self) -> KitSettings:
+        self._apply_db_tls()
         if self.db_schema is None:
             schema = self.service_name.lower().replace("-", "_")
             if not _IDENTIFIER.match(schema):
@@ -238,11 +262,34 @@ class KitSettings(BaseSettings):
             raise ValueError("ENABLE_IDEMPOTENCE=true is not supported by the embedded broker")
         return self
 
+    def _apply_db_tls(self) -> None:
+        """DB_SSL* into DATABASE_URL's query, where asyncpg (and libpq) read them,
+        so every pool and connection of the service and its commands uses them."""
+        if self.db_sslmode in ("verify-ca", "verify-full") and self.db_sslrootcert is None:
+            raise ValueError(f"DB_SSLMODE={self.db_sslmode} needs DB_SSLROOTCERT (the CA "
+                             "that signs the server's certificate)")
+        if (self.db_sslcert is None) != (self.db_sslkey is None):
+            raise ValueError("DB_SSLCERT and DB_SSLKEY go together")
+        tls = {"sslmode": self.db_sslmode, "sslrootcert": self.db_sslrootcert,
+               "sslcert": self.db_sslcert, "sslkey": self.db_sslkey}
+        tls = {k: str(v) for k, v in tls.items() if v is not None}
+        if tls:
+            self.database_url = with_query(self.database_url, tls)
+
     def __repr_args__(self):
         for name, value in super().__repr_args__():
             if name == "database_url":
                 value = redact_url(value)
             yield name, value
+
+
+def with_query(url: str, params: dict[str, str]) -> str:
+    """The URL with `params` set in its query (replacing those already there)."""
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
+             if k not in params]
+    return urlunsplit(parts._replace(query=urlencode(query + sorted(params.items()),
+                                                     safe="/")))
 
 
 def redact_url(url: str) -> str:

@@ -264,6 +264,7 @@ class Metrics:
     intake_unverified: otel_metrics.Counter  # records from senders not verified; attrs: reason
     outbox_refused_rows: otel_metrics.Gauge  # rows set aside, waiting for a resend; attrs: schema
     broker_up: otel_metrics.Gauge  # 1 while the broker answers the runtime's probe
+    relay_leading: otel_metrics.Gauge  # 1 while this process's relay holds the lead; attrs: schema
 
 
 @cache
@@ -323,6 +324,11 @@ def metrics() -> Metrics:
         broker_up=meter.create_gauge(
             "yigongti.broker_up", unit="1",
             description="1 while the Kafka broker answers the service's probe, else 0",
+        ),
+        relay_leading=meter.create_gauge(
+            "yigongti.relay_leading", unit="1",
+            description="1 while this process's outbox relay holds the lead (publishes), "
+            "else 0; a service with none leading publishes nothing",
         ),
         timers_failed=meter.create_counter(
             "yigongti.timers_failed", unit="{timer}",

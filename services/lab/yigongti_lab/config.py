@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+import ssl
+
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .mllp import (
@@ -28,6 +30,20 @@ class LabSettings(BaseSettings):
     lis_terminal_key_file: str | None = Field(
         None, description="LIS_TERMINAL_KEY_FILE: the bridge's Ed25519 private key (PEM).")
     lab_centre: str = Field("", description="LAB_CENTRE: the centre's institution id (HL7 MSH).")
+    lis_kafka_sasl_username: str | None = Field(
+        None, description="LIS_KAFKA_SASL_USERNAME: the Kafka user the listener publishes as "
+                          "(the LIS bridge's, lis-<centre>, which may write lab.intake.v1; "
+                          "the service's own user may only read it). Unset: the service's.")
+    lis_kafka_sasl_password: SecretStr | None = Field(
+        None, description="LIS_KAFKA_SASL_PASSWORD: its password (masked, never logged).")
+    mllp_tls_cert_file: str | None = Field(
+        None, description="MLLP_TLS_CERT_FILE: the listener's certificate (PEM); with "
+                          "MLLP_TLS_KEY_FILE the port speaks TLS only.")
+    mllp_tls_key_file: str | None = Field(
+        None, description="MLLP_TLS_KEY_FILE: the private key of MLLP_TLS_CERT_FILE (PEM).")
+    mllp_tls_client_ca_file: str | None = Field(
+        None, description="MLLP_TLS_CLIENT_CA_FILE: CA of the LIS hosts' client certificates; "
+                          "set, a peer without one it signed is refused.")
     # The analyser port's limits (mllp.py; the defaults are assumed, see there).
     mllp_allowed_peers: str = Field(
         "127.0.0.0/8,::1/128",
@@ -60,6 +76,23 @@ class LabSettings(BaseSettings):
             max_connections=self.mllp_max_connections,
             allowed_peers=None if [p.strip() for p in peers] == ["*"] else networks(peers),
         )
+
+    def mllp_tls(self) -> ssl.SSLContext | None:
+        """The listener's TLS context, or None (plain MLLP) when no certificate is set."""
+        if not (self.mllp_tls_cert_file or self.mllp_tls_key_file):
+            if self.mllp_tls_client_ca_file:
+                raise ValueError("MLLP_TLS_CLIENT_CA_FILE needs MLLP_TLS_CERT_FILE and "
+                                 "MLLP_TLS_KEY_FILE")
+            return None
+        if not (self.mllp_tls_cert_file and self.mllp_tls_key_file):
+            raise ValueError("MLLP_TLS_CERT_FILE and MLLP_TLS_KEY_FILE go together")
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(self.mllp_tls_cert_file, self.mllp_tls_key_file)
+        if self.mllp_tls_client_ca_file:
+            context.load_verify_locations(cafile=self.mllp_tls_client_ca_file)
+            context.verify_mode = ssl.CERT_REQUIRED
+        return context
 
     def mllp_senders(self) -> list[str] | None:
         senders = [s.strip() for s in self.mllp_analysers.split(",") if s.strip()]

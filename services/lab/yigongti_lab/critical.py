@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
+from functools import cache
 
 import asyncpg
+from opentelemetry import metrics
 from yigongti_contracts.lab.codes import AckChannel, CallBackOutcome, CriticalDirection
 from yigongti_contracts.lab.v1 import (
     CriticalValueAck,
@@ -26,6 +28,15 @@ from .events import emit
 from .parking import Origin
 
 ESCALATION_TIMER = "critical_escalation"
+
+
+@cache
+def _escalations():
+    # Prometheus: lab_critical_escalations_total; an alert fires on any increase.
+    return metrics.get_meter("yigongti.lab").create_counter(
+        "lab.critical.escalations", unit="{escalation}",
+        description="Critical values still unacknowledged when their escalation interval "
+                    "ended (the next person on the roster is called), by level")
 
 
 class CriticalConflict(Exception):
@@ -148,3 +159,4 @@ async def on_escalation(conn: asyncpg.Connection, timer: asyncpg.Record) -> None
         order_id=row["order_id"], critical_id=row["critical_id"], level=level,
         escalated_to=who.staff_id, escalated_at=now, next_escalation_at=next_at,
     ))
+    _escalations().add(1, {"level": level})

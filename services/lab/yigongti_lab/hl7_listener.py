@@ -3,7 +3,9 @@ is set: each ORU^R01 becomes AnalyserResults on the lab's own intake topic,
 signed as the LIS bridge terminal, and is acknowledged only once on Kafka.
 
 The listener has its own producer (the runtime's subscribers and relay have
-theirs), with the kit's producer settings (acks=all)."""
+theirs), with the kit's producer settings (acks=all), as the LIS bridge's
+Kafka user when LIS_KAFKA_SASL_USERNAME is set (the lab's own user may not
+write its intake). With MLLP_TLS_CERT_FILE/KEY_FILE the port speaks TLS."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaProducer
 from yigongti_contracts.topics import topic_name
 from yigongti_kit.intake_auth import TerminalSigner
-from yigongti_kit.settings import kafka_client_kwargs
+from yigongti_kit.settings import KitSettings, kafka_client_kwargs
 from yigongti_kit.terminal import TerminalClient
 
 from .config import LabSettings
@@ -35,7 +37,9 @@ async def start(runtime):
             and settings.mllp_host not in ("127.0.0.1", "::1", "localhost"):
         log.warning("MLLP_HOST is %s but MLLP_ALLOWED_PEERS admits loopback only: "
                     "no analyser can connect", settings.mllp_host)
-    producer = AIOKafkaProducer(**kafka_client_kwargs(runtime.settings, "producer"))
+    tls = settings.mllp_tls()  # a missing or unreadable certificate fails here, at start-up
+    producer = AIOKafkaProducer(**kafka_client_kwargs(producer_settings(runtime.settings, settings),
+                                                      "producer"))
     await producer.start()
     publisher = TerminalClient(signer, producer,
                                topic_name("lab.intake.v1", runtime.settings.topic_prefix))
@@ -44,7 +48,7 @@ async def start(runtime):
             settings.mllp_host, settings.mllp_port,
             translator=ResultsTranslator(facility=settings.lab_centre,
                                          allowed_senders=settings.mllp_senders()),
-            publisher=publisher, limits=limits)
+            publisher=publisher, limits=limits, tls=tls)
     except BaseException:
         await producer.stop()
         raise
@@ -56,6 +60,14 @@ async def start(runtime):
             await producer.stop()
 
     return stop
+
+
+def producer_settings(kit: KitSettings, lab: LabSettings) -> KitSettings:
+    """The kit's settings with the LIS bridge's Kafka user, when one is given."""
+    if lab.lis_kafka_sasl_username is None:
+        return kit
+    return kit.model_copy(update={"kafka_sasl_username": lab.lis_kafka_sasl_username,
+                                  "kafka_sasl_password": lab.lis_kafka_sasl_password})
 
 
 def _read(path: str) -> str:

@@ -51,6 +51,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import ssl
 import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -320,8 +321,13 @@ async def start_mllp_server(
     translator: ResultsTranslator,
     publisher: Publisher,
     limits: MllpLimits | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> asyncio.Server:
     """Listen for MLLP on host:port (port 0: any free port, see `server.sockets`).
+
+    With `tls` (a server context; one that requires client certificates admits
+    only LIS hosts holding one), a connection is upgraded to TLS once its peer
+    passed MLLP_ALLOWED_PEERS: a peer off the list never gets a handshake.
 
     Stop with `stop_mllp_server(server)`, which also closes open connections.
     """
@@ -342,6 +348,15 @@ async def start_mllp_server(
             log.warning("mllp connection from %s refused: every connection is busy", peer)
             writer.close()
             return
+        if tls is not None:
+            try:
+                async with asyncio.timeout(state.limits.message_timeout_s):
+                    await writer.start_tls(tls)
+            except (OSError, TimeoutError, ssl.SSLError) as exc:
+                log.warning("mllp connection from %s refused: TLS handshake failed (%s)",
+                            peer, type(exc).__name__)
+                state.close(connection, "refused_tls")
+                return
         _connections_counted.add(1, {"outcome": "accepted"})
         outcome = "closed"
         try:

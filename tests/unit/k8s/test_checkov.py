@@ -3,29 +3,11 @@ overlays that ops deploy, except what is skipped in place with a reason."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-from functools import cache
 from pathlib import Path
 
 import k8s_tools
 import pytest
 from k8s_tools import OVERLAYS, build, built_text
-
-
-@cache
-def _scan(checkov: str, directory: str) -> tuple[dict, str]:
-    # --skip-download: no call home for guidelines or policies. Any other attempt
-    # to reach the network goes to a closed local port, and shows in stderr.
-    env = {**os.environ, "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9",
-           "NO_PROXY": ""}
-    env.pop("BC_API_KEY", None)
-    out = subprocess.run(
-        [checkov, "--directory", directory, "--framework", "kubernetes", "--skip-download",
-         "--compact", "--output", "json"],
-        capture_output=True, text=True, timeout=300, env=env)
-    return json.loads(out.stdout), out.stderr
 
 
 @pytest.fixture(scope="session")
@@ -35,7 +17,7 @@ def scan(tmp_path_factory) -> tuple[dict, str]:
     directory = tmp_path_factory.mktemp("checkov")
     for overlay in OVERLAYS:
         (directory / f"{Path(overlay).name}.yaml").write_text(built_text(overlay))
-    return _scan(checkov, str(directory))
+    return k8s_tools.checkov_scan(checkov, str(directory))
 
 
 def test_checkov_finds_nothing_in_the_overlays(scan):

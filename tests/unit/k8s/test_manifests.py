@@ -5,18 +5,36 @@ objects: test_generated.py."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import k8s_checks
 import k8s_tools
 import pytest
 import yaml
+from k8s_checks import env_config
 from k8s_tools import K8S, KUSTOMIZATIONS, build
 
-HAND_WRITTEN = [K8S / "base", K8S / "overlays"]  # k8s/crds holds operators' CRDs
+HAND_WRITTEN = [K8S / "base", K8S / "overlays", K8S / "cluster"]  # k8s/crds: operators' CRDs
+CLUSTER_SCOPED = {"Namespace", "Bundle"}
+
+
+def generator_inputs(kustomization: Path) -> set[Path]:
+    """Files a kustomization turns into ConfigMaps (data, not objects)."""
+    spec = yaml.safe_load(kustomization.read_text())
+    found = set()
+    for generator in spec.get("configMapGenerator") or []:
+        for entry in generator.get("files", []) + generator.get("envs", []):
+            found.add(kustomization.parent / entry.rpartition("=")[2])
+    return found
 
 
 def raw_documents() -> list[dict]:
     docs = []
     for root in HAND_WRITTEN:
+        data = set().union(*(generator_inputs(k) for k in root.rglob("kustomization.yaml")))
         for path in sorted(root.rglob("*.yaml")):
+            if path in data:
+                continue
             for doc in yaml.safe_load_all(path.read_text()):
                 if doc is not None:
                     docs.append(doc)
@@ -40,7 +58,7 @@ def test_every_yaml_file_parses_into_named_resources():
 def test_kustomize_builds(kustomization):
     docs = build(kustomization)
     assert of_kind(docs, "Deployment")
-    namespaced = [d for d in docs if d["kind"] != "Namespace"]
+    namespaced = [d for d in docs if d["kind"] not in CLUSTER_SCOPED]
     assert {d["metadata"].get("namespace") for d in namespaced} == {"yigongti"}
 
 
@@ -63,22 +81,7 @@ def deployments_to_check() -> list[tuple[str, dict, list[dict]]]:
     ids=lambda v: v if isinstance(v, str) else None,
 )
 def test_deployment_is_probed_bounded_and_locked_down(where, deployment, docs):
-    pod = deployment["spec"]["template"]["spec"]
-    assert pod.get("automountServiceAccountToken") is False
-    assert pod["securityContext"]["runAsNonRoot"] is True
-    assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
-    for container in pod["containers"]:
-        assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
-        assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
-        resources = container["resources"]
-        assert resources["requests"]["cpu"] and resources["requests"]["memory"]
-        assert resources["limits"]["memory"]
-        security = container["securityContext"]
-        assert security["readOnlyRootFilesystem"] is True
-        assert security["allowPrivilegeEscalation"] is False
-        assert security["capabilities"]["drop"] == ["ALL"]
-        # A read-only root needs a writable /tmp.
-        assert any(m["mountPath"] == "/tmp" for m in container["volumeMounts"])
+    k8s_checks.deployment_is_probed_bounded_and_locked_down(where, deployment, docs)
 
 
 @pytest.mark.parametrize(
@@ -87,17 +90,7 @@ def test_deployment_is_probed_bounded_and_locked_down(where, deployment, docs):
     ids=lambda v: v if isinstance(v, str) else None,
 )
 def test_grace_period_outlasts_the_graceful_shutdown(where, deployment, docs):
-    pod = deployment["spec"]["template"]["spec"]
-    container = pod["containers"][0]
-    config_names = [e["configMapRef"]["name"] for e in container.get("envFrom", [])]
-    config = next(
-        c["data"] for c in of_kind(docs, "ConfigMap") if c["metadata"]["name"] in config_names
-    )
-    pause = 0
-    pre_stop = container.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command")
-    if pre_stop and pre_stop[0] == "sleep":
-        pause = float(pre_stop[1])
-    assert pod["terminationGracePeriodSeconds"] > float(config["GRACEFUL_TIMEOUT_S"]) + pause
+    k8s_checks.grace_period_outlasts_the_graceful_shutdown(where, deployment, docs)
 
 
 @pytest.mark.parametrize(
@@ -106,34 +99,25 @@ def test_grace_period_outlasts_the_graceful_shutdown(where, deployment, docs):
     ids=lambda v: v if isinstance(v, str) else None,
 )
 def test_each_deployment_has_service_pdb_policy_and_autoscaler(where, deployment, docs):
-    name = deployment["metadata"]["name"]
-    selector = deployment["spec"]["selector"]["matchLabels"]
-    assert any(s["spec"]["selector"] == selector for s in of_kind(docs, "Service"))
-    assert any(
-        p["spec"]["selector"]["matchLabels"] == selector
-        for p in of_kind(docs, "PodDisruptionBudget")
-    )
-    assert any(
-        p["spec"]["podSelector"].get("matchLabels") == selector
-        for p in of_kind(docs, "NetworkPolicy")
-    )
-    scaled = [
-        s for s in of_kind(docs, "ScaledObject") if s["spec"]["scaleTargetRef"]["name"] == name
-    ]
-    assert scaled and "replicas" not in deployment["spec"]  # KEDA owns the count
+    k8s_checks.each_deployment_has_service_pdb_policy_and_autoscaler(where, deployment, docs)
 
 
 def test_secrets_come_from_secret_references():
     for deployment in of_kind(raw_documents(), "Deployment"):
         env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
-        for name in ("DATABASE_URL", "AUTH_PUBLIC_KEY", "KAFKA_SASL_PASSWORD"):
-            assert "secretKeyRef" in env[name]["valueFrom"], name
-    for config in of_kind(raw_documents(), "ConfigMap"):
-        for key in config.get("data", {}):
-            assert "PASSWORD" not in key and key != "DATABASE_URL"
+        assert "secretKeyRef" in env["KAFKA_SASL_PASSWORD"]["valueFrom"]
+        for name, entry in env.items():
+            if "PASSWORD" in name:
+                assert "secretKeyRef" in entry["valueFrom"], name
+    for path in (K8S / "base" / "generated").glob("*.env"):
+        config = env_config(path.stem)
+        assert not any("PASSWORD" in key for key in config), path
+        # the database login is the DatabaseRole's client certificate, never a password
+        assert "@" in config["DATABASE_URL"] and ":" not in config["DATABASE_URL"].split(
+            "//")[1].split("@")[0], path
 
 
-def test_namespace_denies_by_default_and_allows_only_dns_kafka_postgres():
+def test_namespace_denies_by_default_and_every_egress_names_where_and_which_port():
     policies = of_kind(raw_documents(), "NetworkPolicy")
     deny = [
         p
@@ -143,13 +127,20 @@ def test_namespace_denies_by_default_and_allows_only_dns_kafka_postgres():
         and "egress" not in p["spec"]
     ]
     assert deny and set(deny[0]["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+    for policy in policies:
+        for rule in policy["spec"].get("egress", []):
+            assert rule.get("to") and rule.get("ports"), policy["metadata"]["name"]
+        for rule in policy["spec"].get("ingress", []):
+            assert rule.get("from") and rule.get("ports"), policy["metadata"]["name"]
     egress_ports = {
         port["port"]
         for p in policies
         for rule in p["spec"].get("egress", [])
         for port in rule.get("ports", [])
     }
-    assert egress_ports == {53, 9093, 5432}
+    # DNS, Kafka, PostgreSQL (and its status port between instances), OTLP, the
+    # object store of the backups, the API server (CloudNativePG's instances)
+    assert egress_ports == {53, 9093, 5432, 8000, 4318, 443, 6443}
 
 
 @pytest.mark.parametrize("kustomization", k8s_tools.OVERLAYS)
