@@ -28,7 +28,9 @@ CLI (ops and development):
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -100,12 +102,27 @@ def _private_key(pem: str) -> Ed25519PrivateKey:
     return key
 
 
+def key_id(key: Ed25519PublicKey | Ed25519PrivateKey) -> str:
+    """A key's id (`kid`): the first 16 hex digits of the SHA-256 of its raw bytes."""
+    if isinstance(key, Ed25519PrivateKey):
+        key = key.public_key()
+    raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
 @lru_cache(maxsize=16)
-def _public_key(pem: str) -> Ed25519PublicKey:
-    key = serialization.load_pem_public_key(pem.encode())
-    if not isinstance(key, Ed25519PublicKey):
-        raise ValueError("the token verifying key must be an Ed25519 public key")
-    return key
+def _public_keys(pems: str) -> dict[str, Ed25519PublicKey]:
+    """The verifying keys of AUTH_PUBLIC_KEY, by key id: one PEM, or several one
+    after the other while the signing key rotates (the new one added, tokens
+    signed with it, the old one removed once its last token has expired)."""
+    keys: dict[str, Ed25519PublicKey] = {}
+    for block in re.findall(r"-----BEGIN PUBLIC KEY-----.+?-----END PUBLIC KEY-----",
+                            pems, re.S) or [pems]:
+        key = serialization.load_pem_public_key(block.encode())
+        if not isinstance(key, Ed25519PublicKey):
+            raise ValueError("a token verifying key must be an Ed25519 public key")
+        keys[key_id(key)] = key
+    return keys
 
 
 # --- tokens --------------------------------------------------------------------
@@ -120,6 +137,7 @@ def issue_token(
     audience: str,
     ttl_s: int = 3600,
     now: float | None = None,
+    issuer: str = ISSUER,
 ) -> str:
     """A signed bearer token for `user` of `institution`, valid `ttl_s` seconds."""
     issued = int(time.time() if now is None else now)
@@ -129,28 +147,42 @@ def issue_token(
         "roles": list(roles),
         "iat": issued,
         "exp": issued + int(ttl_s),
-        "iss": ISSUER,
+        "iss": issuer,
         "aud": audience,
     }
-    return jwt.encode(claims, _private_key(private_key_pem), algorithm=ALGORITHM)
+    key = _private_key(private_key_pem)
+    return jwt.encode(claims, key, algorithm=ALGORITHM, headers={"kid": key_id(key)})
 
 
-def verify_token(token: str, public_key_pem: str, audience: str) -> Principal:
+def verify_token(token: str, public_key_pem: str, audience: str,
+                 issuer: str = ISSUER) -> Principal:
     """The principal of a valid token; raises TokenError with a reason code otherwise.
 
-    Reasons: "expired", "bad_signature", "wrong_audience", "wrong_issuer",
-    "missing_claim", "bad_claim", "malformed".
+    `public_key_pem` holds one verifying key or several (rotation); the
+    token's `kid` picks one, else each is tried. Reasons: "expired",
+    "bad_signature", "wrong_audience", "wrong_issuer", "missing_claim",
+    "bad_claim", "malformed".
     """
     try:
-        claims = jwt.decode(
-            token,
-            _public_key(public_key_pem),
-            algorithms=[ALGORITHM],  # never trust the token's own alg header
-            audience=audience,
-            issuer=ISSUER,
-            leeway=LEEWAY_S,
-            options={"require": ["sub", "inst", "roles", "iat", "exp", "iss", "aud"]},
-        )
+        keys = _public_keys(public_key_pem)
+        kid = jwt.get_unverified_header(token).get("kid")
+        candidates = [keys[kid]] if kid in keys else list(keys.values())
+        claims = None
+        for key in candidates:
+            try:
+                claims = jwt.decode(
+                    token,
+                    key,
+                    algorithms=[ALGORITHM],  # never trust the token's own alg header
+                    audience=audience,
+                    issuer=issuer,
+                    leeway=LEEWAY_S,
+                    options={"require": ["sub", "inst", "roles", "iat", "exp", "iss", "aud"]},
+                )
+                break
+            except jwt.InvalidSignatureError:
+                if key is candidates[-1]:
+                    raise
     except jwt.ExpiredSignatureError as exc:
         raise TokenError("expired") from exc
     except jwt.InvalidSignatureError as exc:
@@ -185,20 +217,21 @@ def _principal_of(claims: Mapping) -> Principal:
 # Tokens already verified, until they expire: a client sends the same token
 # with every request for its lifetime, and an Ed25519 check per request was a
 # visible share of a service's CPU. Keyed by the exact token, key and audience.
-_verified: dict[tuple[str, str, str], tuple[Principal, float]] = {}
+_verified: dict[tuple[str, str, str, str], tuple[Principal, float]] = {}
 _VERIFIED_MAX = 4096
 
 
-def verify_token_cached(token: str, public_key_pem: str, audience: str) -> Principal:
+def verify_token_cached(token: str, public_key_pem: str, audience: str,
+                        issuer: str = ISSUER) -> Principal:
     """`verify_token`, remembering valid tokens until their `exp` (plus leeway)."""
-    slot = (token, public_key_pem, audience)
+    slot = (token, public_key_pem, audience, issuer)
     hit = _verified.get(slot)
     if hit is not None:
         if time.time() < hit[1]:
             return hit[0]
         del _verified[slot]
         raise TokenError("expired")
-    principal = verify_token(token, public_key_pem, audience)
+    principal = verify_token(token, public_key_pem, audience, issuer)
     exp = jwt.decode(token, options={"verify_signature": False})["exp"]  # verified above
     if len(_verified) >= _VERIFIED_MAX:
         _verified.clear()
@@ -230,13 +263,14 @@ def bearer_token(authorization: str | None) -> str | None:
     return token if scheme.lower() == "bearer" and token else None
 
 
-def authenticate(authorization: str | None, public_key_pem: str, audience: str) -> Principal:
+def authenticate(authorization: str | None, public_key_pem: str, audience: str,
+                 issuer: str = ISSUER) -> Principal:
     """The principal of an Authorization header value; TokenError("missing_token")
     without a bearer token, TokenError(reason) for one that cannot be trusted."""
     token = bearer_token(authorization)
     if token is None:
         raise TokenError("missing_token")
-    return verify_token_cached(token, public_key_pem, audience)
+    return verify_token_cached(token, public_key_pem, audience, issuer)
 
 
 async def require_principal(
@@ -255,7 +289,8 @@ async def require_principal(
     if credentials is None or not credentials.credentials:
         raise _unauthorized("missing_token")
     try:
-        return verify_token_cached(credentials.credentials, public_key, audience)
+        return verify_token_cached(credentials.credentials, public_key, audience,
+                                   getattr(request.app.state, "auth_issuer", ISSUER))
     except TokenError as exc:
         raise _unauthorized(exc.reason) from None
 

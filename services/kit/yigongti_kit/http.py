@@ -27,6 +27,7 @@ import uvicorn
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 
+from yigongti_kit.auth import ISSUER
 from yigongti_kit.health import Health
 from yigongti_kit.http_edge import Edge, validation_failed
 from yigongti_kit.http_openapi import contract
@@ -49,6 +50,7 @@ def create_http_app(title: str, settings: Any, *, health: Health | None = None) 
     app.state.health = health
     app.state.auth_public_key = getattr(settings, "auth_public_key", None)
     app.state.auth_audience = getattr(settings, "service_name", None)
+    app.state.auth_issuer = getattr(settings, "auth_issuer", None) or ISSUER
     app.include_router(health.router())
     _serve_contract(app, settings)
     # 422s name fields and codes, never the values sent (issue 9).

@@ -45,7 +45,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from .auth import TokenError, authenticate, require_principal, unauthorized_headers
+from .auth import ISSUER, TokenError, authenticate, require_principal, unauthorized_headers
 from .db import is_infra_error, is_transient_error
 
 log = logging.getLogger(__name__)
@@ -226,7 +226,7 @@ class Edge:
             raise HTTPException(401, "missing_token", unauthorized_headers("missing_token"))
         try:
             authenticate(_header(scope, b"authorization"), state.auth_public_key,
-                         state.auth_audience)
+                         state.auth_audience, getattr(state, "auth_issuer", ISSUER))
         except TokenError as exc:
             raise HTTPException(401, exc.reason, unauthorized_headers(exc.reason)) from None
 

@@ -199,9 +199,16 @@ class KitSettings(BaseSettings):
     # --- HTTP authentication --------------------------------------------------
     auth_public_key: str | None = Field(
         None,
-        description="PEM of the Ed25519 public key that verifies bearer tokens. Literal "
-        "'\\n' sequences are turned into newlines. Unset: every authenticated route "
-        "answers 500 (fails closed).",
+        description="PEM of the Ed25519 public key that verifies bearer tokens, or several "
+        "PEMs one after the other while the signing key rotates (a token's `kid` picks its "
+        "key). Literal '\\n' sequences are turned into newlines. Unset: every "
+        "authenticated route answers 500 (fails closed).",
+    )
+
+    auth_issuer: str = Field(
+        "yigongti",
+        description="The `iss` every bearer token must carry: the identity provider that "
+        "signs them (in production the hospital's OIDC issuer URL).",
     )
 
     # --- retention ------------------------------------------------------------

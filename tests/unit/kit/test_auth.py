@@ -198,7 +198,7 @@ def test_cached_verification_answers_as_the_first_and_ends_at_expiry():
     with pytest.raises(TokenError):
         verify_token_cached(tok, PUBLIC, "referral")
     # Past its expiry (the cached entry's end moved back) the token is refused.
-    slot = (tok, PUBLIC, "lab")
+    slot = (tok, PUBLIC, "lab", auth.ISSUER)
     auth._verified[slot] = (first, time.time() - 1)
     with pytest.raises(TokenError) as caught:
         verify_token_cached(tok, PUBLIC, "lab")
@@ -212,3 +212,29 @@ def test_a_refused_token_is_not_remembered():
         with pytest.raises(TokenError):
             verify_token_cached(forged, PUBLIC, "lab")
     assert not [k for k in auth._verified if k[0] == forged]
+
+
+def test_the_signing_key_rotates_without_refusing_live_tokens():
+    """Verifying keys are a set while the signing key rotates: the new one is
+    added, tokens are signed with it, the old one goes once its tokens expired."""
+    old_private, old_public = generate_keypair()
+    new_private, new_public = generate_keypair()
+    old_token = issue_token(old_private, user="u", institution="I", roles=["r"],
+                            audience="lab")
+    new_token = issue_token(new_private, user="u", institution="I", roles=["r"],
+                            audience="lab")
+    both = old_public + new_public
+    assert verify_token(old_token, both, "lab").user == "u"
+    assert verify_token(new_token, both, "lab").user == "u"
+    with pytest.raises(TokenError, match="bad_signature"):
+        verify_token(old_token, new_public, "lab")
+
+
+def test_the_issuer_is_a_setting_and_a_token_of_another_issuer_is_refused():
+    private, public = generate_keypair()
+    token = issue_token(private, user="u", institution="I", roles=[], audience="lab",
+                        issuer="https://sso.example-hospital.cn/realms/county")
+    assert verify_token(token, public, "lab",
+                        issuer="https://sso.example-hospital.cn/realms/county").user == "u"
+    with pytest.raises(TokenError, match="wrong_issuer"):
+        verify_token(token, public, "lab")
