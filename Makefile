@@ -95,8 +95,13 @@ bench: setup
 lint: setup
 	$(BIN)/ruff check .
 
+# The frozen contracts' JSON Schemas, the AsyncAPI documents, the terminal
+# contract and the README's event catalogue, all from the contracts.
 schemas: setup
 	$(BIN)/python -m yigongti_contracts.export
+	$(BIN)/python -m yigongti_contracts.asyncapi
+	$(BIN)/python -m yigongti_contracts.terminal
+	$(BIN)/python -m yigongti_contracts.catalogue
 
 # Rewrite k8s/base/generated/ from the topic registry and the reference data.
 k8s: setup

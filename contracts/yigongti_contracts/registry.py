@@ -53,6 +53,9 @@ INTAKE_BY_SERVICE: dict[str, tuple[type[StrictModel], ...]] = {
     "lab": lab_v1.INTAKE,
 }
 
+# Each service's contract module (INTAKE and EVENTS), drafts included.
+SERVICE_MODULES: dict[str, ModuleType] = {"lab": lab_v1, "diagnosis": diagnosis_v1}
+
 # Each service's own reason codes of IntakeRejected, with their meaning (besides
 # common.PLATFORM_REJECTION_REASONS); published, never an enum in the schema.
 REJECTION_REASONS_BY_SERVICE: dict[str, dict[str, str]] = {
