@@ -53,7 +53,7 @@ orthanc:
 	npm install --prefix .tools --no-audit --no-fund --loglevel=error fhir@4.12.0
 
 # Every package of the repository, installed editable into .venv.
-SERVICES := services/lab services/diagnosis services/referral services/settlement
+SERVICES := services/lab services/diagnosis services/referral services/settlement services/terminal
 $(STAMP): contracts/pyproject.toml services/kit/pyproject.toml $(SERVICES:%=%/pyproject.toml) deploy/pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip

@@ -1,0 +1,412 @@
+"""The `yigongti` command: a township or village clinic's terminal.
+
+Every command has --help. Refusals are told in plain words with their code
+(messages.py). Records go through the store-and-forward queue: when the
+county cannot be reached they wait, and `yigongti outbox` shows them.
+Exit codes: 0 done (or kept to send later), 1 refused, 2 not available or
+not set up, 3 sent but no answer yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from yigongti_contracts.base import StrictModel
+from yigongti_contracts.common import Age, AgeUnit, Sex
+from yigongti_contracts.lab.codes import Priority, TubeType
+from yigongti_contracts.lab.parts import OrderedTest
+from yigongti_contracts.lab.v1 import (
+    CriticalValueAck,
+    LabOrderPlaced,
+    SpecimenCollected,
+    SpecimenDispatched,
+)
+
+from . import messages, readback, services
+from .client import SubmitResult, TerminalClient, UnknownPatientOffline
+from .config import ConfigError, load
+from .http import HttpRefused
+from .inbox import describe, merged, open_criticals
+from .sender import LinkDown
+
+console = Console()
+err = Console(stderr=True)
+
+app = typer.Typer(help="The clinic terminal of the county medical community (医共体): lab "
+                       "orders and tubes, ECGs and studies, acknowledgements, the inbox.",
+                  no_args_is_help=True, add_completion=False)
+lab_app = typer.Typer(help="Lab orders, tubes and critical values.", no_args_is_help=True)
+patient_app = typer.Typer(help="Find a patient's reference (patient_ref).",
+                          no_args_is_help=True)
+diagnosis_app = typer.Typer(help="ECGs and imaging studies for the county's reading centre, "
+                                 "and critical findings.", no_args_is_help=True)
+referral_app = typer.Typer(help="Referrals to and from the county hospital (not yet "
+                                "available).", no_args_is_help=True)
+settle_app = typer.Typer(help="Insurance settlement: face, QR or card (not yet available).",
+                         no_args_is_help=True)
+app.add_typer(lab_app, name="lab")
+app.add_typer(patient_app, name="patient")
+app.add_typer(diagnosis_app, name="diagnosis")
+app.add_typer(referral_app, name="referral")
+app.add_typer(settle_app, name="settle")
+
+OK, REFUSED, UNAVAILABLE, NO_ANSWER = 0, 1, 2, 3
+
+Home = Annotated[Path | None, typer.Option(
+    "--home", envvar="YIGONGTI_HOME", help="The terminal's directory (terminal.yaml, the "
+    "queue). Default ~/.yigongti.")]
+Wait = Annotated[float, typer.Option(help="Seconds to wait for the county's answer "
+                                          "(0: do not wait; it shows in the inbox).")]
+
+
+class _State:
+    home: Path | None = None
+
+
+@app.callback()
+def _main(home: Home = None) -> None:
+    _State.home = home
+
+
+def _client() -> TerminalClient:
+    try:
+        return TerminalClient(load(_State.home))
+    except ConfigError as exc:
+        err.print(f"[red]{messages.local('not_set_up')}[/red] ({exc})")
+        raise typer.Exit(UNAVAILABLE) from None
+
+
+def _fail(text: str, code: int) -> None:
+    err.print(f"[red]{text}[/red]")
+    raise typer.Exit(code)
+
+
+def _run(work: Callable[[TerminalClient], Any]) -> Any:
+    """Run `work(client)` (a coroutine), saying every refusal in plain words."""
+    client = _client()
+    try:
+        return asyncio.run(work(client))
+    except services.ServiceNotAvailable as exc:
+        _fail(f"{messages.local('service_not_available')} ({exc.service}: {exc.why})",
+              UNAVAILABLE)
+    except ConfigError as exc:
+        _fail(f"{messages.local('not_set_up')} ({exc})", UNAVAILABLE)
+    except UnknownPatientOffline:
+        _fail(messages.local("unknown_patient_offline"), REFUSED)
+    except HttpRefused as exc:
+        _fail(messages.http_refusal(exc.status, exc.detail), REFUSED)
+    except LinkDown:
+        _fail(messages.local("link_down").split(" The record")[0] + " [link_down]", UNAVAILABLE)
+    finally:
+        client.close()
+
+
+async def _submit(client: TerminalClient, service: str, event: StrictModel, what: str,
+                  wait: float) -> int:
+    result: SubmitResult = await client.submit(service, event)
+    if not result.sent:
+        console.print(f"[yellow]{what}: kept on this terminal.[/yellow] "
+                      f"{messages.local('link_down')} Waiting: {result.waiting}.")
+        return OK
+    console.print(f"{what}: sent (record {result.ce_id}).")
+    if wait <= 0:
+        return OK
+    try:
+        answer = await client.answer(service, result, timeout=wait)
+    except (HttpRefused, LinkDown, ConfigError):
+        answer = None
+    if answer is None:
+        console.print("No answer yet; it will show in `yigongti inbox`.")
+        return NO_ANSWER
+    if answer.accepted:
+        console.print(f"[green]Accepted[/green] ({answer.type.split('.')[-2]}).")
+        return OK
+    err.print(f"[red]Refused: {messages.intake_reason(answer.reason or '', service)}[/red]")
+    for f in answer.fields:
+        err.print(f"  - {f.get('path')}: {f.get('code')}")
+    return REFUSED
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _when(text: str | None) -> datetime:
+    if not text:
+        return _now()
+    value = datetime.fromisoformat(text)
+    if value.tzinfo is None:
+        raise typer.BadParameter("give a time with its zone, e.g. 2026-01-15T08:30:00+08:00")
+    return value
+
+
+# --- the queue ------------------------------------------------------------------------
+
+
+@app.command()
+def outbox() -> None:
+    """Show what waits on this terminal to be sent to the county, oldest first."""
+    client = _client()
+    try:
+        waiting = client.queue.waiting()
+    finally:
+        client.close()
+    if not waiting:
+        console.print("Nothing waits: everything was sent.")
+        return
+    table = Table(title=f"{len(waiting)} record(s) waiting to be sent")
+    for column in ("#", "service", "what", "for", "captured", "tries", "last problem"):
+        table.add_column(column)
+    for q in waiting:
+        table.add_row(str(q.seq), q.service, describe(q.ce_type), q.aggregate,
+                      q.captured_at[:19].replace("T", " "), str(q.attempts),
+                      q.last_error or "")
+    console.print(table)
+
+
+@app.command()
+def send() -> None:
+    """Send what waits now (it is also sent with the next record)."""
+    async def work(client: TerminalClient) -> int:
+        report = await client.flush()
+        console.print(f"Sent {len(report.sent)}; waiting {report.waiting}.")
+        if report.link_error:
+            console.print(f"[yellow]{messages.local('link_down')}[/yellow]")
+        return OK
+    raise typer.Exit(_run(work))
+
+
+# --- patients ----------------------------------------------------------------------------
+
+
+@patient_app.command("lookup")
+def patient_lookup(
+    stdin: Annotated[bool, typer.Option("--stdin", help="Read the ID number from standard "
+                                                        "input instead of the prompt.")] = False,
+) -> None:
+    """Find a patient's reference from the ID number (asked without showing it, or read
+    from standard input; never given on the command line, never kept)."""
+    config = _client().config
+    if not config.services.get("settlement"):
+        _fail(f"{messages.local('service_not_available')} (settlement: the patient lookup is "
+              "planned, not served yet)", UNAVAILABLE)
+    if stdin or not sys.stdin.isatty():
+        national_id = sys.stdin.readline().strip()
+    else:
+        national_id = typer.prompt("ID number", hide_input=True).strip()
+    if not national_id:
+        _fail("No ID number was given.", REFUSED)
+
+    secret = [national_id]
+    del national_id  # held only in `secret` until the call, then dropped
+
+    async def work(client: TerminalClient) -> str:
+        return await client.lookup_patient(secret.pop())
+    ref = _run(work)
+    console.print(f"patient_ref: {ref}")
+
+
+# --- lab -----------------------------------------------------------------------------------
+
+
+@lab_app.command("order")
+def lab_order(
+    patient: Annotated[str, typer.Option(help="The patient's patient_ref (from `yigongti "
+                                              "patient lookup`).")],
+    test: Annotated[list[str], typer.Option(help="A test code from the lab catalogue; "
+                                                 "repeat for more.")],
+    sex: Annotated[Sex, typer.Option(help="The patient's sex.")],
+    age: Annotated[int, typer.Option(help="Age in years (in days under one year, with "
+                                          "--age-in-days).")],
+    visit: Annotated[str, typer.Option(help="The visit id.")],
+    clinician: Annotated[str, typer.Option(help="The ordering clinician's id.")],
+    age_in_days: Annotated[bool, typer.Option(help="The age is in days.")] = False,
+    priority: Annotated[Priority, typer.Option(help="How urgent.")] = Priority.routine,
+    indication: Annotated[list[str] | None, typer.Option(help="ICD-10 code of why; "
+                                                              "repeatable.")] = None,
+    order_id: Annotated[str | None, typer.Option(help="The order number (default: a new "
+                                                      "one).")] = None,
+    wait: Wait = 10.0,
+) -> None:
+    """Place a lab order for a patient."""
+    async def work(client: TerminalClient) -> int:
+        event = LabOrderPlaced(
+            order_id=order_id or f"O-{uuid.uuid4().hex[:12]}", visit_id=visit,
+            patient_ref=patient, sex=sex,
+            age=Age(value=age, unit=AgeUnit.days if age_in_days else AgeUnit.years),
+            ordering_institution=client.config.institution_id, ordering_clinician=clinician,
+            priority=priority, tests=tuple(OrderedTest(code=c) for c in test),
+            indications=tuple(indication or ()), ordered_at=_now())
+        console.print(f"Order {event.order_id}")
+        return await _submit(client, "lab", event, f"Order {event.order_id}", wait)
+    raise typer.Exit(_run(work))
+
+
+@lab_app.command("collect")
+def lab_collect(
+    order_id: Annotated[str, typer.Argument(help="The order number.")],
+    barcode: Annotated[str, typer.Option(help="The tube's barcode label.")],
+    test: Annotated[list[str], typer.Option(help="A test of the order in this tube; "
+                                                 "repeatable.")],
+    tube: Annotated[TubeType, typer.Option(help="The tube type.")],
+    collected_at: Annotated[str | None, typer.Option(help="When (default now), with its "
+                                                          "zone.")] = None,
+    centrifuged_at: Annotated[str | None, typer.Option(help="When centrifuged, if it "
+                                                            "was.")] = None,
+    recollection_of: Annotated[str | None, typer.Option(help="The rejected tube this one "
+                                                             "replaces.")] = None,
+    wait: Wait = 10.0,
+) -> None:
+    """Record a tube collected for an order."""
+    async def work(client: TerminalClient) -> int:
+        event = SpecimenCollected(
+            barcode=barcode, order_id=order_id, tests=tuple(test), tube=tube,
+            collected_at=_when(collected_at),
+            centrifuged_at=_when(centrifuged_at) if centrifuged_at else None,
+            collector_id=client.config.user_id, recollection_of=recollection_of)
+        return await _submit(client, "lab", event, f"Tube {barcode}", wait)
+    raise typer.Exit(_run(work))
+
+
+@lab_app.command("dispatch")
+def lab_dispatch(
+    barcode: Annotated[list[str], typer.Option(help="A tube in the box; repeatable.")],
+    courier: Annotated[str, typer.Option(help="The courier's id.")],
+    logger: Annotated[str, typer.Option(help="The temperature logger's id.")],
+    destination: Annotated[str | None, typer.Option(help="The lab centre.")] = None,
+    shipment_id: Annotated[str | None, typer.Option(help="The shipment number (default: a "
+                                                         "new one).")] = None,
+    wait: Wait = 10.0,
+) -> None:
+    """Send tubes to the lab centre (one box, one courier)."""
+    async def work(client: TerminalClient) -> int:
+        event = SpecimenDispatched(
+            shipment_id=shipment_id or f"S-{uuid.uuid4().hex[:12]}", barcodes=tuple(barcode),
+            courier_id=courier, temperature_logger_id=logger, dispatched_at=_now(),
+            destination=destination)
+        return await _submit(client, "lab", event, f"Shipment {event.shipment_id}", wait)
+    raise typer.Exit(_run(work))
+
+
+def _read_back(prompt_unit: bool) -> tuple[str, str]:
+    if not sys.stdin.isatty():
+        value = sys.stdin.readline().strip()
+        unit = sys.stdin.readline().strip() if prompt_unit else ""
+        return value, unit
+    value = typer.prompt("Read back: the value")
+    unit = typer.prompt("Read back: the unit") if prompt_unit else ""
+    return value, unit
+
+
+@lab_app.command("ack")
+def lab_ack(
+    critical_id: Annotated[str, typer.Argument(help="The critical value's number (see "
+                                                    "`yigongti inbox`).")],
+    wait: Wait = 10.0,
+) -> None:
+    """Acknowledge a critical value: type back its value and unit. Confirmed only when
+    both match what the lab sent; otherwise nothing is sent."""
+    async def work(client: TerminalClient) -> int:
+        await client.read_feed("lab")
+        raised = next((i["data"] for i in client.known_items("lab")
+                       if i["type"].endswith("critical_value.raised.v1")
+                       and i["data"].get("critical_id") == critical_id), None)
+        if raised is None:
+            _fail(messages.http_refusal(404, "no such critical value"), REFUSED)
+        console.print(f"Critical value {critical_id}: test {raised['test_code']} of order "
+                      f"{raised['order_id']}.")
+        typed_value, typed_unit = _read_back(prompt_unit=raised.get("coded_value") is None)
+        if not readback.matches(sent_value=raised.get("value"), sent_unit=raised.get("unit"),
+                                sent_comparator=raised.get("comparator"),
+                                sent_code=raised.get("coded_value"),
+                                typed_value=typed_value, typed_unit=typed_unit):
+            _fail(messages.local("read_back_mismatch"), REFUSED)
+        event = CriticalValueAck(order_id=raised["order_id"], critical_id=critical_id,
+                                 received_by=client.config.user_id, read_back_confirmed=True,
+                                 acknowledged_at=_now())
+        return await _submit(client, "lab", event, f"Acknowledgement of {critical_id}", wait)
+    raise typer.Exit(_run(work))
+
+
+@lab_app.command("report")
+def lab_report(order_id: Annotated[str, typer.Argument(help="The order number.")]) -> None:
+    """Show an order's verified results."""
+    async def work(client: TerminalClient) -> int:
+        async with client.http("lab") as http:
+            report = await http.get(f"/orders/{order_id}/report")
+        table = Table(title=f"Order {order_id}")
+        for column in ("test", "value", "unit", "flag", "status"):
+            table.add_column(column)
+        for o in report.get("observations", []):
+            table.add_row(str(o.get("test_code")), str(o.get("value") or o.get("coded_value")
+                                                        or ""),
+                          str(o.get("unit") or ""), str(o.get("flag") or ""),
+                          str(o.get("status") or ""))
+        console.print(table)
+        return OK
+    raise typer.Exit(_run(work))
+
+
+# --- the inbox ---------------------------------------------------------------------------
+
+
+@app.command()
+def inbox(
+    wait: Annotated[float, typer.Option(help="Seconds to wait for something new.")] = 0,
+    all_items: Annotated[bool, typer.Option("--all", help="Everything, not only the last "
+                                                          "50.")] = False,
+) -> None:
+    """Show the clinic's inbox, merged from the services' feeds: results, reports,
+    critical items waiting for acknowledgement with their time left, refusals."""
+    async def work(client: TerminalClient) -> int:
+        readable = [s for s in services.ALL
+                    if services.has_contract(s) and client.config.services.get(s)]
+        missing = [s for s in services.ALL if s not in readable]
+        for service in readable:
+            try:
+                await client.read_feed(service, wait=wait)
+            except LinkDown:
+                console.print(f"[yellow]{service}: the county cannot be reached; showing what "
+                              "this terminal has.[/yellow]")
+        await client.flush()
+        items = merged(client.known_items())
+        now = _now()
+        criticals = open_criticals(items, now)
+        if criticals:
+            table = Table(title="Critical items waiting for acknowledgement",
+                          title_style="bold red")
+            for column in ("number", "service", "for", "what", "time left"):
+                table.add_column(column)
+            for c in criticals:
+                table.add_row(c.number, c.service, c.aggregate, c.what, c.time_left)
+            console.print(table)
+        table = Table(title="Inbox")
+        for column in ("time", "service", "for", "what", "event"):
+            table.add_column(column)
+        for item in items if all_items else items[-50:]:
+            table.add_row(item["time"][:19].replace("T", " "), item["service"],
+                          item["aggregate"] or "", item["what"], item["type"])
+        console.print(table)
+        if missing:
+            console.print(f"Not yet available here: {', '.join(missing)}.")
+        return OK
+    raise typer.Exit(_run(work))
+
+
+@app.command()
+def version() -> None:
+    """Print the terminal's version."""
+    console.print("yigongti terminal 0.1.0")
+
+
+def main() -> None:
+    app()

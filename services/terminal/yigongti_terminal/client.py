@@ -1,0 +1,205 @@
+"""The terminal's client library: what the `yigongti` command is built on, and
+what other terminal software can use.
+
+    client = TerminalClient(config.load())
+    result = await client.submit("lab", LabOrderPlaced(...))   # captured, then sent
+    await client.flush()                                       # what waits, in order
+    items = await client.read_feed("lab")                      # new feed items
+    answer = await client.answer("lab", result)                # accepted or refused
+
+Every event goes through the queue (queue.py): captured unsigned with its
+ce_id, then sent oldest first, each signed as it is sent (sender.py). When
+the link is down the event waits; the next `submit` or `flush` sends it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from yigongti_contracts.base import StrictModel
+from yigongti_kit.intake_auth import TerminalSigner
+
+from . import services
+from .config import TerminalConfig
+from .http import ServiceHttp
+from .queue import Queue, Queued
+from .sender import IntakeSender, LinkDown
+
+# The event that answers an intake record when it is applied (by aggregate).
+ACCEPTED_BY: dict[str, tuple[str, ...]] = {
+    "yigongti.lab.order.placed.v1": ("yigongti.lab.order.accepted.v1",),
+    "yigongti.lab.specimen.collected.v1": ("yigongti.lab.specimen.collection_recorded.v1",),
+    "yigongti.lab.specimen.dispatched.v1": ("yigongti.lab.specimen.in_transit.v1",),
+    "yigongti.lab.order.cancelled.v1": ("yigongti.lab.tests.cancelled.v1",),
+    "yigongti.lab.critical_value.ack.v1": ("yigongti.lab.critical_value.acknowledged.v1",),
+}
+REJECTED = "yigongti.intake.rejected.v1"
+
+
+class UnknownPatientOffline(Exception):
+    """Offline, only a patient whose ref this terminal knows can be queued."""
+
+
+@dataclass
+class FlushReport:
+    sent: list[Queued] = field(default_factory=list)
+    waiting: int = 0
+    link_error: str | None = None
+
+
+@dataclass
+class SubmitResult:
+    item: Queued
+    sent: bool
+    waiting: int
+
+    @property
+    def ce_id(self) -> str:
+        return self.item.ce_id
+
+
+@dataclass
+class Answer:
+    accepted: bool
+    type: str
+    reason: str | None = None
+    fields: list[dict] = field(default_factory=list)
+    data: dict = field(default_factory=dict)
+
+
+class TerminalClient:
+    def __init__(self, config: TerminalConfig, *, http_transport=None) -> None:
+        self.config = config
+        self.queue = Queue(config.queue_path)
+        self.signer = TerminalSigner(config.terminal_id, config.private_key_pem())
+        self._http_transport = http_transport  # tests: an in-process ASGI app
+
+    def close(self) -> None:
+        self.queue.close()
+
+    # --- intake ------------------------------------------------------------------
+
+    def _sender(self) -> IntakeSender:
+        c = self.config
+        return IntakeSender(self.signer, c.kafka_bootstrap, broker_kind=c.kafka_broker_kind,
+                            topic_prefix=c.topic_prefix, route=c.broker_route,
+                            timeout_s=c.send_timeout_s)
+
+    async def submit(self, service: str, event: StrictModel) -> SubmitResult:
+        """Capture `event` for `service` and send what waits; refuses (raises
+        UnknownPatientOffline) an unknown patient while the link is down."""
+        module = services.contract(service)
+        if type(event) not in module.INTAKE:
+            raise ValueError(f"{type(event).__name__} is not an intake message of {service}")
+        value = json.dumps(event.model_dump(mode="json"), separators=(",", ":")).encode()
+        key = event.kafka_key()
+        ref = getattr(event, "patient_ref", None)
+        sender = self._sender()
+        try:
+            await sender.__aenter__()
+            online = True
+        except LinkDown:
+            online = False
+        try:
+            if ref and not self.queue.knows(ref) and not online:
+                raise UnknownPatientOffline(ref)
+            item = self.queue.capture(service=service, ce_type=event.CE_TYPE, key=key,
+                                      value=value, aggregate=key)
+            if ref:  # known now: the ref came from a lookup or the clinic's own records
+                self.queue.remember(ref)
+            report = await self._flush(sender) if online else FlushReport(
+                waiting=len(self.queue.waiting()), link_error="unreachable")
+        finally:
+            await sender.__aexit__(None, None, None)
+        return SubmitResult(item, self.queue.sent(item.ce_id), report.waiting)
+
+    async def flush(self) -> FlushReport:
+        """Send what waits, oldest first; stops at the first failure (order kept)."""
+        if not self.queue.waiting():
+            return FlushReport()
+        try:
+            async with self._sender() as sender:
+                return await self._flush(sender)
+        except LinkDown as exc:
+            return FlushReport(waiting=len(self.queue.waiting()), link_error=str(exc))
+
+    async def _flush(self, sender: IntakeSender) -> FlushReport:
+        report = FlushReport()
+        with self.queue.flush_lock():
+            for item in self.queue.waiting():  # read under the lock: nobody else sends
+                try:
+                    await sender.send(item)
+                except LinkDown as exc:
+                    self.queue.mark_failed(item.seq, str(exc))
+                    report.link_error = str(exc)
+                    break
+                self.queue.mark_sent(item.seq)
+                report.sent.append(item)
+            report.waiting = len(self.queue.waiting())
+        return report
+
+    # --- HTTP and feeds --------------------------------------------------------------
+
+    def http(self, service: str) -> ServiceHttp:
+        services.contract(service)
+        return ServiceHttp(self.config.url(service), self.config.token(service),
+                           transport=self._http_transport.get(service)
+                           if isinstance(self._http_transport, dict) else None)
+
+    async def read_feed(self, service: str, *, wait: float = 0) -> list[dict]:
+        """New items of the service's feed (kept on the terminal, cursor advanced)."""
+        field_name = services.AGGREGATE_FIELD[service]
+        new: list[dict] = []
+        async with self.http(service) as http:
+            after = self.queue.cursor(service)
+            while True:
+                page = await http.feed(after, wait=wait if not new else 0)
+                items = page["items"]
+                if not items:
+                    break
+                self.queue.store_feed(service, items, field_name, page["next"])
+                new.extend(items)
+                after = page["next"]
+                wait = 0
+        return new
+
+    async def answer(self, service: str, result: SubmitResult, *,
+                     timeout: float = 15.0) -> Answer | None:  # noqa: ASYNC109
+        """The service's answer to a sent record, read from the feed: accepted
+        (its event for the aggregate) or refused (IntakeRejected naming the
+        ce_id); None when none came within `timeout` seconds."""
+        accepted = ACCEPTED_BY.get(result.item.ce_type, ())
+        deadline = time.monotonic() + timeout
+        while True:
+            for item in self.queue.feed_items(service):
+                data = item["data"]
+                if item["type"] == REJECTED and data.get("rejected_id") == result.ce_id:
+                    return Answer(False, item["type"], data.get("reason"),
+                                  list(data.get("fields") or []), data)
+                if item["type"] in accepted and result.item.aggregate in (
+                        item["aggregate"], data.get("shipment_id")):
+                    return Answer(True, item["type"], data=data)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            await self.read_feed(service, wait=min(left, 5))
+
+    def known_items(self, service: str | None = None) -> list[dict]:
+        return self.queue.feed_items(service)
+
+    async def lookup_patient(self, national_id: str) -> str:
+        """The patient_ref of an ID number, from the settlement service (never kept)."""
+        async with self.http("settlement") as http:
+            answer: Any = await http.post("/patients/lookup", json={"national_id": national_id})
+        ref = answer["patient_ref"]
+        self.queue.remember(ref)
+        return ref
+
+
+def run(coro):
+    """Run a coroutine from synchronous code (the CLI)."""
+    return asyncio.run(coro)
