@@ -19,6 +19,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from yigongti_contracts.base import StrictModel
 from yigongti_contracts.common import Age, AgeUnit, Sex
@@ -74,7 +75,9 @@ class _State:
 
 @app.callback()
 def _main(home: Home = None) -> None:
+    global console, err  # noqa: PLW0603 - made per run: the width (COLUMNS) of this run
     _State.home = home
+    console, err = Console(), Console(stderr=True)
 
 
 def _client() -> TerminalClient:
@@ -86,7 +89,7 @@ def _client() -> TerminalClient:
 
 
 def _fail(text: str, code: int) -> None:
-    err.print(f"[red]{text}[/red]")
+    err.print(f"[red]{escape(text)}[/red]")
     raise typer.Exit(code)
 
 
@@ -114,8 +117,8 @@ async def _submit(client: TerminalClient, service: str, event: StrictModel, what
                   wait: float) -> int:
     result: SubmitResult = await client.submit(service, event)
     if not result.sent:
-        console.print(f"[yellow]{what}: kept on this terminal.[/yellow] "
-                      f"{messages.local('link_down')} Waiting: {result.waiting}.")
+        console.print(f"[yellow]{escape(what)}: kept on this terminal.[/yellow] "
+                      f"{escape(messages.local('link_down'))} Waiting: {result.waiting}.")
         return OK
     console.print(f"{what}: sent (record {result.ce_id}).")
     if wait <= 0:
@@ -130,9 +133,10 @@ async def _submit(client: TerminalClient, service: str, event: StrictModel, what
     if answer.accepted:
         console.print(f"[green]Accepted[/green] ({answer.type.split('.')[-2]}).")
         return OK
-    err.print(f"[red]Refused: {messages.intake_reason(answer.reason or '', service)}[/red]")
+    err.print(f"[red]Refused: {escape(messages.intake_reason(answer.reason or '', service))}"
+              "[/red]")
     for f in answer.fields:
-        err.print(f"  - {f.get('path')}: {f.get('code')}")
+        err.print(escape(f"  - {f.get('field')}: {f.get('code')}"))
     return REFUSED
 
 
@@ -180,7 +184,7 @@ def send() -> None:
         report = await client.flush()
         console.print(f"Sent {len(report.sent)}; waiting {report.waiting}.")
         if report.link_error:
-            console.print(f"[yellow]{messages.local('link_down')}[/yellow]")
+            console.print(f"[yellow]{escape(messages.local('link_down'))}[/yellow]")
         return OK
     raise typer.Exit(_run(work))
 
@@ -387,14 +391,14 @@ def inbox(
             for column in ("number", "service", "for", "what", "time left"):
                 table.add_column(column)
             for c in criticals:
-                table.add_row(c.number, c.service, c.aggregate, c.what, c.time_left)
+                table.add_row(c.number, c.service, c.aggregate, escape(c.what), c.time_left)
             console.print(table)
         table = Table(title="Inbox")
         for column in ("time", "service", "for", "what", "event"):
             table.add_column(column)
         for item in items if all_items else items[-50:]:
             table.add_row(item["time"][:19].replace("T", " "), item["service"],
-                          item["aggregate"] or "", item["what"], item["type"])
+                          item["aggregate"] or "", escape(item["what"]), item["type"])
         console.print(table)
         if missing:
             console.print(f"Not yet available here: {', '.join(missing)}.")

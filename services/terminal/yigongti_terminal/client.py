@@ -29,13 +29,21 @@ from .http import ServiceHttp
 from .queue import Queue, Queued
 from .sender import IntakeSender, LinkDown
 
-# The event that answers an intake record when it is applied (by aggregate).
-ACCEPTED_BY: dict[str, tuple[str, ...]] = {
-    "yigongti.lab.order.placed.v1": ("yigongti.lab.order.accepted.v1",),
-    "yigongti.lab.specimen.collected.v1": ("yigongti.lab.specimen.collection_recorded.v1",),
-    "yigongti.lab.specimen.dispatched.v1": ("yigongti.lab.specimen.in_transit.v1",),
-    "yigongti.lab.order.cancelled.v1": ("yigongti.lab.tests.cancelled.v1",),
-    "yigongti.lab.critical_value.ack.v1": ("yigongti.lab.critical_value.acknowledged.v1",),
+# The event that answers an intake record when it is applied, and the field
+# both carry with the same value (so an earlier answer about the same order
+# is not taken for this one).
+ACCEPTED_BY: dict[str, tuple[tuple[str, ...], str]] = {
+    "yigongti.lab.order.placed.v1": (("yigongti.lab.order.accepted.v1",), "order_id"),
+    "yigongti.lab.specimen.collected.v1":
+        (("yigongti.lab.specimen.collection_recorded.v1",), "barcode"),
+    "yigongti.lab.specimen.dispatched.v1": (("yigongti.lab.specimen.in_transit.v1",),
+                                            "shipment_id"),
+    "yigongti.lab.order.cancelled.v1": (("yigongti.lab.tests.cancelled.v1",), "order_id"),
+    "yigongti.lab.critical_value.ack.v1": (("yigongti.lab.critical_value.acknowledged.v1",),
+                                           "critical_id"),
+    "yigongti.diagnosis.requested.v1": (("yigongti.diagnosis.queued.v1",), "request_id"),
+    "yigongti.diagnosis.critical_finding.ack.v1":
+        (("yigongti.diagnosis.critical_finding.acknowledged.v1",), "finding_id"),
 }
 REJECTED = "yigongti.intake.rejected.v1"
 
@@ -172,16 +180,19 @@ class TerminalClient:
         """The service's answer to a sent record, read from the feed: accepted
         (its event for the aggregate) or refused (IntakeRejected naming the
         ce_id); None when none came within `timeout` seconds."""
-        accepted = ACCEPTED_BY.get(result.item.ce_type, ())
+        accepted, field_name = ACCEPTED_BY.get(result.item.ce_type, ((), ""))
+        sent = json.loads(result.item.value)
         deadline = time.monotonic() + timeout
         while True:
-            for item in self.queue.feed_items(service):
+            items = self.queue.feed_items(service)
+            for item in items:
                 data = item["data"]
                 if item["type"] == REJECTED and data.get("rejected_id") == result.ce_id:
                     return Answer(False, item["type"], data.get("reason"),
                                   list(data.get("fields") or []), data)
-                if item["type"] in accepted and result.item.aggregate in (
-                        item["aggregate"], data.get("shipment_id")):
+            for item in items:
+                data = item["data"]
+                if item["type"] in accepted and data.get(field_name) == sent.get(field_name):
                     return Answer(True, item["type"], data=data)
             left = deadline - time.monotonic()
             if left <= 0:
