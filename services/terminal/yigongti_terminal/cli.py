@@ -84,7 +84,7 @@ def _client() -> TerminalClient:
     try:
         return TerminalClient(load(_State.home))
     except ConfigError as exc:
-        err.print(f"[red]{messages.local('not_set_up')}[/red] ({exc})")
+        err.print(f"[red]{escape(messages.local('not_set_up'))}[/red] ({escape(str(exc))})")
         raise typer.Exit(UNAVAILABLE) from None
 
 
@@ -358,6 +358,191 @@ def lab_report(order_id: Annotated[str, typer.Argument(help="The order number.")
         console.print(table)
         return OK
     raise typer.Exit(_run(work))
+
+
+# --- diagnosis (draft contract: yigongti_contracts.diagnosis.v1) ------------------------
+
+# The ECG upload (claim check): the file's bytes as they are, typed by its suffix.
+MEDIA_TYPES = {".dcm": "application/dicom", ".dicom": "application/dicom", ".csv": "text/csv"}
+
+
+def _request_fields(client: TerminalClient, *, patient: str, sex: Sex, age: int,
+                    age_in_days: bool, visit: str, clinician: str,
+                    indication: list[str]) -> dict[str, Any]:
+    return dict(request_id=f"R-{uuid.uuid4().hex[:12]}", visit_id=visit, patient_ref=patient,
+                sex=sex, age=Age(value=age, unit=AgeUnit.days if age_in_days else
+                                 AgeUnit.years),
+                indications=tuple(indication), requesting_institution=
+                client.config.institution_id, requesting_clinician=clinician,
+                requested_at=_now())
+
+
+Patient = Annotated[str, typer.Option(help="The patient's patient_ref.")]
+SexOpt = Annotated[Sex, typer.Option(help="The patient's sex.")]
+AgeOpt = Annotated[int, typer.Option(help="Age in years (days with --age-in-days).")]
+Days = Annotated[bool, typer.Option(help="The age is in days.")]
+Visit = Annotated[str, typer.Option(help="The visit id.")]
+Clinician = Annotated[str, typer.Option(help="The requesting clinician's id.")]
+Indication = Annotated[list[str], typer.Option(help="ICD-10 code of why (e.g. I21.9); "
+                                                    "repeatable.")]
+
+
+def _diagnosis_ready(client: TerminalClient) -> None:
+    services.contract("diagnosis")
+    if not client.config.services.get("diagnosis"):
+        raise services.ServiceNotAvailable("diagnosis", "this terminal has no address for it")
+
+
+@diagnosis_app.command("ecg")
+def diagnosis_ecg(
+    file: Annotated[Path, typer.Argument(help="The ECG: a DICOM 12-lead waveform (.dcm) or "
+                                              "a CSV of leads (.csv).", exists=True,
+                                         dir_okay=False, readable=True)],
+    patient: Patient, sex: SexOpt, age: AgeOpt, visit: Visit, clinician: Clinician,
+    indication: Indication,
+    age_in_days: Days = False,
+    symptom_onset: Annotated[str | None, typer.Option(help="When the symptoms began, with "
+                                                           "its zone.")] = None,
+    first_contact: Annotated[str | None, typer.Option(help="First medical contact, with its "
+                                                           "zone.")] = None,
+    priority: Annotated[Priority | None, typer.Option(help="Your own priority (the county "
+                                                           "never lowers it).")] = None,
+    wait: Wait = 10.0,
+) -> None:
+    """Send an ECG to the county's reading centre: the file is uploaded, then read."""
+    media_type = MEDIA_TYPES.get(file.suffix.lower())
+    if media_type is None:
+        _fail("The ECG must be a DICOM file (.dcm) or a CSV file (.csv).", REFUSED)
+
+    async def work(client: TerminalClient) -> int:
+        from yigongti_contracts.diagnosis.codes import Modality
+        from yigongti_contracts.diagnosis.v1 import DiagnosisRequested
+
+        _diagnosis_ready(client)
+        async with client.http("diagnosis") as http:
+            uploaded = await http.post("/recordings", content=file.read_bytes(),
+                                       headers={"Content-Type": media_type})
+        console.print(f"ECG uploaded ({uploaded.get('duration_s')} s at "
+                      f"{uploaded.get('sample_rate_hz')} Hz).")
+        event = DiagnosisRequested(
+            **_request_fields(client, patient=patient, sex=sex, age=age,
+                              age_in_days=age_in_days, visit=visit, clinician=clinician,
+                              indication=indication),
+            modality=Modality.ECG, recording_ref=uploaded["recording_ref"],
+            symptom_onset=_when(symptom_onset) if symptom_onset else None,
+            first_medical_contact_at=_when(first_contact) if first_contact else None,
+            clinician_priority=priority)
+        return await _submit(client, "diagnosis", event, f"ECG request {event.request_id}",
+                             wait)
+    raise typer.Exit(_run(work))
+
+
+@diagnosis_app.command("study")
+def diagnosis_study(
+    uid: Annotated[str, typer.Option(help="The study's DICOM Study Instance UID on the "
+                                          "county PACS.")],
+    accession: Annotated[str, typer.Option(help="The study's accession number.")],
+    modality: Annotated[str, typer.Option(help="DX, CT, US or MR.")],
+    patient: Patient, sex: SexOpt, age: AgeOpt, visit: Visit, clinician: Clinician,
+    indication: Indication,
+    age_in_days: Days = False,
+    wait: Wait = 10.0,
+) -> None:
+    """Ask the county to read an imaging study already sent to its PACS."""
+    async def work(client: TerminalClient) -> int:
+        from yigongti_contracts.diagnosis.codes import Modality
+        from yigongti_contracts.diagnosis.v1 import DiagnosisRequested
+
+        _diagnosis_ready(client)
+        kind = Modality(modality.upper())
+        if kind is Modality.ECG:
+            _fail("An ECG is sent with `yigongti diagnosis ecg`.", REFUSED)
+        event = DiagnosisRequested(
+            **_request_fields(client, patient=patient, sex=sex, age=age,
+                              age_in_days=age_in_days, visit=visit, clinician=clinician,
+                              indication=indication),
+            modality=kind, study_instance_uid=uid, accession_number=accession)
+        return await _submit(client, "diagnosis", event,
+                             f"Study request {event.request_id}", wait)
+    raise typer.Exit(_run(work))
+
+
+@diagnosis_app.command("ack")
+def diagnosis_ack(
+    finding_id: Annotated[str, typer.Argument(help="The critical finding's number (see "
+                                                   "`yigongti inbox`).")],
+    wait: Wait = 10.0,
+) -> None:
+    """Acknowledge a critical finding: type back its conclusion code. Confirmed only when
+    it matches what the county sent; otherwise nothing is sent."""
+    async def work(client: TerminalClient) -> int:
+        from yigongti_contracts.diagnosis.codes import AckChannel as DxAckChannel
+        from yigongti_contracts.diagnosis.v1 import CriticalFindingAck
+
+        _diagnosis_ready(client)
+        await client.read_feed("diagnosis")
+        raised = next((i["data"] for i in client.known_items("diagnosis")
+                       if i["type"].endswith("critical_finding.raised.v1")
+                       and i["data"].get("finding_id") == finding_id), None)
+        if raised is None:
+            _fail(messages.http_refusal(404, "no such critical finding"), REFUSED)
+        console.print(f"Critical finding {finding_id} of request {raised['request_id']}.")
+        typed, _ = _read_back(prompt_unit=False)
+        if not readback.matches(sent_value=None, sent_unit=None,
+                                sent_code=raised.get("conclusion"), typed_value=typed,
+                                typed_unit=""):
+            _fail(messages.local("read_back_mismatch"), REFUSED)
+        event = CriticalFindingAck(request_id=raised["request_id"], finding_id=finding_id,
+                                   acknowledged_by=client.config.user_id,
+                                   channel=DxAckChannel.terminal, read_back_confirmed=True,
+                                   acknowledged_at=_now())
+        return await _submit(client, "diagnosis", event, f"Acknowledgement of {finding_id}",
+                             wait)
+    raise typer.Exit(_run(work))
+
+
+# --- referral and settlement: their services are not built yet ---------------------------
+
+
+def _not_yet(service: str) -> None:
+    _fail(f"{messages.local('service_not_available')} ({service}: its contract is not "
+          "published yet)", UNAVAILABLE)
+
+
+@referral_app.command("request")
+def referral_request() -> None:
+    """Request a referral to the county hospital (not yet available)."""
+    _not_yet("referral")
+
+
+@referral_app.command("depart")
+def referral_depart() -> None:
+    """Record that the referred patient left (not yet available)."""
+    _not_yet("referral")
+
+
+@referral_app.command("arrive")
+def referral_arrive() -> None:
+    """Record that the referred patient arrived (not yet available)."""
+    _not_yet("referral")
+
+
+@settle_app.command("face")
+def settle_face() -> None:
+    """Settle by face scan through the national platform (not yet available)."""
+    _not_yet("settlement")
+
+
+@settle_app.command("qr")
+def settle_qr() -> None:
+    """Settle with the patient's medical insurance QR code (not yet available)."""
+    _not_yet("settlement")
+
+
+@settle_app.command("card")
+def settle_card() -> None:
+    """Settle with the social security card (not yet available)."""
+    _not_yet("settlement")
 
 
 # --- the inbox ---------------------------------------------------------------------------

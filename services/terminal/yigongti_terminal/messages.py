@@ -120,6 +120,7 @@ HTTP_DETAIL: dict[str, str] = {
     "no such order": "No such order for this clinic. Check the order number.",
     "no such specimen": "No such tube. Check the barcode.",
     "no such critical value": "No such critical value. Check its number.",
+    "no such critical finding": "No such critical finding. Check its number.",
     "no such patient": "This clinic has no orders for this patient.",
     "no such result on this order": "This order has no such result. Check the order number.",
     "body_too_large": "What was sent is too large.",
@@ -158,6 +159,9 @@ def http_refusal(status: int, detail: object = None) -> str:
         words = HTTP_DETAIL.get(key) or HTTP_STATUS.get(status) or HTTP_STATUS[400]
         return f"{words} [{status} {detail}]"
     words = HTTP_STATUS.get(status) or HTTP_STATUS[400]
+    if isinstance(detail, dict) and detail.get("reason"):  # e.g. a refused ECG recording
+        where = f" ({detail['field']})" if detail.get("field") else ""
+        return f"{words} [{status} {detail['reason']}]{where}"
     if isinstance(detail, list):  # 422: field paths and codes, never values
         fields = ", ".join(".".join(str(p) for p in d.get("loc", [])) + f" ({d.get('type')})"
                            for d in detail if isinstance(d, dict))

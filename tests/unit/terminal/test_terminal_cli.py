@@ -1,0 +1,94 @@
+"""The command's surface: --help on every command, services not built yet say
+so, and the ID number is never taken from the command line."""
+
+from __future__ import annotations
+
+import pytest
+import typer
+from typer.testing import CliRunner
+from yigongti_kit.intake_auth import TerminalSigner
+from yigongti_terminal.cli import app
+from yigongti_terminal.config import TerminalConfig
+
+runner = CliRunner()
+
+
+def _commands(group, path=()) -> dict[tuple[str, ...], object]:
+    found = {path: group}
+    for name, command in group.commands.items():
+        if hasattr(command, "commands"):  # a group
+            found |= _commands(command, (*path, name))
+        else:
+            found[(*path, name)] = command
+    return found
+
+
+TREE = _commands(typer.main.get_command(app))
+COMMANDS = list(TREE)
+
+
+def test_the_command_tree_covers_the_clinic_s_work():
+    names = {" ".join(c) for c in COMMANDS}
+    assert {"lab order", "lab collect", "lab dispatch", "lab ack", "inbox", "outbox",
+            "patient lookup", "diagnosis ecg", "diagnosis study", "diagnosis ack",
+            "referral request", "referral depart", "referral arrive", "settle face",
+            "settle qr", "settle card"} <= names
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "yigongti")
+def test_every_command_has_help(command):
+    result = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "Usage:" in result.output
+    described = TREE[command].help or TREE[command].short_help
+    assert described and described.split()[0] in result.output, f"{command}: no description"
+
+
+@pytest.fixture
+def home(tmp_path):
+    signer = TerminalSigner.generate("t-unit-1")
+    key = tmp_path / "t.key"
+    from cryptography.hazmat.primitives import serialization
+
+    key.write_bytes(signer._key.private_bytes(serialization.Encoding.PEM,
+                                              serialization.PrivateFormat.PKCS8,
+                                              serialization.NoEncryption()))
+    TerminalConfig(home=tmp_path, terminal_id="t-unit-1", institution_id="652325-B01",
+                   key_file=key, user_id="nurse-3", kafka_bootstrap="127.0.0.1:1",
+                   services={"lab": "http://127.0.0.1:1"}, send_timeout_s=1).save()
+    return tmp_path
+
+
+@pytest.mark.parametrize("command", [("referral", "request"), ("referral", "depart"),
+                                     ("referral", "arrive"), ("settle", "face"),
+                                     ("settle", "qr"), ("settle", "card")])
+def test_services_not_built_yet_say_so(home, command):
+    result = runner.invoke(app, ["--home", str(home), *command])
+    assert result.exit_code == 2
+    assert "[service_not_available]" in " ".join(result.output.split())
+
+
+def test_diagnosis_without_its_address_is_not_available(home):
+    result = runner.invoke(app, ["--home", str(home), "diagnosis", "ack", "F-1"])
+    assert result.exit_code == 2
+    assert "not available" in result.output
+
+
+def test_the_id_number_is_never_an_argument(home):
+    result = runner.invoke(app, ["--home", str(home), "patient", "lookup",
+                                 "110101199003077777"])
+    assert result.exit_code == 2  # a usage error: there is no such argument
+    assert "110101199003077777" not in (home / "outbox.sqlite").read_bytes().decode(
+        "latin-1") if (home / "outbox.sqlite").exists() else True
+
+
+def test_lookup_without_the_settlement_service_asks_for_nothing(home):
+    result = runner.invoke(app, ["--home", str(home), "patient", "lookup"],
+                           input="110101199003077777\n")
+    assert result.exit_code == 2
+    assert "not available" in result.output and "110101199003077777" not in result.output
+
+
+def test_an_unset_terminal_says_so(tmp_path):
+    result = runner.invoke(app, ["--home", str(tmp_path / "none"), "outbox"])
+    assert result.exit_code == 2 and "[not_set_up]" in " ".join(result.output.split())
