@@ -137,7 +137,7 @@ class TerminalClient:
 
     async def _flush(self, sender: IntakeSender) -> FlushReport:
         report = FlushReport()
-        with self.queue.flush_lock():
+        async with self.queue.flush_lock():
             for item in self.queue.waiting():  # read under the lock: nobody else sends
                 try:
                     await sender.send(item)

@@ -17,11 +17,12 @@ no ID number is ever written here.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import sqlite3
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -121,16 +122,20 @@ class Queue:
         row = self._db.execute("SELECT sent_at FROM outbox WHERE ce_id = ?", (ce_id,)).fetchone()
         return bool(row and row[0])
 
-    @contextlib.contextmanager
-    def flush_lock(self) -> Iterator[None]:
+    @contextlib.asynccontextmanager
+    async def flush_lock(self) -> AsyncIterator[None]:
         """The lock rule above: one flush at a time (two flushers would each
-        send the head; harmless for the service, but out of order for us)."""
-        with open(self.path.with_suffix(".lock"), "w") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
+        send the head; harmless for the service, but out of order for us).
+        Waited for in a thread, so a flush waiting here blocks no event loop."""
+        handle = await asyncio.to_thread(open, self.path.with_suffix(".lock"), "w")
+        try:
+            await asyncio.to_thread(fcntl.flock, handle, fcntl.LOCK_EX)
             try:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+        finally:
+            handle.close()
 
     # --- known patients -------------------------------------------------------
 

@@ -6,6 +6,7 @@ a restart)."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from datetime import UTC, datetime, timedelta
 
@@ -15,7 +16,7 @@ from labflow import ce_type, collected, order, payload, rejection_for
 from labjourney import new_patient
 from yigongti_contracts.lab.v1 import CriticalValueAck
 from yigongti_kit.terminal import build_record
-from yigongti_terminal.client import UnknownPatientOffline
+from yigongti_terminal.client import TerminalClient, UnknownPatientOffline
 
 TWO_HOURS = timedelta(hours=2)
 
@@ -104,3 +105,36 @@ async def test_captured_offline_two_hours_before_the_link_returns_is_accepted_on
         ordered = await conn.fetchval("SELECT ordered_at FROM orders WHERE order_id = $1",
                                       o.order_id)
     assert abs((ordered - captured_at).total_seconds()) < 1
+
+
+async def test_a_flush_waits_while_another_holds_the_queue_and_nothing_goes_twice(
+        clinic, dev_keys):
+    """The queue's lock rule (queue.py): one flush at a time per terminal. With
+    the lock held (as a flush in another process holds it), two flushes wait;
+    released, they send each waiting event once between them, in order."""
+    patient = new_patient()
+    clinic.client.queue.remember(patient)
+    await clinic.proxy.cut()
+    orders = [order(dev_keys.institution_id, tests=("K",), patient_ref=patient)
+              for _ in range(3)]
+    captured = [await clinic.client.submit("lab", o) for o in orders]
+    await clinic.proxy.restore()
+
+    other = TerminalClient(clinic.config)  # a second process on the same terminal
+    try:
+        async with other.queue.flush_lock():
+            flushes = [asyncio.create_task(clinic.client.flush()),
+                       asyncio.create_task(other.flush())]
+            await asyncio.sleep(0.5)
+            assert not any(f.done() for f in flushes)
+        reports = await asyncio.gather(*flushes)
+    finally:
+        other.close()
+    # One of them sent all three, in capture order; the other found nothing waiting.
+    assert sorted(len(r.sent) for r in reports) == [0, 3]
+    assert [q.ce_id for r in reports for q in r.sent] == [c.ce_id for c in captured]
+    for o in orders:
+        await clinic.events.wait_for(_for_order(o, "order.accepted.v1"))
+    await asyncio.sleep(0.5)
+    assert sum(1 for r in clinic.events.records
+               if ce_type(r).endswith("order.accepted.v1")) == 3
