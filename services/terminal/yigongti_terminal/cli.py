@@ -592,6 +592,68 @@ def inbox(
 
 
 @app.command()
+def setup(
+    terminal_id: Annotated[str, typer.Option(help="The terminal id, as registered with the "
+                                                  "county.")],
+    institution: Annotated[str, typer.Option(help="The clinic's institution id.")],
+    key_file: Annotated[Path, typer.Option(help="The terminal's Ed25519 private key (PEM).",
+                                           exists=True, dir_okay=False)],
+    user: Annotated[str, typer.Option(help="Who works at this terminal (staff id).")],
+    bootstrap: Annotated[str, typer.Option(help="The county's Kafka bootstrap servers.")],
+    broker_kind: Annotated[str, typer.Option(help="kafka, or embedded (the test "
+                                                  "broker).")] = "kafka",
+    topic_prefix: Annotated[str, typer.Option(help="A deployment's topic prefix.")] = "",
+    service: Annotated[list[str] | None, typer.Option(
+        help="A service's address as name=URL, e.g. lab=https://lab.county; "
+             "repeatable.")] = None,
+    token: Annotated[list[str] | None, typer.Option(
+        help="A service's bearer token file as name=PATH; repeatable.")] = None,
+) -> None:
+    """Write this terminal's settings (terminal.yaml in its directory)."""
+    from .config import TerminalConfig, default_home
+
+    def pairs(items: list[str] | None) -> dict[str, str]:
+        out = {}
+        for item in items or ():
+            name, sep, value = item.partition("=")
+            if not sep or not name or not value:
+                raise typer.BadParameter(f"expected name=value, got {item!r}")
+            out[name] = value
+        return out
+
+    home = _State.home or default_home()
+    config = TerminalConfig(
+        home=home, terminal_id=terminal_id, institution_id=institution,
+        key_file=key_file.resolve(), user_id=user, kafka_bootstrap=bootstrap,
+        kafka_broker_kind=broker_kind, topic_prefix=topic_prefix, services=pairs(service),
+        tokens={k: Path(v).resolve() for k, v in pairs(token).items()})
+    console.print(f"Written: {config.save()}")
+
+
+@app.command()
+def status() -> None:
+    """Show this terminal's settings, which services it can reach, and what waits."""
+    client = _client()
+    try:
+        c = client.config
+        table = Table(title=f"Terminal {c.terminal_id} of {c.institution_id}")
+        table.add_column("service")
+        table.add_column("state")
+        for service in services.ALL:
+            if not services.has_contract(service):
+                state = "not available yet (no published contract)"
+            elif not c.services.get(service):
+                state = "no address set"
+            else:
+                state = c.services[service]
+            table.add_row(service, state)
+        console.print(table)
+        console.print(f"Waiting to be sent: {len(client.queue.waiting())}")
+    finally:
+        client.close()
+
+
+@app.command()
 def version() -> None:
     """Print the terminal's version."""
     console.print("yigongti terminal 0.1.0")

@@ -89,6 +89,26 @@ def test_lookup_without_the_settlement_service_asks_for_nothing(home):
     assert "not available" in result.output and "110101199003077777" not in result.output
 
 
+def test_setup_writes_what_status_shows(tmp_path):
+    key = tmp_path / "k.pem"
+    from cryptography.hazmat.primitives import serialization
+
+    key.write_bytes(TerminalSigner.generate("t-9")._key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    home = tmp_path / "home"
+    written = runner.invoke(app, ["--home", str(home), "setup", "--terminal-id", "t-9",
+                                  "--institution", "652325-B01", "--key-file", str(key),
+                                  "--user", "nurse-3", "--bootstrap", "county:9092",
+                                  "--service", "lab=http://lab.county", "--token",
+                                  f"lab={tmp_path / 'lab.token'}"])
+    assert written.exit_code == 0, written.output
+    shown = runner.invoke(app, ["--home", str(home), "status"], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0, shown.output
+    assert "http://lab.county" in shown.output and "Waiting to be sent: 0" in shown.output
+    assert "not available yet" in shown.output  # referral, settlement
+
+
 def test_an_unset_terminal_says_so(tmp_path):
     result = runner.invoke(app, ["--home", str(tmp_path / "none"), "outbox"])
     assert result.exit_code == 2 and "[not_set_up]" in " ".join(result.output.split())
