@@ -91,6 +91,88 @@ SERVICE: dict[str, dict[str, str]] = {
                                 "arrival at the lab) never reached the lab. Check it was "
                                 "sent.",
     },
+    # The other services' codes as their branches publish them (kept here ahead of
+    # their merge; the test checks whatever the registry lists).
+    "diagnosis": {
+        "unknown_institution": "The county does not know this clinic, or no reading centre "
+                               "reads this kind of examination for it. " + ASK_IT,
+        "request_exists": "A request with this number exists already. Use a new number.",
+        "unknown_recording": "The ECG was not found: it was uploaded by another clinic, or "
+                             "already used for another request. Send the ECG again.",
+        "accession_mismatch": "The study on the county's image server has another accession "
+                              "number. Check both and send again.",
+        "study_not_found": "The images never reached the county's image server. Send the "
+                           "images first, then the request again.",
+        "modality_mismatch": "The images on the county's server are not of the kind asked "
+                             "for (ECG, X-ray, CT, ultrasound, MR).",
+        "unknown_request": "No such request. Check its number.",
+        "unknown_finding": "No such critical finding on this request. Check its number.",
+        "already_reported": "The report is signed already and the request cannot be "
+                            "withdrawn. Ask the reading centre for a correction.",
+        "already_withdrawn": "This request was withdrawn already.",
+    },
+    "referral": {
+        "unknown_institution": "The hospital or clinic is not one of the medical community. "
+                               "Check where the patient is referred.",
+        "not_a_clinical_institution": "A lab, ECG or imaging centre does not take referred "
+                                      "patients. Choose a hospital or clinic.",
+        "same_institution": "A clinic cannot refer a patient to itself.",
+        "wrong_direction": "An upward referral goes to a higher level, a downward one to a "
+                           "lower level.",
+        "outside_community": "That hospital belongs to another county's medical community.",
+        "skips_level": "Refer the patient to your own county hospital first: it can take "
+                       "them.",
+        "lacks_capability": "That hospital cannot give the care this patient needs. Choose "
+                            "another.",
+        "reason_not_for_direction": "This reason is not one for this direction of referral.",
+        "care_plan_missing": "A referral back to the clinic needs its continuing-care plan.",
+        "forbidden_institution": "Only the other end of the referral may record this.",
+        "referral_id_in_use": "A referral with this number exists already. Use a new number.",
+        "validity_ended": "The patient arrived after the referral was no longer valid.",
+        "departure_after_arrival": "The departure time is after the arrival time. Check the "
+                                   "times.",
+        "not_upward": "A discharge summary closes only referrals up to the hospital.",
+        "no_follow_up_plan": "Follow-up visits belong to referrals back to the clinic.",
+        "unknown_round": "That day is not a follow-up visit of the care plan.",
+        "decline_reason_missing": "Give the reason for declining.",
+        "already_accepted": "The referral was accepted already; it cannot be declined now.",
+        "already_declined": "The referral was declined already; it cannot be accepted now.",
+        "already_closed": "The referral is closed already with another discharge summary.",
+        "patient_departed": "The patient has left already; the referral cannot be declined "
+                            "or cancelled now.",
+        "prerequisite_missing": "The referral request this refers to never arrived. Check it "
+                                "was sent.",
+        "parent_not_found": "The earlier referral named is not known.",
+        "parent_not_reroutable": "The earlier referral was not declined or expired, so it "
+                                 "cannot be sent elsewhere.",
+        "parent_mismatch": "The earlier referral is for another patient, sender or "
+                           "direction.",
+        "already_rerouted": "The earlier referral was sent elsewhere already.",
+        "already_tried": "This hospital was already tried for this patient.",
+        "case_closed": "The referral is closed.",
+        "case_declined": "The referral was declined.",
+        "case_expired": "The referral expired.",
+        "case_withdrawn": "The referral was withdrawn.",
+        "case_lost": "The referral was lost. Call the hospital.",
+    },
+    "settlement": {
+        "identity_unknown": "The patient's identity was not verified at this clinic. Scan "
+                            "again.",
+        "identity_not_for_visit": "The identity check was made for another visit. Scan "
+                                  "again for this visit.",
+        "deceased": "The insurance records this person as dead on this date. Do not settle; "
+                    "call the insurance office.",
+        "unknown_institution": "The insurance does not know this clinic. " + ASK_IT,
+        "no_policy": "No insurance benefit table applies to this patient on this date. Call "
+                     "the insurance office.",
+        "nothing_to_settle": "There is nothing to pay on this visit.",
+        "out_biz_no_reused": "This payment number was used for another payment. " + ASK_IT,
+        "audit_refused": "The insurance rules refused this payment. Call the insurance "
+                         "office.",
+        "unknown_settlement": "No such completed payment at this clinic.",
+        "already_reversed": "This payment was reversed already.",
+        "not_latest": "A later payment of this patient this year must be reversed first.",
+    },
 }
 
 # HTTP refusals: the 401 reasons (kit auth.TOKEN_ERRORS), then by status.
