@@ -250,7 +250,6 @@ def lab_order(
             ordering_institution=client.config.institution_id, ordering_clinician=clinician,
             priority=priority, tests=tuple(OrderedTest(code=c) for c in test),
             indications=tuple(indication or ()), ordered_at=_now())
-        console.print(f"Order {event.order_id}")
         return await _submit(client, "lab", event, f"Order {event.order_id}", wait)
     raise typer.Exit(_run(work))
 
