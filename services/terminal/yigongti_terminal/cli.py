@@ -78,6 +78,19 @@ def _main(home: Home = None) -> None:
     global console, err  # noqa: PLW0603 - made per run: the width (COLUMNS) of this run
     _State.home = home
     console, err = Console(), Console(stderr=True)
+    _telemetry()
+
+
+def _telemetry() -> None:
+    """Trace ids for what the terminal sends (so a journey is one trace from the
+    clinic on); spans are exported when OTEL_EXPORTER_OTLP_ENDPOINT is set."""
+    import os
+    from types import SimpleNamespace
+
+    from yigongti_kit.telemetry import setup_telemetry
+
+    setup_telemetry("yigongti-terminal", SimpleNamespace(
+        otel_exporter_otlp_endpoint=os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")))
 
 
 def _client() -> TerminalClient:

@@ -20,14 +20,18 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from opentelemetry import trace
 from yigongti_contracts.base import StrictModel
 from yigongti_kit.intake_auth import TerminalSigner
+from yigongti_kit.telemetry import current_trace_headers
 
 from . import services
 from .config import TerminalConfig
 from .http import ServiceHttp
 from .queue import Queue, Queued
 from .sender import IntakeSender, LinkDown
+
+tracer = trace.get_tracer("yigongti.terminal")
 
 # The event that answers an intake record when it is applied, and the field
 # both carry with the same value (so an earlier answer about the same order
@@ -100,6 +104,12 @@ class TerminalClient:
     async def submit(self, service: str, event: StrictModel) -> SubmitResult:
         """Capture `event` for `service` and send what waits; refuses (raises
         UnknownPatientOffline) an unknown patient while the link is down."""
+        with tracer.start_as_current_span(
+                f"terminal capture {type(event).__name__}",
+                attributes={"cloudevents.event_type": event.CE_TYPE, "yigongti.service": service}):
+            return await self._submit(service, event)
+
+    async def _submit(self, service: str, event: StrictModel) -> SubmitResult:
         module = services.contract(service)
         if type(event) not in module.INTAKE:
             raise ValueError(f"{type(event).__name__} is not an intake message of {service}")
@@ -116,7 +126,8 @@ class TerminalClient:
             if ref and not self.queue.knows(ref) and not online:
                 raise UnknownPatientOffline(ref)
             item = self.queue.capture(service=service, ce_type=event.CE_TYPE, key=key,
-                                      value=value, aggregate=key)
+                                      value=value, aggregate=key,
+                                      traceparent=current_trace_headers()[0])
             if ref:  # known now: the ref came from a lookup or the clinic's own records
                 self.queue.remember(ref)
             report = await self._flush(sender) if online else FlushReport(

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+from opentelemetry import propagate
 
 from .sender import LinkDown
 
@@ -36,6 +37,8 @@ class ServiceHttp:
     async def request(self, method: str, path: str, *, json: Any = None,
                       params: dict | None = None, content: bytes | None = None,
                       headers: dict | None = None, timeout: float | None = None) -> Any:
+        headers = dict(headers or {})
+        propagate.inject(headers)  # the call joins the current trace (W3C traceparent)
         kwargs: dict[str, Any] = {"params": params, "headers": headers}
         if json is not None:
             kwargs["json"] = json

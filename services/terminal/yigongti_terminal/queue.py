@@ -37,6 +37,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     value BLOB NOT NULL,
     aggregate TEXT NOT NULL,
     captured_at TEXT NOT NULL,
+    traceparent TEXT,
     attempts INTEGER NOT NULL DEFAULT 0,
     last_error TEXT,
     sent_at TEXT
@@ -73,6 +74,7 @@ class Queued:
     captured_at: str
     attempts: int
     last_error: str | None
+    traceparent: str | None = None
 
 
 def _now() -> str:
@@ -94,20 +96,23 @@ class Queue:
     # --- capture and send ------------------------------------------------------
 
     def capture(self, *, service: str, ce_type: str, key: str, value: bytes,
-                aggregate: str, ce_id: str | None = None) -> Queued:
+                aggregate: str, ce_id: str | None = None,
+                traceparent: str | None = None) -> Queued:
+        """Keep an event to send; `traceparent` is the trace it was captured in, so
+        that its sending, however late, continues that trace."""
         ce_id = ce_id or str(uuid.uuid4())
         captured = _now()
         cur = self._db.execute(
-            "INSERT INTO outbox (ce_id, service, ce_type, key, value, aggregate, captured_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (ce_id, service, ce_type, key, value, aggregate, captured))
+            "INSERT INTO outbox (ce_id, service, ce_type, key, value, aggregate, captured_at,"
+            " traceparent) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (ce_id, service, ce_type, key, value, aggregate, captured, traceparent))
         return Queued(cur.lastrowid, ce_id, service, ce_type, key, value, aggregate,
-                      captured, 0, None)
+                      captured, 0, None, traceparent)
 
     def waiting(self) -> list[Queued]:
         rows = self._db.execute(
             "SELECT seq, ce_id, service, ce_type, key, value, aggregate, captured_at, attempts,"
-            " last_error FROM outbox WHERE sent_at IS NULL ORDER BY seq").fetchall()
+            " last_error, traceparent FROM outbox WHERE sent_at IS NULL ORDER BY seq").fetchall()
         return [Queued(*row) for row in rows]
 
     def mark_sent(self, seq: int) -> None:

@@ -21,6 +21,7 @@ from yigongti_contracts.envelope import Envelope, to_headers
 from yigongti_contracts.topics import topic_name
 from yigongti_kit.intake_auth import TerminalSigner
 from yigongti_kit.settings import KitSettings, kafka_client_kwargs
+from yigongti_kit.telemetry import context_from_traceparent
 
 from .queue import Queued
 
@@ -33,7 +34,8 @@ class LinkDown(Exception):
 
 def signed_headers(signer: TerminalSigner, item: Queued,
                    now: datetime | None = None) -> list[tuple[str, bytes]]:
-    """The headers of `item` signed now: fresh ce_time and nonce, the ce_id of capture."""
+    """The headers of `item` signed now: fresh ce_time and nonce, the ce_id of capture,
+    and the current trace context (the send's span, a child of the capture's)."""
     carrier: dict[str, str] = {}
     propagate.inject(carrier)
     envelope = Envelope(id=item.ce_id, source=signer.source, type=item.ce_type,
@@ -113,8 +115,11 @@ class IntakeSender:
         in time (it may have: the resend is then a duplicate, applied once)."""
         assert self._producer is not None, "use the sender as an async context manager"
         topic = self.topic(item.service)
+        # The capture's trace goes on, even when the send is hours later in another
+        # process: terminal -> intake -> service stays one trace.
+        parent = context_from_traceparent(item.traceparent) if item.traceparent else None
         with tracer.start_as_current_span(
-            f"{topic} publish", kind=SpanKind.PRODUCER,
+            f"{topic} publish", kind=SpanKind.PRODUCER, context=parent,
             attributes={"messaging.system": "kafka", "messaging.destination.name": topic,
                         "cloudevents.event_type": item.ce_type,
                         "cloudevents.event_id": item.ce_id},

@@ -104,3 +104,11 @@ async def test_ecg_files_and_a_study_reach_diagnosis_intake_signed(
     assert requests[2].study_instance_uid == "1.2.840.1.7"
     assert requests[0].first_medical_contact_at is not None
     assert len(records) == 3 and not clinic.client.queue.waiting()
+    # Each send continues the trace its capture began (terminal -> intake -> service).
+    for record in records:
+        stored = clinic.client.queue._db.execute(
+            "SELECT traceparent FROM outbox WHERE ce_id = ?",
+            (header(record, "ce_id"),)).fetchone()[0]
+        sent = header(record, "traceparent")
+        assert stored and sent and sent.split("-")[1] == stored.split("-")[1]
+        assert sent.split("-")[2] != stored.split("-")[2]  # the send's own span
