@@ -359,14 +359,20 @@ def lab_report(order_id: Annotated[str, typer.Argument(help="The order number.")
     async def work(client: TerminalClient) -> int:
         async with client.http("lab") as http:
             report = await http.get(f"/orders/{order_id}/report")
-        table = Table(title=f"Order {order_id}")
-        for column in ("test", "value", "unit", "flag", "status"):
+        table = Table(title=f"Order {order_id}: verified results")
+        for column in ("test", "result", "unit", "reference", "flag", "verified by"):
             table.add_column(column)
         for o in report.get("observations", []):
-            table.add_row(str(o.get("test_code")), str(o.get("value") or o.get("coded_value")
-                                                        or ""),
-                          str(o.get("unit") or ""), str(o.get("flag") or ""),
-                          str(o.get("status") or ""))
+            if o.get("status") != "verified":
+                continue  # superseded by an amendment
+            result = (o.get("comparator") or "") + str(
+                o["value"] if o.get("value") is not None else o.get("coded_value") or "")
+            low, high = o.get("reference_low"), o.get("reference_high")
+            reference = f"{low or ''}-{high or ''}" if low or high else ""
+            flag = (o.get("flag") or "") + (" CRITICAL" if o.get("critical") else "")
+            table.add_row(str(o.get("test_code") or o.get("code")), result,
+                          str(o.get("unit") or ""), reference, flag.strip(),
+                          str(o.get("verified_by") or ""))
         console.print(table)
         return OK
     raise typer.Exit(_run(work))

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import harness
 from aiokafka import AIOKafkaProducer
 from labflow import Terminal, ce_type, payload
-from labjourney import confirm, new_patient, obs, one, receive, report_results
+from labjourney import confirm, new_patient, obs, one, receive, report_results, verify
 from typer.testing import CliRunner
 from yigongti_terminal.cli import app
 
@@ -103,6 +103,15 @@ async def test_a_clinic_orders_collects_dispatches_and_acknowledges_with_read_ba
     assert "Critical items waiting" not in after.output
     assert [payload(r)["order_id"] for r in clinic.events.records
             if ce_type(r).endswith("order.accepted.v1")].count(order_id) == 1
+
+    await verify(lab, dev_keys, order_id)  # the lab physician signs the report
+    report = await yigongti(clinic, "lab", "report", order_id)
+    assert report.exit_code == 0, report.output
+    row = next(line for line in report.output.splitlines() if "6.80" in line)
+    assert "mmol/L" in row and "CRITICAL" in row and "phys-2" in row
+    other = await yigongti(clinic, "lab", "report", "O-not-ours")
+    assert other.exit_code == 1
+    assert "No such order for this clinic" in " ".join(other.output.split())
 
     nothing = await yigongti(clinic, "outbox")
     assert nothing.exit_code == 0 and "Nothing waits" in nothing.output
