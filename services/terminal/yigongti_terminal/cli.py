@@ -648,27 +648,42 @@ def setup(
     console.print(f"Written: {config.save()}")
 
 
+# Beyond this, the county ignores what the terminal signs (INTAKE_MAX_SKEW_S is 300 s).
+CLOCK_WARN_S = 120
+
+
 @app.command()
 def status() -> None:
-    """Show this terminal's settings, which services it can reach, and what waits."""
-    client = _client()
-    try:
+    """Show this terminal's settings, which services it can reach, whether its clock
+    agrees with the county's, and what waits."""
+    async def work(client: TerminalClient) -> int:
         c = client.config
         table = Table(title=f"Terminal {c.terminal_id} of {c.institution_id}")
-        table.add_column("service")
-        table.add_column("state")
+        for column in ("service", "address", "state", "clock"):
+            table.add_column(column)
         for service in services.ALL:
+            clock = ""
             if not services.has_contract(service):
-                state = "not available yet (no published contract)"
+                address, state = "", "not available yet (no published contract)"
             elif not c.services.get(service):
-                state = "no address set"
+                address, state = "", "no address set"
             else:
-                state = c.services[service]
-            table.add_row(service, state)
+                address = c.services[service]
+                try:
+                    async with client.http(service) as http:
+                        offset = await http.clock_offset_s()
+                    state = "reachable"
+                    if offset is not None:
+                        clock = "ok" if abs(offset) <= CLOCK_WARN_S else (
+                            f"OFF by {offset:+.0f} s: set the clock, or the county will "
+                            "ignore what this terminal sends")
+                except (LinkDown, ConfigError) as exc:
+                    state = f"cannot be reached ({exc})"
+            table.add_row(service, address, state, clock)
         console.print(table)
         console.print(f"Waiting to be sent: {len(client.queue.waiting())}")
-    finally:
-        client.close()
+        return OK
+    raise typer.Exit(_run(work))
 
 
 @app.command()

@@ -6,6 +6,7 @@ A refusal raises HttpRefused with the status and the service's `detail`
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -65,6 +66,21 @@ class ServiceHttp:
 
     async def post(self, path: str, **kwargs) -> Any:
         return await self.request("POST", path, **kwargs)
+
+    async def clock_offset_s(self) -> float | None:
+        """The service's clock minus ours, from its Date header (whole seconds):
+        a terminal clock off by more than the freshness window (300 s) gets
+        every record ignored, unanswered, so the terminal checks it."""
+        from email.utils import parsedate_to_datetime
+
+        try:
+            response = await self._client.get("/healthz")
+        except httpx.TransportError as exc:
+            raise LinkDown(type(exc).__name__) from exc
+        date = response.headers.get("date")
+        if not date:
+            return None
+        return (parsedate_to_datetime(date) - datetime.now(UTC)).total_seconds()
 
     async def feed(self, after: int = 0, *, limit: int = 500, wait: float = 0) -> dict:
         """One page of the institution's feed after the cursor `after`."""

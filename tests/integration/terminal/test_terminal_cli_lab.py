@@ -113,5 +113,10 @@ async def test_a_clinic_orders_collects_dispatches_and_acknowledges_with_read_ba
     assert other.exit_code == 1
     assert "No such order for this clinic" in " ".join(other.output.split())
 
+    state = await yigongti(clinic, "status")
+    assert state.exit_code == 0, state.output
+    lab_row = next(line for line in state.output.splitlines() if "│ lab" in line)
+    assert "reachable" in lab_row and "ok" in lab_row
+
     nothing = await yigongti(clinic, "outbox")
     assert nothing.exit_code == 0 and "Nothing waits" in nothing.output

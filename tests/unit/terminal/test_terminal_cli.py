@@ -100,12 +100,13 @@ def test_setup_writes_what_status_shows(tmp_path):
     written = runner.invoke(app, ["--home", str(home), "setup", "--terminal-id", "t-9",
                                   "--institution", "652325-B01", "--key-file", str(key),
                                   "--user", "nurse-3", "--bootstrap", "county:9092",
-                                  "--service", "lab=http://lab.county", "--token",
+                                  "--service", "lab=http://127.0.0.1:9", "--token",
                                   f"lab={tmp_path / 'lab.token'}"])
     assert written.exit_code == 0, written.output
     shown = runner.invoke(app, ["--home", str(home), "status"], env={"COLUMNS": "200"})
     assert shown.exit_code == 0, shown.output
-    assert "http://lab.county" in shown.output and "Waiting to be sent: 0" in shown.output
+    assert "http://127.0.0.1:9" in shown.output and "Waiting to be sent: 0" in shown.output
+    assert "cannot be reached" in shown.output
     assert "not available yet" in shown.output  # referral, settlement
 
 
