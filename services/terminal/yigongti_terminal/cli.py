@@ -169,25 +169,53 @@ def _when(text: str | None) -> datetime:
 # --- the queue ------------------------------------------------------------------------
 
 
+# A sent record unanswered this long was probably ignored by the county (never
+# answered: e.g. the terminal's clock is off, or its key is not registered).
+UNANSWERED_WARN_MIN = 10
+
+
 @app.command()
 def outbox() -> None:
-    """Show what waits on this terminal to be sent to the county, oldest first."""
-    client = _client()
-    try:
+    """Show what waits on this terminal to be sent to the county, oldest first, and
+    what was sent but not answered yet."""
+    async def work(client: TerminalClient) -> int:
+        for service in {item.service for item, _ in client.queue.unanswered()}:
+            try:
+                await client.read_feed(service)
+            except (LinkDown, HttpRefused, ConfigError):
+                pass  # shown from what the terminal has
+        unanswered = client.reconcile()
         waiting = client.queue.waiting()
-    finally:
-        client.close()
-    if not waiting:
-        console.print("Nothing waits: everything was sent.")
-        return
-    table = Table(title=f"{len(waiting)} record(s) waiting to be sent")
-    for column in ("#", "service", "what", "for", "captured", "tries", "last problem"):
-        table.add_column(column)
-    for q in waiting:
-        table.add_row(str(q.seq), q.service, describe(q.ce_type), q.aggregate,
-                      q.captured_at[:19].replace("T", " "), str(q.attempts),
-                      q.last_error or "")
-    console.print(table)
+        if not waiting:
+            console.print("Nothing waits: everything was sent.")
+        else:
+            table = Table(title=f"{len(waiting)} record(s) waiting to be sent")
+            for column in ("#", "service", "what", "for", "captured", "tries", "last problem"):
+                table.add_column(column)
+            for q in waiting:
+                table.add_row(str(q.seq), q.service, describe(q.ce_type), q.aggregate,
+                              q.captured_at[:19].replace("T", " "), str(q.attempts),
+                              q.last_error or "")
+            console.print(table)
+        if unanswered:
+            now = _now()
+            table = Table(title=f"{len(unanswered)} record(s) sent, no answer yet")
+            for column in ("#", "service", "what", "for", "sent", "minutes"):
+                table.add_column(column)
+            late = 0
+            for q, sent_at in unanswered:
+                minutes = int((now - datetime.fromisoformat(sent_at)).total_seconds() // 60)
+                late += minutes >= UNANSWERED_WARN_MIN
+                table.add_row(str(q.seq), q.service, describe(q.ce_type), q.aggregate,
+                              sent_at[:19].replace("T", " "), str(minutes))
+            console.print(table)
+            if late:
+                console.print(f"[yellow]{late} record(s) got no answer for "
+                              f"{UNANSWERED_WARN_MIN} minutes or more: the county may have "
+                              "ignored them (check the clock with `yigongti status`). "
+                              "Ask the IT helpdesk of the county hospital.[/yellow]")
+        return OK
+    raise typer.Exit(_run(work))
 
 
 @app.command()

@@ -192,24 +192,30 @@ class TerminalClient:
         """The service's answer to a sent record, read from the feed: accepted
         (its event for the aggregate) or refused (IntakeRejected naming the
         ce_id); None when none came within `timeout` seconds."""
-        accepted, field_name = ACCEPTED_BY.get(result.item.ce_type, ((), ""))
-        sent = json.loads(result.item.value)
         deadline = time.monotonic() + timeout
         while True:
-            items = self.queue.feed_items(service)
-            for item in items:
-                data = item["data"]
-                if item["type"] == REJECTED and data.get("rejected_id") == result.ce_id:
-                    return Answer(False, item["type"], data.get("reason"),
-                                  list(data.get("fields") or []), data)
-            for item in items:
-                data = item["data"]
-                if item["type"] in accepted and data.get(field_name) == sent.get(field_name):
-                    return Answer(True, item["type"], data=data)
+            found = _match(result.item, self.queue.feed_items(service))
+            if found is not None:
+                self.queue.mark_answered(result.ce_id, "accepted" if found.accepted
+                                         else found.reason or "refused")
+                return found
             left = deadline - time.monotonic()
             if left <= 0:
                 return None
             await self.read_feed(service, wait=min(left, 5))
+
+    def reconcile(self) -> list[tuple[Queued, str]]:
+        """Mark the sent records whose answer the terminal has read; returns those
+        still unanswered, with when they were sent."""
+        waiting = []
+        for item, sent_at in self.queue.unanswered():
+            found = _match(item, self.queue.feed_items(item.service))
+            if found is None:
+                waiting.append((item, sent_at))
+            else:
+                self.queue.mark_answered(item.ce_id, "accepted" if found.accepted
+                                         else found.reason or "refused")
+        return waiting
 
     def known_items(self, service: str | None = None) -> list[dict]:
         return self.queue.feed_items(service)
@@ -223,6 +229,23 @@ class TerminalClient:
         ref = answer["patient_ref"]
         self.queue.remember(ref)
         return ref
+
+
+def _match(item: Queued, feed_items: list[dict]) -> Answer | None:
+    """The answer to `item` among feed items: IntakeRejected naming its ce_id, or the
+    event that applies it (matched on the field both carry)."""
+    for entry in feed_items:
+        data = entry["data"]
+        if entry["type"] == REJECTED and data.get("rejected_id") == item.ce_id:
+            return Answer(False, entry["type"], data.get("reason"),
+                          list(data.get("fields") or []), data)
+    accepted, field_name = ACCEPTED_BY.get(item.ce_type, ((), ""))
+    sent = json.loads(item.value)
+    for entry in feed_items:
+        data = entry["data"]
+        if entry["type"] in accepted and data.get(field_name) == sent.get(field_name):
+            return Answer(True, entry["type"], data=data)
+    return None
 
 
 def run(coro):

@@ -40,7 +40,9 @@ CREATE TABLE IF NOT EXISTS outbox (
     traceparent TEXT,
     attempts INTEGER NOT NULL DEFAULT 0,
     last_error TEXT,
-    sent_at TEXT
+    sent_at TEXT,
+    answered_at TEXT,
+    answer TEXT
 );
 CREATE TABLE IF NOT EXISTS known_patients (
     patient_ref TEXT PRIMARY KEY,
@@ -122,6 +124,19 @@ class Queue:
     def mark_failed(self, seq: int, error: str) -> None:
         self._db.execute("UPDATE outbox SET attempts = attempts + 1, last_error = ?"
                          " WHERE seq = ?", (error[:200], seq))
+
+    def unanswered(self) -> list[tuple[Queued, str]]:
+        """Sent records the county has not answered yet (in the feed), with when sent."""
+        rows = self._db.execute(
+            "SELECT seq, ce_id, service, ce_type, key, value, aggregate, captured_at, attempts,"
+            " last_error, traceparent, sent_at FROM outbox"
+            " WHERE sent_at IS NOT NULL AND answered_at IS NULL ORDER BY seq").fetchall()
+        return [(Queued(*row[:-1]), row[-1]) for row in rows]
+
+    def mark_answered(self, ce_id: str, answer: str) -> None:
+        """`answer`: "accepted" or the refusal's reason code."""
+        self._db.execute("UPDATE outbox SET answered_at = ?, answer = ? WHERE ce_id = ?"
+                         " AND answered_at IS NULL", (_now(), answer, ce_id))
 
     def sent(self, ce_id: str) -> bool:
         row = self._db.execute("SELECT sent_at FROM outbox WHERE ce_id = ?", (ce_id,)).fetchone()

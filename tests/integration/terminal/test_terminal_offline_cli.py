@@ -90,6 +90,8 @@ async def test_offline_a_looked_up_patient_is_queued_and_sent_once_back_online(
     await one(clinic, "order.accepted.v1", order_id="O-offline-1")
     again = await yigongti(clinic, "send")
     assert "Sent 0; waiting 0" in again.output
+    answered = await yigongti(clinic, "outbox")  # reads the feed: the order was answered
+    assert "Nothing waits" in answered.output and "no answer yet" not in answered.output
     assert [payload(r)["patient_ref"] for r in clinic.events.records
             if ce_type(r).endswith("order.accepted.v1")] == [ref]
 

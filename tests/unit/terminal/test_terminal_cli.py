@@ -113,3 +113,22 @@ def test_setup_writes_what_status_shows(tmp_path):
 def test_an_unset_terminal_says_so(tmp_path):
     result = runner.invoke(app, ["--home", str(tmp_path / "none"), "outbox"])
     assert result.exit_code == 2 and "[not_set_up]" in " ".join(result.output.split())
+
+
+def test_outbox_shows_what_was_sent_and_never_answered(home):
+    from datetime import UTC, datetime, timedelta
+
+    from yigongti_terminal.queue import Queue
+
+    queue = Queue(home / "outbox.sqlite")
+    item = queue.capture(service="lab", ce_type="yigongti.lab.order.placed.v1", key="O-7",
+                         value=b'{"order_id":"O-7"}', aggregate="O-7")
+    queue.mark_sent(item.seq)
+    long_ago = (datetime.now(UTC) - timedelta(minutes=30)).isoformat()
+    queue._db.execute("UPDATE outbox SET sent_at = ? WHERE seq = ?", (long_ago, item.seq))
+    queue.close()
+    shown = runner.invoke(app, ["--home", str(home), "outbox"], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0, shown.output
+    text = " ".join(shown.output.split())
+    assert "Nothing waits" in text and "1 record(s) sent, no answer yet" in text
+    assert "O-7" in text and "lab order" in text and "may have ignored them" in text
