@@ -50,8 +50,8 @@ patient_app = typer.Typer(help="Find a patient's reference (patient_ref).",
                           no_args_is_help=True)
 diagnosis_app = typer.Typer(help="ECGs and imaging studies for the county's reading centre, "
                                  "and critical findings.", no_args_is_help=True)
-referral_app = typer.Typer(help="Referrals to and from the county hospital (not yet "
-                                "available).", no_args_is_help=True)
+referral_app = typer.Typer(help="Referrals to and from the county hospital (once its "
+                                "contract is published).", no_args_is_help=True)
 settle_app = typer.Typer(help="Insurance settlement: face, QR or card (not yet available).",
                          no_args_is_help=True)
 app.add_typer(lab_app, name="lab")
@@ -555,22 +555,107 @@ def _not_yet(service: str) -> None:
           "published yet)", UNAVAILABLE)
 
 
+def _referral() -> Any:
+    """The referral contract module, or the clear refusal while it is not published."""
+    return services.contract("referral")
+
+
+def _referral_ready(client: TerminalClient) -> Any:
+    module = _referral()
+    if not client.config.services.get("referral"):
+        raise services.ServiceNotAvailable("referral", "this terminal has no address for it")
+    return module
+
+
+def _referral_event(client: TerminalClient, name: str, **fields: Any) -> StrictModel:
+    module = _referral_ready(client)
+    try:
+        return getattr(module, name).model_validate(fields)
+    except ValueError as exc:  # pydantic's ValidationError: the fields named, no values
+        wrong = ", ".join(".".join(str(p) for p in e["loc"]) for e in exc.errors())
+        _fail(f"Some details are not in the right form: {wrong}.", REFUSED)
+        raise  # not reached
+
+
 @referral_app.command("request")
-def referral_request() -> None:
-    """Request a referral to the county hospital (not yet available)."""
-    _not_yet("referral")
+def referral_request(
+    patient: Patient,
+    to: Annotated[str, typer.Option(help="The institution the patient is referred to.")],
+    reason: Annotated[str, typer.Option(help="Why (a reason code of the direction, e.g. "
+                                             "critical_beyond_capability).")],
+    urgency: Annotated[str, typer.Option(help="emergency, urgent or routine.")] = "urgent",
+    clinician: Annotated[str | None, typer.Option(help="Who requests (default: the "
+                                                       "terminal's user).")] = None,
+    capability: Annotated[str | None, typer.Option(help="The care the receiver must "
+                                                        "offer.")] = None,
+    referral_id: Annotated[str | None, typer.Option(help="The referral number (default: a "
+                                                         "new one).")] = None,
+    wait: Wait = 10.0,
+) -> None:
+    """Request an upward referral to a higher-level hospital (a referral back down is
+    made at the county, with its care plan)."""
+    async def work(client: TerminalClient) -> int:
+        fields = dict(referral_id=referral_id or f"RF-{uuid.uuid4().hex[:12]}",
+                      direction="up", from_institution=client.config.institution_id,
+                      to_institution=to, patient_ref=patient, reason=reason, urgency=urgency,
+                      requested_by=clinician or client.config.user_id, requested_at=_now())
+        if capability:
+            fields["required_capability"] = capability
+        event = _referral_event(client, "ReferralRequested", **fields)
+        return await _submit(client, "referral", event, f"Referral {fields['referral_id']}",
+                             wait)
+    raise typer.Exit(_run(work))
+
+
+@referral_app.command("decide")
+def referral_decide(
+    referral_id: Annotated[str, typer.Argument(help="The referral number.")],
+    accept: Annotated[bool, typer.Option("--accept/--decline", help="Take the patient, or "
+                                                                    "not.")],
+    reason: Annotated[str | None, typer.Option(help="Why declined (a decline reason "
+                                                    "code).")] = None,
+    wait: Wait = 10.0,
+) -> None:
+    """Accept or decline a referral sent to this clinic (a patient coming back down)."""
+    async def work(client: TerminalClient) -> int:
+        fields: dict[str, Any] = dict(referral_id=referral_id,
+                                      decision="accept" if accept else "decline",
+                                      decided_by=client.config.user_id, decided_at=_now())
+        if reason:
+            fields["reason"] = reason
+        event = _referral_event(client, "ReferralDecision", **fields)
+        return await _submit(client, "referral", event, f"Decision on {referral_id}", wait)
+    raise typer.Exit(_run(work))
 
 
 @referral_app.command("depart")
-def referral_depart() -> None:
-    """Record that the referred patient left (not yet available)."""
-    _not_yet("referral")
+def referral_depart(
+    referral_id: Annotated[str, typer.Argument(help="The referral number.")],
+    at: Annotated[str | None, typer.Option(help="When the patient left (default now), with "
+                                                "its zone.")] = None,
+    wait: Wait = 10.0,
+) -> None:
+    """Record that the referred patient left this clinic."""
+    async def work(client: TerminalClient) -> int:
+        event = _referral_event(client, "PatientDeparted", referral_id=referral_id,
+                                departed_at=_when(at))
+        return await _submit(client, "referral", event, f"Departure on {referral_id}", wait)
+    raise typer.Exit(_run(work))
 
 
 @referral_app.command("arrive")
-def referral_arrive() -> None:
-    """Record that the referred patient arrived (not yet available)."""
-    _not_yet("referral")
+def referral_arrive(
+    referral_id: Annotated[str, typer.Argument(help="The referral number.")],
+    at: Annotated[str | None, typer.Option(help="When the patient arrived (default now), "
+                                                "with its zone.")] = None,
+    wait: Wait = 10.0,
+) -> None:
+    """Record that a referred patient arrived at this clinic."""
+    async def work(client: TerminalClient) -> int:
+        event = _referral_event(client, "PatientArrived", referral_id=referral_id,
+                                arrived_at=_when(at))
+        return await _submit(client, "referral", event, f"Arrival on {referral_id}", wait)
+    raise typer.Exit(_run(work))
 
 
 @settle_app.command("face")

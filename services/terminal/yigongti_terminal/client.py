@@ -48,6 +48,13 @@ ACCEPTED_BY: dict[str, tuple[tuple[str, ...], str]] = {
     "yigongti.diagnosis.requested.v1": (("yigongti.diagnosis.queued.v1",), "request_id"),
     "yigongti.diagnosis.critical_finding.ack.v1":
         (("yigongti.diagnosis.critical_finding.acknowledged.v1",), "finding_id"),
+    "yigongti.referral.requested.v1": (("yigongti.referral.opened.v1",), "referral_id"),
+    "yigongti.referral.decision.v1": (("yigongti.referral.accepted.v1",
+                                       "yigongti.referral.declined.v1"), "referral_id"),
+    "yigongti.referral.patient.departed.v1": (("yigongti.referral.patient.in_transit.v1",),
+                                              "referral_id"),
+    "yigongti.referral.patient.arrived.v1": (("yigongti.referral.patient.received.v1",),
+                                             "referral_id"),
 }
 REJECTED = "yigongti.intake.rejected.v1"
 
