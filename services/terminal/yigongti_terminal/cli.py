@@ -235,6 +235,7 @@ def send() -> None:
 
 @patient_app.command("lookup")
 def patient_lookup(
+    visit: Annotated[str, typer.Option(help="The visit the look-up is for.")],
     stdin: Annotated[bool, typer.Option("--stdin", help="Read the ID number from standard "
                                                         "input instead of the prompt.")] = False,
 ) -> None:
@@ -255,7 +256,7 @@ def patient_lookup(
     del national_id  # held only in `secret` until the call, then dropped
 
     async def work(client: TerminalClient) -> str:
-        return await client.lookup_patient(secret.pop())
+        return await client.lookup_patient(secret.pop(), visit)
     ref = _run(work)
     console.print(f"patient_ref: {ref}")
 

@@ -227,12 +227,18 @@ class TerminalClient:
     def known_items(self, service: str | None = None) -> list[dict]:
         return self.queue.feed_items(service)
 
-    async def lookup_patient(self, national_id: str) -> str:
-        """The patient_ref of an ID number, from the settlement service (never kept)."""
-        # The lookup is in the published terminal contract (intake-contract.json,
-        # patient_ref.lookup), before the settlement service's own contract is.
+    async def lookup_patient(self, national_id: str, visit_id: str) -> str:
+        """The patient_ref of an ID number, from the settlement service (never kept).
+
+        The body is the settlement service's (POST /patients/lookup: `id_number` and
+        the visit it is for; the terminal contract's planned draft named the number
+        `national_id`)."""
+        # Before the settlement service's contract is in the registry, the lookup
+        # is reachable on its address alone (it is in the published terminal contract).
         async with self.http("settlement", require_contract=False) as http:
-            answer: Any = await http.post("/patients/lookup", json={"national_id": national_id})
+            answer: Any = await http.post("/patients/lookup",
+                                          json={"id_number": national_id,
+                                                "visit_id": visit_id})
         ref = answer["patient_ref"]
         self.queue.remember(ref)
         return ref

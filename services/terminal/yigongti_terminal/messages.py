@@ -206,6 +206,9 @@ HTTP_DETAIL: dict[str, str] = {
     "no such patient": "This clinic has no orders for this patient.",
     "no such result on this order": "This order has no such result. Check the order number.",
     "body_too_large": "What was sent is too large.",
+    "no match": "No insured person with this ID number. Check the number.",
+    "too many look-ups": "Too many look-ups from this terminal. Wait a minute.",
+    "no such settlement": "No such payment at this clinic. Check its number.",
 }
 
 # What the terminal itself says (not a service's code).

@@ -24,19 +24,20 @@ NATIONAL_ID = "11010519491231002X"  # the GB 11643 standard's own example number
 
 
 class _Lookup(BaseModel):
-    national_id: str
+    id_number: str
+    visit_id: str
 
 
 def stand_in_settlement(token: str) -> FastAPI:
-    """The planned lookup (contracts/terminal/README.md §9: POST /patients/lookup), as
-    the settlement service will offer it; its key stays here, as it will there."""
+    """The lookup (POST /patients/lookup) as the settlement service's branch serves it
+    (id_number and visit_id); its key stays here, as it does there."""
     api = FastAPI()
 
     @api.post("/patients/lookup")
     async def lookup(body: _Lookup, authorization: str = Header("")) -> dict:
         if authorization != f"Bearer {token}":
             raise HTTPException(401, "bad_signature")
-        digest = hashlib.sha256(b"stand-in key:" + body.national_id.encode()).hexdigest()
+        digest = hashlib.sha256(b"stand-in key:" + body.id_number.encode()).hexdigest()
         return {"patient_ref": f"v1:{digest}"}
 
     return api
@@ -64,7 +65,8 @@ async def test_offline_a_looked_up_patient_is_queued_and_sent_once_back_online(
         clinic.config.services["settlement"] = f"http://127.0.0.1:{bound_port(server)}"
         clinic.config.tokens["settlement"] = clinic.config.home / "settlement.token"
         clinic.config.save()
-        found = await yigongti(clinic, "patient", "lookup", "--stdin", input=NATIONAL_ID + "\n")
+        found = await yigongti(clinic, "patient", "lookup", "--visit", "V-9", "--stdin",
+                               input=NATIONAL_ID + "\n")
     finally:
         await shutdown(server, task)
     assert found.exit_code == 0, found.output

@@ -83,7 +83,7 @@ def test_diagnosis_without_its_address_is_not_available(home):
 
 
 def test_the_id_number_is_never_an_argument(home):
-    result = runner.invoke(app, ["--home", str(home), "patient", "lookup",
+    result = runner.invoke(app, ["--home", str(home), "patient", "lookup", "--visit", "V-1",
                                  "110101199003077777"])
     assert result.exit_code == 2  # a usage error: there is no such argument
     assert "110101199003077777" not in (home / "outbox.sqlite").read_bytes().decode(
@@ -91,7 +91,7 @@ def test_the_id_number_is_never_an_argument(home):
 
 
 def test_lookup_without_the_settlement_service_asks_for_nothing(home):
-    result = runner.invoke(app, ["--home", str(home), "patient", "lookup"],
+    result = runner.invoke(app, ["--home", str(home), "patient", "lookup", "--visit", "V-1"],
                            input="110101199003077777\n")
     assert result.exit_code == 2
     assert "not available" in result.output and "110101199003077777" not in result.output
