@@ -52,7 +52,8 @@ diagnosis_app = typer.Typer(help="ECGs and imaging studies for the county's read
                                  "and critical findings.", no_args_is_help=True)
 referral_app = typer.Typer(help="Referrals to and from the county hospital (once its "
                                 "contract is published).", no_args_is_help=True)
-settle_app = typer.Typer(help="Insurance settlement: face, QR or card (not yet available).",
+settle_app = typer.Typer(help="Insurance settlement: face, QR or card, with the three "
+                              "payers' breakdown (once its contract is published).",
                          no_args_is_help=True)
 app.add_typer(lab_app, name="lab")
 app.add_typer(patient_app, name="patient")
@@ -551,11 +552,6 @@ def diagnosis_ack(
 # --- referral and settlement: their services are not built yet ---------------------------
 
 
-def _not_yet(service: str) -> None:
-    _fail(f"{messages.local('service_not_available')} ({service}: its contract is not "
-          "published yet)", UNAVAILABLE)
-
-
 def _referral() -> Any:
     """The referral contract module, or the clear refusal while it is not published."""
     return services.contract("referral")
@@ -659,22 +655,141 @@ def referral_arrive(
     raise typer.Exit(_run(work))
 
 
+# The three payers' breakdown (三重保障), in the order the money is counted.
+BREAKDOWN = (("total", "Total (总费用)"), ("policy_range", "Within the policy (政策范围内)"),
+             ("outside_range", "Outside the policy (政策范围外)"),
+             ("deductible", "Deductible (起付线)"), ("basic", "Basic insurance (基本医保)"),
+             ("critical_illness", "Critical illness insurance (大病保险)"),
+             ("large_amount_subsidy", "Large-amount subsidy (大额补助)"),
+             ("assistance", "Medical assistance (医疗救助)"),
+             ("out_of_pocket", "The patient pays (个人自付)"))
+
+SettingOpt = Annotated[str, typer.Option(help="outpatient or inpatient.")]
+BillOpt = Annotated[Path | None, typer.Option(help="An itemised bill: a JSON list of lines "
+                                                   "(item_code, category, quantity, "
+                                                   "unit_price, amount, served_at).",
+                                              exists=True, dir_okay=False)]
+PostedOpt = Annotated[bool, typer.Option(help="Also settle the charges the lab and "
+                                              "diagnosis posted to the visit.")]
+OutBizNoOpt = Annotated[str | None, typer.Option("--out-biz-no", help="The counter's "
+                                                 "number for this payment (default: new).")]
+
+
+def _print_settlement(answer: dict) -> int:
+    if answer.get("status") == "rejected":
+        _fail("Not settled: " + messages.intake_reason(answer.get("reason", ""),
+                                                        "settlement"), REFUSED)
+    table = Table(title=f"Settlement {answer.get('settlement_id', '')} "
+                        f"({answer.get('status', '')})")
+    table.add_column("")
+    table.add_column("yuan", justify="right")
+    for key, label in BREAKDOWN:
+        if key in answer:
+            table.add_row(label, str(answer[key]))
+    console.print(table)
+    explanation = answer.get("explanation")
+    if explanation:
+        console.print(escape(explanation if isinstance(explanation, str)
+                             else "\n".join(map(str, explanation))))
+    return OK
+
+
+def _settle(credential_type: str, credential: dict, visit: str, setting: str,
+            bill: Path | None, posted_charges: bool, out_biz_no: str | None) -> None:
+    import json
+
+    lines = json.loads(bill.read_text()) if bill else []
+
+    async def work(client: TerminalClient) -> int:
+        settled = await client.settle(credential_type=credential_type, credential=credential,
+                                      visit_id=visit, setting=setting, lines=lines,
+                                      posted_charges=posted_charges, out_biz_no=out_biz_no)
+        console.print(f"Counter number (outBizNo): {settled.out_biz_no}")
+        return _print_settlement(settled.answer)
+    raise typer.Exit(_run(work))
+
+
+def _settlement_ready() -> None:
+    client = _client()
+    try:
+        services.contract("settlement")
+        client.config.url("settlement")
+    except services.ServiceNotAvailable as exc:
+        _fail(f"{messages.local('service_not_available')} ({exc.service}: {exc.why})",
+              UNAVAILABLE)
+    except ConfigError as exc:
+        _fail(f"{messages.local('not_set_up')} ({exc})", UNAVAILABLE)
+    finally:
+        client.close()
+
+
 @settle_app.command("face")
-def settle_face() -> None:
-    """Settle by face scan through the national platform (not yet available)."""
-    _not_yet("settlement")
+def settle_face(
+    visit: Visit,
+    result: Annotated[Path, typer.Option(help="The signed face result the certified face "
+                                              "device returned (JSON: payload, signature).",
+                                         exists=True, dir_okay=False)],
+    setting: SettingOpt = "outpatient", bill: BillOpt = None, posted_charges: PostedOpt = True,
+    out_biz_no: OutBizNoOpt = None,
+) -> None:
+    """Settle by face scan (the national face platform's signed result), and print the
+    three payers' breakdown."""
+    import json
+
+    _settlement_ready()
+    _settle("face", json.loads(result.read_text()), visit, setting, bill, posted_charges,
+            out_biz_no)
 
 
 @settle_app.command("qr")
-def settle_qr() -> None:
-    """Settle with the patient's medical insurance QR code (not yet available)."""
-    _not_yet("settlement")
+def settle_qr(
+    visit: Visit,
+    voucher: Annotated[Path, typer.Option(help="The scanned insurance QR voucher (医保电子凭证) "
+                                               "(JSON: payload, signature).",
+                                          exists=True, dir_okay=False)],
+    setting: SettingOpt = "outpatient", bill: BillOpt = None, posted_charges: PostedOpt = True,
+    out_biz_no: OutBizNoOpt = None,
+) -> None:
+    """Settle with the patient's insurance QR voucher, and print the breakdown."""
+    import json
+
+    _settlement_ready()
+    _settle("qr_voucher", json.loads(voucher.read_text()), visit, setting, bill,
+            posted_charges, out_biz_no)
 
 
 @settle_app.command("card")
-def settle_card() -> None:
-    """Settle with the social security card (not yet available)."""
-    _not_yet("settlement")
+def settle_card(
+    visit: Visit,
+    card_sn: Annotated[str, typer.Option(help="The social security card's serial number.")],
+    stdin: Annotated[bool, typer.Option("--stdin", help="Read the card holder's ID number "
+                                                        "from standard input.")] = False,
+    setting: SettingOpt = "outpatient", bill: BillOpt = None, posted_charges: PostedOpt = True,
+    out_biz_no: OutBizNoOpt = None,
+) -> None:
+    """Settle with the social security card (the ID number is asked without showing it,
+    or read from standard input; never kept), and print the breakdown."""
+    _settlement_ready()
+    if stdin or not sys.stdin.isatty():
+        national_id = sys.stdin.readline().strip()
+    else:
+        national_id = typer.prompt("ID number on the card", hide_input=True).strip()
+    if not national_id:
+        _fail("No ID number was given.", REFUSED)
+    _settle("card", {"id_number": national_id, "card_sn": card_sn}, visit, setting, bill,
+            posted_charges, out_biz_no)
+
+
+@settle_app.command("query")
+def settle_query(out_biz_no: Annotated[str, typer.Argument(help="The counter's number "
+                                                                "(outBizNo).")]) -> None:
+    """Show a settlement by its counter number (after an unclear answer: never pay
+    twice, ask)."""
+    _settlement_ready()
+
+    async def work(client: TerminalClient) -> int:
+        return _print_settlement(await client.settlement(out_biz_no))
+    raise typer.Exit(_run(work))
 
 
 # --- the inbox ---------------------------------------------------------------------------

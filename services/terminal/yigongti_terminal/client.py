@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -227,6 +228,35 @@ class TerminalClient:
     def known_items(self, service: str | None = None) -> list[dict]:
         return self.queue.feed_items(service)
 
+    async def settle(self, *, credential_type: str, credential: dict, visit_id: str,
+                     setting: str, lines: list[dict] | None = None,
+                     posted_charges: bool = True, out_biz_no: str | None = None) -> Settled:
+        """Identify the patient (face result, QR voucher, card) and settle the visit
+        with the settlement service (HTTP, as at a counter: it needs the link). An
+        unclear answer is asked again by the counter's number (outBizNo), never paid
+        twice: the service keeps one answer per outBizNo."""
+        services.contract("settlement")
+        out_biz_no = out_biz_no or f"OB{uuid.uuid4().hex[:20]}"
+        async with self.http("settlement") as http:
+            verified = await http.post("/identity/verify", json={
+                "out_biz_no": out_biz_no, "visit_id": visit_id,
+                "credential_type": credential_type, "credential": credential})
+            if verified.get("patient_ref"):
+                self.queue.remember(verified["patient_ref"])
+            body = {"out_biz_no": out_biz_no, "visit_id": visit_id,
+                    "settlement_token": verified["settlement_token"], "setting": setting,
+                    "posted_charges": posted_charges, "lines": lines or []}
+            try:
+                answer = await http.post("/settlements", json=body)
+            except LinkDown:
+                answer = await http.get(f"/settlements/{out_biz_no}")  # was it done?
+        return Settled(out_biz_no, answer)
+
+    async def settlement(self, out_biz_no: str) -> dict:
+        services.contract("settlement")
+        async with self.http("settlement") as http:
+            return await http.get(f"/settlements/{out_biz_no}")
+
     async def lookup_patient(self, national_id: str, visit_id: str) -> str:
         """The patient_ref of an ID number, from the settlement service (never kept).
 
@@ -242,6 +272,12 @@ class TerminalClient:
         ref = answer["patient_ref"]
         self.queue.remember(ref)
         return ref
+
+
+@dataclass
+class Settled:
+    out_biz_no: str
+    answer: dict
 
 
 def _match(item: Queued, feed_items: list[dict]) -> Answer | None:

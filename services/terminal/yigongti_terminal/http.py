@@ -53,8 +53,11 @@ class ServiceHttp:
             raise LinkDown(type(exc).__name__) from exc
         if response.status_code >= 400:
             try:
-                detail = response.json().get("detail")
-            except ValueError:
+                body = response.json()
+                # The kit answers {"detail": ...}; settlement's identity check answers
+                # {"status": "refused", "reason": ...}.
+                detail = body.get("detail") or body.get("reason")
+            except (ValueError, AttributeError):
                 detail = None
             raise HttpRefused(response.status_code, detail)
         if "json" in response.headers.get("content-type", ""):

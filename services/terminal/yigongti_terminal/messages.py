@@ -209,6 +209,22 @@ HTTP_DETAIL: dict[str, str] = {
     "no match": "No insured person with this ID number. Check the number.",
     "too many look-ups": "Too many look-ups from this terminal. Wait a minute.",
     "no such settlement": "No such payment at this clinic. Check its number.",
+    # The settlement service's identity check (403/409 with a reason).
+    "face_mismatch": "The face did not match an insured person. Try again, or use the card "
+                     "or the QR voucher.",
+    "low_liveness": "The face scan was not clear enough. Scan again, facing the camera.",
+    "stale": "The face or QR result is too old (over 60 seconds). Scan again.",
+    "replayed": "This scan result was used already. Scan again.",
+    "unknown_issuer": "The scan result does not come from the national platform. " + ASK_IT,
+    "bad_signature": "The scan result's signature did not check out. Scan again. " + ASK_IT,
+    "unknown_terminal": "The insurance does not know this terminal. " + ASK_IT,
+    "revoked_terminal": "This terminal was switched off by the insurance. " + ASK_IT,
+    "wrong_institution": "This terminal is registered to another clinic. " + ASK_IT,
+    "deceased": "The insurance records this person as dead. Do not settle; call the "
+                "insurance office.",
+    "token_invalid": "The identity check expired or was used already. Identify the patient "
+                     "again.",
+    "out_biz_no_reused": "This counter number was used for another payment. Use a new one.",
 }
 
 # What the terminal itself says (not a service's code).
