@@ -25,6 +25,8 @@ WORDS: dict[str, str] = {
     "yigongti.lab.specimen.recollection_requested.v1": "collect a new tube",
     "yigongti.lab.specimen.in_testing.v1": "being tested",
     "yigongti.lab.results.reported.v1": "results",
+    "yigongti.lab.results.confirmed.v1": "results confirmed at the lab",
+    "yigongti.lab.recognised_result.amended.v1": "a recognised result was corrected",
     "yigongti.lab.critical_value.raised.v1": "CRITICAL VALUE",
     "yigongti.lab.critical_value.call_back_recorded.v1": "the lab phoned about a critical value",
     "yigongti.lab.critical_value.acknowledged.v1": "critical value acknowledged",
@@ -44,6 +46,21 @@ WORDS: dict[str, str] = {
     "yigongti.diagnosis.critical_finding.raised.v1": "CRITICAL FINDING",
     "yigongti.diagnosis.critical_finding.acknowledged.v1": "critical finding acknowledged",
     "yigongti.diagnosis.critical_finding.escalated.v1": "critical finding escalated",
+    "yigongti.diagnosis.cancelled.v1": "reading request cancelled",
+    "yigongti.diagnosis.released.v1": "back in the reading queue",
+    "yigongti.diagnosis.withdrawn.v1": "reading request withdrawn",
+    "yigongti.diagnosis.study.recognised.v1": "an earlier study is recognised (互认)",
+    "yigongti.diagnosis.charges.posted.v1": "charges",
+    "yigongti.diagnosis.charges.reversed.v1": "charges reversed",
+    "yigongti.settlement.identity.verified.v1": "patient identified for payment",
+    "yigongti.settlement.identity.rejected.v1": "patient NOT identified for payment",
+    "yigongti.settlement.settlement.completed.v1": "settled",
+    "yigongti.settlement.settlement.rejected.v1": "NOT settled",
+    "yigongti.settlement.settlement.reversed.v1": "payment reversed",
+    "yigongti.settlement.safety_net.granted.v1": "safety-net assistance granted",
+    "yigongti.settlement.audit_flag.raised.v1": "payment flagged for audit",
+    "yigongti.settlement.audit_decision.recorded.v1": "audit decision",
+    "yigongti.settlement.high_out_of_pocket.alert.v1": "high out-of-pocket cost alert",
     "yigongti.referral.suggested.v1": "referral suggested",
     "yigongti.referral.opened.v1": "referral opened",
     "yigongti.referral.accepted.v1": "referral accepted",
@@ -90,6 +107,10 @@ def merged(items: list[dict]) -> list[dict]:
                     f"{data.get('unit') or ''}".rstrip()
         elif item["type"].endswith("critical_finding.raised.v1"):
             what += f" {data.get('finding_id')}: {data.get('conclusion')}"
+        elif item["type"].endswith("settlement.completed.v1"):
+            what += f": total {data.get('total')}, the patient paid {data.get('out_of_pocket')}"
+        elif item["type"].endswith("referral.declined.v1") and data.get("reason"):
+            what += f" ({data.get('reason')})"
         out.append({**item, "what": what})
     return out
 
