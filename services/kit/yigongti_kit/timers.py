@@ -22,9 +22,10 @@ from typing import Any
 
 import asyncpg
 from opentelemetry import propagate, trace
+from opentelemetry.context import Context
 
 from .db import fault_kind, is_infra_error
-from .telemetry import metrics
+from .telemetry import background_context, metrics
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("yigongti.timers")
@@ -112,6 +113,7 @@ class TimerPoller:
         self._stopping.set()
 
     async def run(self) -> None:
+        background_context()
         while not self._stopping.is_set():
             try:
                 fired = await self.run_once()
@@ -143,8 +145,10 @@ class TimerPoller:
             for row in rows:
                 # Marked fired before the handler so that it may schedule itself again.
                 await conn.execute("UPDATE timers SET fired_at = db_now() WHERE id = $1", row["id"])
+                # A fresh context: the poller's own SQL is untraced (background_context),
+                # the handler's belongs to the trace that set the timer.
                 parent = propagate.extract(
-                    {k: row[k] for k in ("traceparent", "tracestate") if row[k]})
+                    {k: row[k] for k in ("traceparent", "tracestate") if row[k]}, context=Context())
                 try:
                     with tracer.start_as_current_span(f"timer {row['kind']}", context=parent):
                         async with conn.transaction():
