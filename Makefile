@@ -116,6 +116,7 @@ schemas: setup
 	$(BIN)/python -m yigongti_contracts.asyncapi
 	$(BIN)/python -m yigongti_contracts.terminal
 	$(BIN)/python -m yigongti_contracts.catalogue
+	$(BIN)/python -m yigongti_deploy.config_reference
 
 # Rewrite k8s/base/generated/ from the topic registry and the reference data.
 k8s: setup
