@@ -21,6 +21,7 @@ Log identifiers (ce_id, order id, terminal id) and codes, nothing else.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
@@ -154,6 +155,20 @@ class OtlpJsonFileExporter(SpanExporter):
         pass
 
 
+@contextlib.contextmanager
+def untraced_sql():
+    """SQL run inside is not traced: work that belongs to no one event or request
+    (a batch's own transaction and inbox rows around its records, migrations).
+    Each record's span starts from a fresh context, where SQL is traced again."""
+    from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, detach, set_value
+
+    token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
+    try:
+        yield
+    finally:
+        detach(token)
+
+
 def background_context() -> None:
     """Call first in a background loop's task (relay, timer poller, probes): the
     SQL it runs on its own is not traced, so an exported trace holds the work a
@@ -162,6 +177,13 @@ def background_context() -> None:
     from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, set_value
 
     attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
+
+
+def flush_spans(timeout_ms: int = 5000) -> None:
+    """Export the spans still buffered (at shutdown: a file or a collector gets
+    the last spans before the process ends)."""
+    if _state is not None:
+        _state.tracer_provider.force_flush(timeout_ms)
 
 
 def spans_exported() -> bool:

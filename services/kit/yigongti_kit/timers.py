@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
+from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 
@@ -149,8 +150,9 @@ class TimerPoller:
                 # the handler's belongs to the trace that set the timer.
                 parent = propagate.extract(
                     {k: row[k] for k in ("traceparent", "tracestate") if row[k]}, context=Context())
+                token = otel_context.attach(parent)
                 try:
-                    with tracer.start_as_current_span(f"timer {row['kind']}", context=parent):
+                    with tracer.start_as_current_span(f"timer {row['kind']}"):
                         async with conn.transaction():
                             await self.handlers[row["kind"]](conn, row)
                     fired.append(row["kind"])
@@ -159,6 +161,8 @@ class TimerPoller:
                         raise  # the whole round again next poll: nothing fired
                     log.exception("timer %s failed", row["kind"])
                     await self._retry_later(conn, row, exc)
+                finally:
+                    otel_context.detach(token)
         # Counted after the commit: only what this poller really fired.
         self.fired += len(fired)
         for kind in fired:
