@@ -325,3 +325,23 @@ async def service_process(kit_env, tmp_path: Path) -> AsyncIterator[Any]:
     yield start
     for proc in started:
         await proc.stop(timeout_s=5)
+
+
+# --- the test budget: time per suite (tests/<kind>/<suite>), printed at the end ------
+
+_SUITE_SECONDS: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report):
+    parts = report.nodeid.split("::", 1)[0].split("/")
+    suite = "/".join(parts[1:3]) if len(parts) > 3 else "/".join(parts[1:-1]) or parts[0]
+    _SUITE_SECONDS[suite] = _SUITE_SECONDS.get(suite, 0.0) + report.duration
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _SUITE_SECONDS:
+        return
+    terminalreporter.section("time per suite (set-up, call and tear-down)")
+    for suite, seconds in sorted(_SUITE_SECONDS.items(), key=lambda kv: -kv[1]):
+        terminalreporter.write_line(f"{seconds:8.1f} s  {suite}")
+    terminalreporter.write_line(f"{sum(_SUITE_SECONDS.values()):8.1f} s  in all")

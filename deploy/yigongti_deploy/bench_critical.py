@@ -17,13 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -39,7 +37,7 @@ from yigongti_contracts.lab.v1 import (
     SpecimenInTransit,
 )
 from yigongti_kit.db import connect
-from yigongti_kit.intake_auth import TerminalSigner, load_terminals
+from yigongti_kit.intake_auth import TerminalSigner, parse_terminals, register_terminals
 
 from .bench_common import BenchTarget, CpuMeter, summary_ms
 from .bench_lab import (
@@ -141,14 +139,15 @@ class ClinicFeed:
 async def _probe_terminal(target: BenchTarget) -> TerminalSigner:
     """A terminal of PROBE_CLINIC, registered in the lab's terminal registry."""
     signer = TerminalSigner.generate(f"bench-probe-{secrets.token_hex(4)}")
-    with tempfile.TemporaryDirectory() as directory:
-        path = Path(directory) / "terminals.yaml"
-        path.write_text(yaml.safe_dump({"terminals": [signer.registry_entry(PROBE_CLINIC)]}))
-        conn = await connect(target.database_url, target.lab_schema)
-        try:
-            await load_terminals(conn, path)
-        finally:
-            await conn.close()
+    # Added beside the bench's own terminal: a terminals file loads authoritatively
+    # and would revoke every terminal it does not list.
+    entries = parse_terminals(yaml.safe_dump({"terminals": [signer.registry_entry(PROBE_CLINIC)]}),
+                              "bench probe")
+    conn = await connect(target.database_url, target.lab_schema)
+    try:
+        await register_terminals(conn, entries)
+    finally:
+        await conn.close()
     return signer
 
 

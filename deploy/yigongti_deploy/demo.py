@@ -22,6 +22,7 @@ import time
 import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta, timezone
+from types import SimpleNamespace
 
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -37,10 +38,11 @@ from yigongti_contracts.lab.v1 import (
 )
 from yigongti_kit.auth import issue_token
 from yigongti_kit.settings import KitSettings, kafka_client_kwargs
-from yigongti_kit.telemetry import setup_telemetry
+from yigongti_kit.telemetry import flush_spans, setup_telemetry
 from yigongti_kit.terminal import TerminalClient
 from yigongti_lab.mllp import send_mllp
 
+from . import trace_summary
 from .stack import Stack
 
 DEADLINE_S = 30.0
@@ -219,7 +221,7 @@ async def run_journey(stack: Stack) -> int:
                 timeline.say(f"lab physician verifies the report: HTTP {answer.status_code}")
                 await timeline.wait_for("report.verified.v1")
                 await timeline.wait_for("charges.posted.v1", count=4)
-        report = await _read_report(stack, order.order_id, institution)
+            report = await _read_report(stack, order.order_id, institution)
     except (TimeoutError, RuntimeError) as exc:
         print(f"\nFAILED: {exc}", file=sys.stderr)
         return 1
@@ -247,11 +249,12 @@ async def run_journey(stack: Stack) -> int:
             "in testing and only the critical values are told)")
     own = [t for t, tid in timeline.trace_ids if tid != trace_id]
     print(f"trace id {trace_id}: carried by {len(timeline.trace_ids) - len(own)} of the "
-          f"{len(timeline.trace_ids)} events (export spans with OTEL_EXPORTER_OTLP_ENDPOINT)"
+          f"{len(timeline.trace_ids)} events"
           + (f"; {len(own)} start a trace of their own where the analyser's HL7 message "
              "enters (HL7 v2 carries no trace context)" if own else ""))
     print(f"\nOK: the lab journey completed in {_ms(timeline.started):.0f} ms, "
           f"{len(timeline.seen)} events")
+    stack.journey_trace_id = trace_id
     return 0
 
 
@@ -285,7 +288,8 @@ async def _read_report(stack: Stack, order_id: str, institution: str) -> dict:
     assert stack.keys is not None
     token = issue_token(stack.keys.auth_private_pem, user="qiaoren-doc-01",
                         institution=institution, roles=["clinician"], audience="lab")
-    async with httpx.AsyncClient(base_url=stack.services["lab"].url, timeout=10) as client:
+    async with httpx.AsyncClient(base_url=stack.services["lab"].url, timeout=10,
+                                 event_hooks={"request": [_carry_trace]}) as client:
         headers = {"Authorization": f"Bearer {token}"}
         response = await client.get(f"/orders/{order_id}/report", headers=headers)
         as_fhir = await client.get(f"/orders/{order_id}/fhir", headers=headers)
@@ -300,20 +304,29 @@ def _ms(started: float) -> float:
 
 
 async def _main() -> int:
-    setup_telemetry("demo")  # a real trace id, carried into every event of the journey
-    stack = Stack(services=["lab"])
+    stack = Stack(services=["lab"], export_spans=True)
+    # Every process of the run, the demo's too, appends its spans to one file in
+    # the OTLP JSON encoding; the journey's trace is summarised from it at the end.
+    setup_telemetry("demo", SimpleNamespace(otel_traces_file=str(stack.traces_file)))
     print("starting the embedded stack …", flush=True)
     await stack.start()
     try:
         print(stack.describe())
-        return await run_journey(stack)
+        rc = await run_journey(stack)
     except Exception as exc:  # noqa: BLE001 - a demo reports, then exits non-zero
         print(f"FAILED: {exc!r}", file=sys.stderr)
         for name, service in stack.services.items():
             print(f"--- {name} log ---\n{service.log_tail()}", file=sys.stderr)
         return 1
     finally:
-        await stack.stop()
+        await stack.stop()  # the services export their last spans as they stop
+    flush_spans()
+    if rc == 0 and stack.journey_trace_id:
+        print(f"\nthe journey's trace, from {stack.traces_file} (OTLP JSON):")
+        for line in trace_summary.summary(trace_summary.load(stack.traces_file),
+                                          stack.journey_trace_id).lines():
+            print(f"  {line}")
+    return rc
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -224,6 +224,7 @@ class Stack:
         *,
         keep_database: bool = False,
         ready_timeout: float = 90.0,
+        export_spans: bool = False,
     ):
         stamp = time.strftime("%Y%m%d_%H%M%S")
         self.run_id = f"{stamp}_{secrets.token_hex(2)}"
@@ -245,6 +246,9 @@ class Stack:
         self.mllp_port: int | None = None
         self.pacs_url: str | None = None
         self.timings: dict[str, float] = {}
+        # Spans of every service in one file, OTLP JSON (the demo's trace summary).
+        self.traces_file: Path | None = self.run_dir / "spans.otlp.jsonl" if export_spans else None
+        self.journey_trace_id: str | None = None
 
         self._broker: EmbeddedBroker | None = None
         self._postgres: EmbeddedPostgres | None = None
@@ -374,6 +378,7 @@ class Stack:
             "AUTH_PUBLIC_KEY": self.keys.auth_public_pem,
             "TERMINALS_FILE": str(self.keys.terminals_file),
             **({PACS_URL_ENV: self.pacs_url} if self.pacs_url else {}),
+            **({"OTEL_TRACES_FILE": str(self.traces_file.resolve())} if self.traces_file else {}),
             **(self._lab_env() if name == "lab" else {}),
         }
 

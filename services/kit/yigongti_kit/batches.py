@@ -46,7 +46,7 @@ from yigongti_contracts.envelope import Envelope
 from .db import fault_kind, is_transient_error
 from .faults import fault_point
 from .outbox import add_event
-from .telemetry import metrics, spans_exported
+from .telemetry import metrics, spans_exported, untraced_sql
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("yigongti.consumer")
@@ -155,7 +155,8 @@ class BatchHandler:
         for tp, tp_records in by_tp.items():
             self._fetched_end[tp] = max(self._fetched_end.get(tp, 0), tp_records[-1].offset + 1)
         try:
-            await self._handle(consumer, by_tp)
+            with untraced_sql():  # the batch's own SQL; each record's span traces its own
+                await self._handle(consumer, by_tp)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # noqa: BLE001 - nothing may escape (module doc)
@@ -347,22 +348,24 @@ async def traced(record: ConsumerRecord, work: Callable[[Any], Awaitable[str]]) 
     timers) continues the sender's trace at no cost. Returns its outcome."""
     parent = propagate.extract(
         {k: v.decode("latin-1") for k, v in (record.headers or []) if v is not None
-         and k in ("traceparent", "tracestate")})
-    if not spans_exported():
-        token = otel_context.attach(parent)
-        try:
+         and k in ("traceparent", "tracestate")}, context=otel_context.Context())
+    # Attached, not only given as the span's parent: the record's context replaces
+    # the batch's, whose SQL is untraced (untraced_sql), so the record's SQL is traced.
+    token = otel_context.attach(parent)
+    try:
+        if not spans_exported():
             return await work(None)
-        finally:
-            otel_context.detach(token)
-    with tracer.start_as_current_span(
-        f"{record.topic} process", context=parent, kind=SpanKind.CONSUMER,
-        attributes={"messaging.system": "kafka", "messaging.destination.name": record.topic,
-                    "messaging.kafka.partition": record.partition,
-                    "messaging.kafka.offset": record.offset},
-    ) as span:
-        outcome = await work(span)
-        span.set_attribute("yigongti.outcome", outcome)
-    return outcome
+        with tracer.start_as_current_span(
+            f"{record.topic} process", kind=SpanKind.CONSUMER,
+            attributes={"messaging.system": "kafka", "messaging.destination.name": record.topic,
+                        "messaging.kafka.partition": record.partition,
+                        "messaging.kafka.offset": record.offset},
+        ) as span:
+            outcome = await work(span)
+            span.set_attribute("yigongti.outcome", outcome)
+        return outcome
+    finally:
+        otel_context.detach(token)
 
 
 class _AssignmentListener(ConsumerRebalanceListener):

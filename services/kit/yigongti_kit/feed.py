@@ -24,6 +24,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
 from .auth import Principal, require_principal
 from .db import is_infra_error
+from .telemetry import background_context
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,7 @@ class FeedWatch:
             self._waiting -= 1
 
     async def _watch(self) -> None:
+        background_context()  # started inside some request: its polls are nobody's
         try:
             while self._waiting:
                 await asyncio.sleep(self._interval)

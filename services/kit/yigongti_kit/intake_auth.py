@@ -454,19 +454,25 @@ async def load_terminals(conn: asyncpg.Connection, path: Path | str) -> int:
     text = await asyncio.to_thread(Path(path).read_text)
     terminals = parse_terminals(text, str(path))
     async with conn.transaction():
-        await conn.executemany(
-            """INSERT INTO terminals (terminal_id, institution_id, public_key, active)
-               VALUES ($1, $2, $3, $4)
-               ON CONFLICT (terminal_id) DO UPDATE
-               SET institution_id = EXCLUDED.institution_id,
-                   public_key = EXCLUDED.public_key,
-                   active = EXCLUDED.active""",
-            [(t.terminal_id, t.institution_id, t.public_key, t.active) for t in terminals],
-        )
+        await register_terminals(conn, terminals)
         await conn.execute(
             "UPDATE terminals SET active = false WHERE active AND NOT terminal_id = ANY($1::text[])",
             [t.terminal_id for t in terminals])
     return len(terminals)
+
+
+async def register_terminals(conn: asyncpg.Connection, terminals) -> None:
+    """Add or update these terminals, leaving the others as they are (a tool
+    adding one terminal to a running registry; start-up uses load_terminals)."""
+    await conn.executemany(
+        """INSERT INTO terminals (terminal_id, institution_id, public_key, active)
+           VALUES ($1, $2, $3, $4)
+           ON CONFLICT (terminal_id) DO UPDATE
+           SET institution_id = EXCLUDED.institution_id,
+               public_key = EXCLUDED.public_key,
+               active = EXCLUDED.active""",
+        [(t.terminal_id, t.institution_id, t.public_key, t.active) for t in terminals],
+    )
 
 
 async def check_and_store_nonce(

@@ -38,7 +38,7 @@ from yigongti_contracts.topics import topic_name
 from . import dead_letters
 from .db import connect, is_infra_error
 from .faults import fault_point
-from .telemetry import current_trace_headers, metrics, spans_exported
+from .telemetry import background_context, current_trace_headers, metrics, spans_exported
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("yigongti.outbox")
@@ -215,6 +215,7 @@ class Relay:
         self._wake.set()
 
     async def run(self) -> None:
+        background_context()
         while not self._stopping.is_set():
             try:
                 await self._lead()

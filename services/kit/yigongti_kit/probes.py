@@ -28,7 +28,7 @@ import asyncpg
 
 from .db import fault_kind
 from .health import Health
-from .telemetry import metrics
+from .telemetry import background_context, metrics
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,7 @@ class Probes:
         self._stopping.set()
 
     async def run(self) -> None:
+        background_context()
         next_broker = next_lag = 0.0
         loop = asyncio.get_running_loop()
         while not self._stopping.is_set():

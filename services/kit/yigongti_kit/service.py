@@ -38,7 +38,14 @@ from .probes import Probes
 from .settings import KitSettings, kafka_client_kwargs
 from .subscriptions import Subscription, SubscriptionConsumer
 from .subscriptions import timer_handlers as held_timer_handlers
-from .telemetry import configure_logging, instrument_asyncpg, prometheus_app, setup_telemetry
+from .telemetry import (
+    configure_logging,
+    flush_spans,
+    instrument_asyncpg,
+    prometheus_app,
+    setup_telemetry,
+    untraced_sql,
+)
 from .timers import TimerHandler, TimerPoller
 
 log = logging.getLogger(__name__)
@@ -97,10 +104,11 @@ class ServiceRuntime:
             instrument_asyncpg()
         conn = await connect(s.database_url, s.db_schema)
         try:
-            await migrate(conn, s.db_schema, [("kit", kit_migrations()),
-                                              (self.spec.name, self.spec.migrations)])
-            if s.terminals_file:
-                await load_terminals(conn, s.terminals_file)
+            with untraced_sql():  # start-up work of no trace
+                await migrate(conn, s.db_schema, [("kit", kit_migrations()),
+                                                  (self.spec.name, self.spec.migrations)])
+                if s.terminals_file:
+                    await load_terminals(conn, s.terminals_file)
         finally:
             await conn.close()
         self.pool = await create_pool(s.database_url, s.db_schema)
@@ -217,6 +225,7 @@ class ServiceRuntime:
             await asyncio.gather(*pending, return_exceptions=True)
         if self.pool is not None:
             await self.pool.close()
+        flush_spans()
 
     async def run_until_signalled(self) -> None:
         stop = asyncio.Event()

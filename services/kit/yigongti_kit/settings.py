@@ -228,6 +228,12 @@ class KitSettings(BaseSettings):
         description="Base URL of an OTLP/HTTP collector (e.g. http://otel-collector:4318); "
         "traces go to <url>/v1/traces, metrics to <url>/v1/metrics. Unset: nothing exported.",
     )
+    otel_traces_file: str | None = Field(
+        None,
+        description="A file the service appends its spans to in the OTLP JSON encoding "
+        "(one ExportTraceServiceRequest per line, as the OpenTelemetry collector's file "
+        "exporter writes them); for the demo and tests. Unset: no file.",
+    )
     log_level: str = Field("INFO", description="Level of the JSON log lines on stderr.")
 
     # --- shutdown -------------------------------------------------------------

@@ -21,6 +21,7 @@ Log identifiers (ce_id, order id, terminal id) and codes, nothing else.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
@@ -109,6 +110,9 @@ def setup_telemetry(
             readers.append(
                 PeriodicExportingMetricReader(OTLPMetricExporter(endpoint=f"{base}/v1/metrics"))
             )
+        traces_file = getattr(settings, "otel_traces_file", None)
+        if traces_file:
+            tracer_provider.add_span_processor(BatchSpanProcessor(OtlpJsonFileExporter(traces_file)))
         # Scraped at /metrics in Prometheus format (prometheus_endpoint below).
         from opentelemetry.exporter.prometheus import PrometheusMetricReader
 
@@ -117,7 +121,7 @@ def setup_telemetry(
         trace.set_tracer_provider(tracer_provider)
         otel_metrics.set_meter_provider(meter_provider)
         _state = Telemetry(tracer_provider, meter_provider, service_name,
-                           exporting_spans=bool(endpoint))
+                           exporting_spans=bool(endpoint or traces_file))
     if span_exporter is not None and id(span_exporter) not in _span_exporters:
         _state.tracer_provider.add_span_processor(SimpleSpanProcessor(span_exporter))
         _span_exporters.append(id(span_exporter))
@@ -126,6 +130,60 @@ def setup_telemetry(
         _state.meter_provider.add_metric_reader(metric_reader)
         _metric_readers.append(id(metric_reader))
     return _state
+
+
+class OtlpJsonFileExporter(SpanExporter):
+    """Spans appended to a file as OTLP JSON: one `ExportTraceServiceRequest` per
+    line, in protobuf's JSON mapping (what `json_format` writes and the collector's
+    file exporter reads). Several processes may append to one file: each line is
+    written with one `write` on a file opened for appending."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def export(self, spans: Sequence[Any]) -> Any:
+        from google.protobuf import json_format
+        from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+        from opentelemetry.sdk.trace.export import SpanExportResult
+
+        line = json_format.MessageToJson(encode_spans(spans), indent=None) + "\n"
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(line)
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def untraced_sql():
+    """SQL run inside is not traced: work that belongs to no one event or request
+    (a batch's own transaction and inbox rows around its records, migrations).
+    Each record's span starts from a fresh context, where SQL is traced again."""
+    from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, detach, set_value
+
+    token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
+    try:
+        yield
+    finally:
+        detach(token)
+
+
+def background_context() -> None:
+    """Call first in a background loop's task (relay, timer poller, probes): the
+    SQL it runs on its own is not traced, so an exported trace holds the work a
+    request or an event caused, not a root span per poll. Spans the loop starts
+    itself (a traced row it publishes, a timer it fires) are still made."""
+    from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, set_value
+
+    attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
+
+
+def flush_spans(timeout_ms: int = 5000) -> None:
+    """Export the spans still buffered (at shutdown: a file or a collector gets
+    the last spans before the process ends)."""
+    if _state is not None:
+        _state.tracer_provider.force_flush(timeout_ms)
 
 
 def spans_exported() -> bool:

@@ -21,10 +21,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
+from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
+from opentelemetry.context import Context
 
 from .db import fault_kind, is_infra_error
-from .telemetry import metrics
+from .telemetry import background_context, metrics
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("yigongti.timers")
@@ -112,6 +114,7 @@ class TimerPoller:
         self._stopping.set()
 
     async def run(self) -> None:
+        background_context()
         while not self._stopping.is_set():
             try:
                 fired = await self.run_once()
@@ -143,10 +146,13 @@ class TimerPoller:
             for row in rows:
                 # Marked fired before the handler so that it may schedule itself again.
                 await conn.execute("UPDATE timers SET fired_at = db_now() WHERE id = $1", row["id"])
+                # A fresh context: the poller's own SQL is untraced (background_context),
+                # the handler's belongs to the trace that set the timer.
                 parent = propagate.extract(
-                    {k: row[k] for k in ("traceparent", "tracestate") if row[k]})
+                    {k: row[k] for k in ("traceparent", "tracestate") if row[k]}, context=Context())
+                token = otel_context.attach(parent)
                 try:
-                    with tracer.start_as_current_span(f"timer {row['kind']}", context=parent):
+                    with tracer.start_as_current_span(f"timer {row['kind']}"):
                         async with conn.transaction():
                             await self.handlers[row["kind"]](conn, row)
                     fired.append(row["kind"])
@@ -155,6 +161,8 @@ class TimerPoller:
                         raise  # the whole round again next poll: nothing fired
                     log.exception("timer %s failed", row["kind"])
                     await self._retry_later(conn, row, exc)
+                finally:
+                    otel_context.detach(token)
         # Counted after the commit: only what this poller really fired.
         self.fired += len(fired)
         for kind in fired:

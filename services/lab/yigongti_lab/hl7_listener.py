@@ -18,6 +18,7 @@ from yigongti_kit.intake_auth import TerminalSigner
 from yigongti_kit.settings import KitSettings, kafka_client_kwargs
 from yigongti_kit.terminal import TerminalClient
 
+from . import store
 from .config import LabSettings
 from .hl7_results import ResultsTranslator
 from .mllp import start_mllp_server, stop_mllp_server
@@ -48,7 +49,8 @@ async def start(runtime):
             settings.mllp_host, settings.mllp_port,
             translator=ResultsTranslator(facility=settings.lab_centre,
                                          allowed_senders=settings.mllp_senders()),
-            publisher=publisher, limits=limits, tls=tls)
+            publisher=publisher, limits=limits, tls=tls,
+            trace_links=lambda barcodes: _order_traces(runtime.pool, barcodes))
     except BaseException:
         await producer.stop()
         raise
@@ -72,3 +74,8 @@ def producer_settings(kit: KitSettings, lab: LabSettings) -> KitSettings:
 
 def _read(path: str) -> str:
     return Path(path).read_text()  # once, at start-up
+
+
+async def _order_traces(pool, barcodes: list[str]) -> list[str]:
+    async with pool.acquire() as conn:
+        return await store.order_traces(conn, barcodes)

@@ -53,12 +53,13 @@ import ipaddress
 import logging
 import ssl
 import weakref
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from opentelemetry import metrics, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
+from yigongti_kit.telemetry import context_from_traceparent
 
 from .hl7_results import (
     HL7_INTERNAL_ERROR,
@@ -69,6 +70,9 @@ from .hl7_results import (
 )
 
 log = logging.getLogger("yigongti.lab.mllp")
+
+# The traceparents of the orders that tubes (by barcode) belong to.
+TraceLinks = Callable[[list[str]], Awaitable[list[str]]]
 tracer = trace.get_tracer("yigongti.lab.mllp")
 _messages = metrics.get_meter("yigongti_lab").create_counter(
     "lab.hl7.messages", unit="{message}",
@@ -224,15 +228,31 @@ async def process_message(
     return ack
 
 
-async def _process(raw: bytes, translator: ResultsTranslator, publisher: Publisher
-                   ) -> tuple[bytes, AckCode, str]:
+async def _process(raw: bytes, translator: ResultsTranslator, publisher: Publisher,
+                   trace_links: TraceLinks | None = None) -> tuple[bytes, AckCode, str]:
     """The ACK bytes, its code and reason."""
     with tracer.start_as_current_span("hl7 ORU^R01 process", kind=SpanKind.SERVER) as span:
         translation = translator.translate(raw)
+        if trace_links is not None and translation.records:
+            await _link_orders(span, trace_links, [r.barcode for _, r in translation.records])
         if translation.ack_code is AckCode.AA:
             translation = await _publish(translation, publisher)
         reason = translation.errors[0].reason if translation.errors else "accepted"
         return _answer(translation, span), translation.ack_code, reason
+
+
+async def _link_orders(span: Any, trace_links: TraceLinks, barcodes: list[str]) -> None:
+    """HL7 v2 carries no trace context: the message's trace starts here, linked
+    to the traces the tubes' orders were placed in (one journey, joined by links)."""
+    try:
+        traceparents = await trace_links(barcodes)
+    except Exception as exc:  # noqa: BLE001 - a missing link never costs a result
+        log.warning("hl7 trace links not read: %s", type(exc).__name__)
+        return
+    for traceparent in traceparents:
+        context = trace.get_current_span(context_from_traceparent(traceparent)).get_span_context()
+        if context.is_valid:
+            span.add_link(context)
 
 
 async def _publish(translation: Translation, publisher: Publisher) -> Translation:
@@ -322,6 +342,7 @@ async def start_mllp_server(
     publisher: Publisher,
     limits: MllpLimits | None = None,
     tls: ssl.SSLContext | None = None,
+    trace_links: TraceLinks | None = None,
 ) -> asyncio.Server:
     """Listen for MLLP on host:port (port 0: any free port, see `server.sockets`).
 
@@ -361,7 +382,7 @@ async def start_mllp_server(
         outcome = "closed"
         try:
             outcome = await _serve_connection(reader, connection, translator, publisher,
-                                              state.limits)
+                                              state.limits, trace_links)
         finally:
             state.close(connection, outcome)
             with contextlib.suppress(Exception):
@@ -390,6 +411,7 @@ async def _serve_connection(
     translator: ResultsTranslator,
     publisher: Publisher,
     limits: MllpLimits,
+    trace_links: TraceLinks | None = None,
 ) -> str:
     """Serve one connection until it ends; returns why it ended (a metric outcome)."""
     loop = asyncio.get_running_loop()
@@ -428,7 +450,8 @@ async def _serve_connection(
                                           "bytes"), "oversized"
                     code = AckCode.AR
                 else:
-                    ack, code, reason = await _process(item.data, translator, publisher)
+                    ack, code, reason = await _process(item.data, translator, publisher,
+                                                       trace_links)
                 garbage = garbage + len(item.data) if reason in _NOT_HL7 else 0
                 connection.proven = connection.proven or code is AckCode.AA
                 if not await _send(connection, ack, limits):

@@ -6,6 +6,7 @@ from datetime import datetime
 
 import asyncpg
 from yigongti_contracts.lab.v1 import LabOrderPlaced, SpecimenCollected
+from yigongti_kit.telemetry import current_trace_headers
 
 from .domain import SpecimenState, TestStatus, order_status
 
@@ -18,8 +19,8 @@ async def insert_order(conn: asyncpg.Connection, order: LabOrderPlaced, lab_cent
         """WITH o AS (
                INSERT INTO orders (order_id, visit_id, patient_ref, sex, age_value, age_unit,
                                    ordering_institution, ordering_clinician, lab_centre,
-                                   priority, ordered_at)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                                   priority, ordered_at, traceparent)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $15)
                ON CONFLICT (order_id) DO NOTHING RETURNING order_id, accepted_at
            ), t AS (
                INSERT INTO order_tests (order_id, test_code, override_reason, status)
@@ -33,7 +34,16 @@ async def insert_order(conn: asyncpg.Connection, order: LabOrderPlaced, lab_cent
         [t.code for t in order.tests],
         [t.override_reason and t.override_reason.value for t in order.tests],
         [TestStatus.AVOIDED if t.code in avoided else TestStatus.ORDERED for t in order.tests],
+        current_trace_headers()[0],
     )
+
+
+async def order_traces(conn: asyncpg.Connection, barcodes: list[str]) -> list[str]:
+    """The traceparents of the orders these tubes belong to."""
+    rows = await conn.fetch(
+        """SELECT DISTINCT o.traceparent FROM order_tests t JOIN orders o USING (order_id)
+           WHERE t.barcode = ANY($1::text[]) AND o.traceparent IS NOT NULL""", barcodes)
+    return [r["traceparent"] for r in rows]
 
 
 async def order_for_update(conn: asyncpg.Connection, order_id: str) -> asyncpg.Record | None:

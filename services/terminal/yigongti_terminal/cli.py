@@ -84,14 +84,16 @@ def _main(home: Home = None) -> None:
 
 def _telemetry() -> None:
     """Trace ids for what the terminal sends (so a journey is one trace from the
-    clinic on); spans are exported when OTEL_EXPORTER_OTLP_ENDPOINT is set."""
+    clinic on); spans are exported when OTEL_EXPORTER_OTLP_ENDPOINT is set, and
+    appended as OTLP JSON to OTEL_TRACES_FILE when that is (the demo's file)."""
     import os
     from types import SimpleNamespace
 
     from yigongti_kit.telemetry import setup_telemetry
 
     setup_telemetry("yigongti-terminal", SimpleNamespace(
-        otel_exporter_otlp_endpoint=os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")))
+        otel_exporter_otlp_endpoint=os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"),
+        otel_traces_file=os.environ.get("OTEL_TRACES_FILE")))
 
 
 def _client() -> TerminalClient:

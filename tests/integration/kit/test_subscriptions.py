@@ -208,6 +208,69 @@ async def test_unapplicable_and_invalid_events_are_held_with_a_reason_and_reappl
     assert await count(sql, "SELECT count(*) FROM charges_applied") == 2
 
 
+async def test_a_subscriptions_dead_letter_is_replayed_to_the_reader_alone(
+    lab_topic, reader, sql, kit_settings, kafka_bootstrap, broker_kind,
+):
+    """`yigongti-dlq replay` runs the original through the reader's own path in
+    its own database; nothing is produced onto the lab's topic, which only the lab
+    writes (issue 7 item 2)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from yigongti_kit import dlq
+
+    lab, created = lab_topic
+    _, letters_log = reader
+    await lab.publish(posted("C-poison"), value=b'{"charge_id": "C-poi')
+    [letter_record] = await letters_log.wait_for(lambda r: True)
+    await lab.publish(posted("C-next"))
+    await wait_until(lambda: _count_is(sql, "charges_applied", 1), what="the next charge")
+
+    topic = created["lab.events.v1"]
+    consumer = AIOKafkaConsumer(**harness.client_kwargs(kafka_bootstrap, "consumer", broker_kind))
+    await consumer.start()
+    try:
+        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        before = await consumer.end_offsets(parts)
+        settings = kit_settings("settlement")
+        letters = await dlq.read_dead_letters(settings, "settlement")
+        assert [letter.source[0] for letter in letters] == [topic]
+        assert await dlq.replay(settings, reader_spec(), letters) == ["malformed_json"]
+        assert await consumer.end_offsets(parts) == before  # nothing onto the owner's topic
+    finally:
+        await consumer.stop()
+    row = await sql.fetchrow("SELECT replayed_at, replay_outcome FROM dead_letters")
+    assert row["replayed_at"] is not None and row["replay_outcome"] == "malformed_json"
+    assert await count(sql, "SELECT count(*) FROM charges_applied") == 1
+
+
+async def test_the_readers_span_continues_the_publishers_trace(lab_topic, reader, sql):
+    """The reader's span of an event is a child of the span that published it,
+    so a journey crossing services is one trace (issue 7 item 2)."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from yigongti_kit.telemetry import inject_headers, setup_telemetry
+
+    exporter = InMemorySpanExporter()
+    setup_telemetry("settlement", span_exporter=exporter)
+    lab, _ = lab_topic
+    charge = posted("C-traced")
+    key = charge.kafka_key()
+    envelope = Envelope(id=str(uuid.uuid4()), source="/yigongti/lab", type=charge.CE_TYPE,
+                        time=datetime.now(UTC), subject=key, aggseq=1)
+    try:
+        with trace.get_tracer("tests").start_as_current_span("lab publish") as published:
+            await lab.producer.send_and_wait(
+                lab.topic, key=key.encode(), headers=inject_headers(to_headers(envelope)),
+                value=charge.model_dump_json().encode())
+        await wait_until(lambda: _count_is(sql, "charges_applied", 1), what="the charge")
+        ctx = published.get_span_context()
+        [span] = [s for s in exporter.get_finished_spans()
+                  if s.name == f"{lab.topic} process" and s.context.trace_id == ctx.trace_id]
+        assert span.parent.span_id == ctx.span_id
+        assert span.attributes["yigongti.outcome"] == "applied"
+    finally:
+        exporter.shutdown()
+
+
 async def test_subscription_to_a_topic_that_does_not_exist_fails_loudly(
     topics, kit_settings, kafka_bootstrap, broker_kind,
 ):

@@ -73,3 +73,22 @@ async def test_trace_crosses_kafka_sql_and_the_outbox(start_lab, exporter, dev_k
     assert int(record_trace, 16) == trace_id
     assert int(record_span, 16) == relay.context.span_id
     assert relay.attributes["cloudevents.event_id"] == header(accepted, "ce_id")
+
+
+async def test_background_polls_make_no_spans(start_lab, exporter, dev_keys):
+    """The relay, the timer poller and the probes poll PostgreSQL all the time; an
+    exported trace must hold what a request or an event caused, not a root span
+    per poll (kit telemetry.background_context)."""
+    import asyncio
+
+    lab = await start_lab(span_exporter=exporter)
+    o = order(dev_keys.institution_id)
+    await lab.terminal.publish(o)
+    await lab.events.wait_for(
+        lambda r: ce_type(r).endswith("order.accepted.v1") and payload(r)["order_id"] == o.order_id)
+    await asyncio.sleep(0.5)
+    exporter.clear()
+    await asyncio.sleep(2.0)  # idle: only the background loops run
+    idle_sql = [s for s in exporter.get_finished_spans()
+                if s.instrumentation_scope.name == ASYNCPG_SCOPE]
+    assert idle_sql == [], [s.name for s in idle_sql[:5]]

@@ -145,3 +145,35 @@ def test_configure_logging_writes_json_to_stderr(capsys):
             if handler not in before:
                 root.removeHandler(handler)
         root.setLevel(level)
+
+
+def test_otlp_json_file_exporter_writes_export_requests(tmp_path):
+    """Each export appends one ExportTraceServiceRequest in protobuf's JSON mapping."""
+    from google.protobuf import json_format
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from yigongti_kit.telemetry import OtlpJsonFileExporter
+
+    path = tmp_path / "spans.jsonl"
+    provider = TracerProvider(resource=Resource.create({"service.name": "lab"}))
+    provider.add_span_processor(SimpleSpanProcessor(OtlpJsonFileExporter(str(path))))
+    tracer = provider.get_tracer("t")
+    with tracer.start_as_current_span("parent") as parent:
+        with tracer.start_as_current_span("child"):
+            pass
+    lines = path.read_text().splitlines()
+    assert len(lines) == 2
+    requests = [json_format.Parse(line, ExportTraceServiceRequest()) for line in lines]
+    spans = [s for r in requests for rs in r.resource_spans for ss in rs.scope_spans
+             for s in ss.spans]
+    assert {s.name for s in spans} == {"parent", "child"}
+    child = next(s for s in spans if s.name == "child")
+    assert child.parent_span_id == parent.get_span_context().span_id.to_bytes(8, "big")
+    assert child.trace_id == parent.get_span_context().trace_id.to_bytes(16, "big")
+    attrs = {a.key: a.value.string_value
+             for a in requests[0].resource_spans[0].resource.attributes}
+    assert attrs["service.name"] == "lab"
