@@ -84,37 +84,46 @@ class FaceSandbox:
         return credentials.sign(payload, self.key)
 
 
+from pydantic import BaseModel, ConfigDict, Field  # noqa: E402
+
+_INDEX = r"^[A-Za-z0-9._:-]{1,64}$"
+
+
+class EnrolBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    ec_index_no: str = Field(pattern=_INDEX)
+    template: list[float] = Field(min_length=1, max_length=1024)
+
+
+class CompareBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    ec_index_no: str = Field(pattern=_INDEX)
+    probe: list[float] = Field(min_length=1, max_length=1024)
+    liveness: float = Field(ge=0, le=1)
+    terminal_id: str = Field(pattern=_INDEX)
+
+
+class VoucherBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    ec_index_no: str = Field(pattern=_INDEX)
+
+
 def app(sandbox: FaceSandbox):
     from fastapi import FastAPI
-    from pydantic import BaseModel, ConfigDict, Field
-
-    class Enrol(BaseModel):
-        model_config = ConfigDict(extra="forbid")
-        ec_index_no: str = Field(pattern=r"^[A-Za-z0-9._:-]{1,64}$")
-        template: list[float] = Field(min_length=1, max_length=1024)
-
-    class Compare(Enrol):
-        template: list[float] | None = None
-        probe: list[float] = Field(min_length=1, max_length=1024)
-        liveness: float = Field(ge=0, le=1)
-        terminal_id: str = Field(pattern=r"^[A-Za-z0-9._:-]{1,64}$")
-
-    class Voucher(BaseModel):
-        ec_index_no: str = Field(pattern=r"^[A-Za-z0-9._:-]{1,64}$")
 
     api = FastAPI(title="national face platform sandbox (dev only)")
 
     @api.post("/enrol")
-    def enrol(body: Enrol) -> dict:
+    def enrol(body: EnrolBody) -> dict:
         sandbox.enrol(body.ec_index_no, body.template)
         return {"enrolled": body.ec_index_no}
 
     @api.post("/compare")
-    def compare(body: Compare) -> dict:
+    def compare(body: CompareBody) -> dict:
         return sandbox.compare(body.ec_index_no, body.probe, body.liveness, body.terminal_id)
 
     @api.post("/voucher")
-    def voucher(body: Voucher) -> dict:
+    def voucher(body: VoucherBody) -> dict:
         return sandbox.voucher(body.ec_index_no)
 
     @api.get("/issuer")

@@ -7,7 +7,6 @@ are never logged, stored in clear or echoed."""
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -16,6 +15,7 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from yigongti_contracts.common import Identifier, Money, PatientRef
+from yigongti_contracts.fhir import dumps as fhir_dumps
 from yigongti_contracts.settlement.codes import (
     AssistanceCategory,
     AuditDecision,
@@ -273,7 +273,7 @@ async def settlement_fhir(out_biz_no: OutBizNo, request: Request,
     if row is None:
         raise HTTPException(404, "no such settlement")
     bundle = fhir.settlement_bundle(row)
-    return Response(json.dumps(bundle, ensure_ascii=False), media_type="application/fhir+json")
+    return Response(fhir_dumps(bundle), media_type="application/fhir+json")
 
 
 # --- the insurance office -----------------------------------------------------------

@@ -53,6 +53,10 @@ async def test_face_settles_once_and_adds_up(settlement):
         assert again.json() == done
         queried = await counter.get(f"/settlements/{obn}")
         assert queried.json()["settlement_id"] == done["settlement_id"]
+        bundle = await counter.get(f"/settlements/{obn}/fhir")
+        assert bundle.headers["content-type"].startswith("application/fhir+json")
+        from fhir_check import problems
+        assert problems([bundle.json()]) == [[]]
         # The token was single use: a new outBizNo with it is refused.
         other = await counter.post("/settlements", json={**body, "out_biz_no": out_biz_no()})
         assert other.status_code == 403 and other.json()["detail"] == "token_invalid"
