@@ -13,6 +13,8 @@ REASONS: dict[str, str] = {
     "no_policy": "No benefit table is in force for the person's region on that date.",
     "nothing_to_settle": "Neither itemised lines nor unsettled posted charges on the visit.",
     "out_biz_no_reused": "This outBizNo was used with a different request.",
+    "not_eligible_for_treat_first": "mode discharge (先诊疗后付费) is for assistance "
+                                    "recipients; the person is in none of the categories.",
     "audit_refused": "A definite audit rule before settlement refused it.",
     # SettlementReversalRequested
     "unknown_settlement": "No completed settlement with this settlement_id for the institution.",

@@ -23,7 +23,7 @@ import asyncpg
 import yaml
 from yigongti_contracts.common import FieldError, Sex
 from yigongti_contracts.refdata import load as load_refdata
-from yigongti_contracts.settlement.codes import settlement_id_of
+from yigongti_contracts.settlement.codes import SettlementMode, settlement_id_of
 from yigongti_contracts.settlement.v1 import (
     HighOutOfPocketAlert,
     SettlementCompleted,
@@ -113,6 +113,9 @@ async def settle(conn: asyncpg.Connection, req: SettlementRequested, *,
     await locking.lock_person(conn, person_id)
     person = await conn.fetchrow("SELECT * FROM persons WHERE person_id = $1", person_id)
     ref = identity["patient_ref"]
+    if req.mode is SettlementMode.discharge and person["assistance"] == "none":
+        # 先诊疗后付费 is for assistance recipients (DESIGN §5)
+        raise Refused("not_eligible_for_treat_first", [("mode", "not_eligible")])
 
     charges = await conn.fetch(
         """SELECT * FROM visit_charges WHERE visit_id = $1 AND settled_in IS NULL

@@ -1,0 +1,68 @@
+"""HTTP: bearer scopes (no token 401, wrong role 403), bad input a clear 4xx
+without values, and the clinic feed of the institution's settlements."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+from settlementflow import enrol, line, national_id, verify_face
+
+
+async def test_roles_and_tokens_are_checked(settlement):
+    st = settlement
+    anonymous = httpx.AsyncClient(transport=httpx.ASGITransport(app=st.runtime.app),
+                                  base_url="http://settlement")
+    async with anonymous, st.client() as counter, \
+            st.client(roles=("clinician",), user="doc-1") as clinician:
+        nid = national_id()
+        st.secrets_used.append(nid)
+        r = await anonymous.post("/patients/lookup", json={"id_number": nid, "visit_id": "V1"})
+        assert r.status_code == 401
+        for call in (clinician.post("/patients/lookup", json={"id_number": nid,
+                                                               "visit_id": "V1"}),
+                     counter.get("/office/flags"),
+                     counter.post("/office/persons", json={"id_number": nid,
+                                                           "scheme": "resident",
+                                                           "region": "652325"})):
+            assert (await call).status_code == 403
+        bad = await counter.post("/settlements", json={"out_biz_no": "X", "visit_id": "V1",
+                                                       "settlement_token": "short",
+                                                       "setting": "outpatient",
+                                                       "lines": [], "id_number": nid})
+        assert bad.status_code == 422 and nid not in bad.text
+
+
+async def test_the_clinic_feed_shows_the_institutions_settlements_not_the_audit(settlement):
+    st = settlement
+    _, ec, ref, face = await enrol(st)
+    async with st.client() as counter, \
+            st.client(roles=("clinic_terminal",), user="clinic-1") as clinic:
+        obn, r = await verify_face(st, counter, ec, face, visit="VIS-F1",
+                                   terminal=st.dev_keys.terminal_id)
+        s = await counter.post("/settlements", json={
+            "out_biz_no": obn, "visit_id": "VIS-F1", "setting": "outpatient",
+            "lines": [line(), line()], "settlement_token": r.json()["settlement_token"]})
+        sid = s.json()["settlement_id"]
+        for _ in range(200):
+            items = (await clinic.get("/feed", params={"limit": 500})).json()["items"]
+            mine = [i for i in items if i["settlement_id"] == sid]
+            if any(i["type"].endswith("settlement.completed.v1") for i in mine):
+                break
+            await asyncio.sleep(0.05)
+        types = {i["type"] for i in mine}
+        assert "yigongti.settlement.settlement.completed.v1" in types
+        assert not {t for t in types if "audit" in t or "alert" in t}
+
+
+async def test_treat_first_pay_later_is_for_assistance_recipients(settlement):
+    st = settlement
+    _, ec, ref, face = await enrol(st, assistance="none")
+    async with st.client() as counter:
+        obn, r = await verify_face(st, counter, ec, face, visit="VIS-TF1",
+                                   terminal=st.dev_keys.terminal_id)
+        s = await counter.post("/settlements", json={
+            "out_biz_no": obn, "visit_id": "VIS-TF1", "setting": "outpatient",
+            "mode": "discharge", "lines": [line()],
+            "settlement_token": r.json()["settlement_token"]})
+        assert s.status_code == 422 and s.json()["detail"] == "not_eligible_for_treat_first"
