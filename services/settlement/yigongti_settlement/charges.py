@@ -18,7 +18,10 @@ from yigongti_contracts.lab import v1 as lab_v1
 from yigongti_kit.batches import Delivery
 from yigongti_kit.subscriptions import Park, Subscription, release
 
-from . import locking
+from . import locking, supervision
+from .events import emit_all
+from .handlers import credit_of
+from .identity import supervision_flag
 
 
 def _category(policy_category: str) -> str:
@@ -39,6 +42,11 @@ def _on_posted(source: str):
             _category(str(c.policy_category.value if hasattr(c.policy_category, "value")
                           else c.policy_category)),
             c.quantity, c.unit_price, c.amount, c.posted_at)
+        settled = await conn.fetchval(
+            """SELECT settlement_id FROM settlements WHERE visit_id = $1
+                 AND status = 'completed' ORDER BY seq DESC LIMIT 1""", c.visit_id)
+        if settled is not None:
+            await _note(delivery, supervision.LATE_CHARGE, source, settled)
         await release(conn, "charge", f"{source}:{c.charge_id}")
 
     return handle
@@ -51,14 +59,28 @@ def _on_reversed(source: str):
         await locking.lock_visit(conn, c.visit_id)
         done = await conn.fetchval(
             """UPDATE visit_charges SET reversed_at = $3
-               WHERE source = $1 AND charge_id = $2 AND reversed_at IS NULL RETURNING true""",
+               WHERE source = $1 AND charge_id = $2 AND reversed_at IS NULL
+               RETURNING coalesce(settled_in, '')""",
             source, c.charge_id, c.reversed_at)
+        if done:  # it was settled: the refund is the office's (README), noted for audit
+            await _note(delivery, supervision.LATE_REVERSAL, source, done)
         if done is None and not await conn.fetchval(
                 "SELECT true FROM visit_charges WHERE source = $1 AND charge_id = $2",
                 source, c.charge_id):
             raise Park("charge", f"{source}:{c.charge_id}")
 
     return handle
+
+
+async def _note(delivery: Delivery, rule_id: str, source: str, settlement_id: str) -> None:
+    c = delivery.event
+    hit = supervision.late_charge(rule_id, charge_id=c.charge_id, source=source,
+                                  amount=c.amount, settled_in=settlement_id)
+    review = supervision.review(credit_of(c.billing_institution), [hit],
+                                supervision.sample_point(f"{settlement_id}/{c.charge_id}"))
+    flag = await supervision_flag(delivery.conn, settlement_id, c.patient_ref,
+                                  c.billing_institution, hit, to_review=review.to_review)
+    await emit_all(delivery.conn, [flag])
 
 
 SUBSCRIPTIONS = (

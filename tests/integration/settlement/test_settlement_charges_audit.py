@@ -95,6 +95,19 @@ async def test_lab_charges_reach_the_visit_once_and_reversals_take_them_back(set
             "posted_charges": True, "settlement_token": r2.json()["settlement_token"]})
         assert more.json()["total"] == "20.00"
         assert more.json()["supplementary_of"] == done.json()["settlement_id"]
+    # A settled charge reversed: recorded, with an audit note (the refund is the office's).
+    await _publish_lab(st, lab_v1.ChargesReversed(
+        order_id=f"ORD-{visit}", charge_id="CHG-L1-1", visit_id=visit, patient_ref=ref,
+        billing_institution="652325-B01", item_code="250301001", amount=Decimal("45.00"),
+        reason=ReversalReason.test_cancelled, reversed_at=datetime.now(UTC)))
+    notes = await st.events.wait_for(
+        lambda rec: rec in st.events.of_type("audit_flag.raised.v1")
+        and payload(rec)["patient_ref"] == ref
+        and payload(rec)["rule_id"].startswith("charge_"), count=2)
+    assert {payload(n)["rule_id"] for n in notes} == {"charge_posted_after_settlement",
+                                                      "charge_reversed_after_settlement"}
+    assert {e["value"] for n in notes for e in payload(n)["evidence"]
+            if e["code"] == "charge_id"} == {"CHG-L1-4", "CHG-L1-1"}
 
 
 async def test_audit_rules_flag_with_evidence_and_the_office_decides(settlement):

@@ -157,7 +157,7 @@ def test_no_parameter_is_fitted_as_the_tables_say(name):
 def test_every_audit_rule_has_a_grade_stage_source_and_sourced_parameters():
     raw = yaml.safe_load(_text("supervision.yaml"))
     ids = [r["id"] for r in raw["rules"]]
-    assert len(ids) == len(set(ids)) == 6
+    assert len(ids) == len(set(ids)) == 8
     for rule in raw["rules"]:
         Grade(rule["grade"]), Stage(rule["stage"])
         assert _sourced(rule["source"]), rule["id"]
