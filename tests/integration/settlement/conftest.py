@@ -4,6 +4,7 @@ that posts charges, a terminal for intake and a log of every topic."""
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 from dataclasses import dataclass, field
@@ -58,6 +59,43 @@ class SettlementUnderTest:
 
     def office(self) -> httpx.AsyncClient:
         return self.client(roles=("insurance_office",), user="auditor-1")
+
+
+class _Capture(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.lines.append(self.format(record) + repr(record.args))
+        except Exception:  # noqa: BLE001 - a log line that cannot format is still scanned
+            self.lines.append(str(record.msg))
+
+
+def needles(secrets_used: list[str]) -> set[str]:
+    """Each secret, and an ID number's other spellings (lower-case x, 15 digits)."""
+    out = set()
+    for secret in secrets_used:
+        out.add(secret)
+        if len(secret) == 18 and secret[:17].isdigit():
+            out.add(secret.lower())
+            if secret[6:8] == "19":
+                out.add(secret[:6] + secret[8:17])
+    return out
+
+
+def leaked(st, log_lines: list[str]) -> list[tuple[str, str]]:
+    found = []
+    wanted = needles(st.secrets_used)
+    for name, log in st.logs.items():
+        for record in log.records:
+            blob = (record.value or b"") + b"".join(v or b"" for _, v in record.headers or ())
+            text = blob.decode("utf-8", "replace")
+            found += [(name, n[:4]) for n in wanted if n in text]
+    text = "\n".join(log_lines)
+    found += [("log", n[:4]) for n in wanted if n in text]
+    return found
 
 
 def write_keys(directory: Path, sandbox: FaceSandbox) -> config.SettlementSettings:
@@ -125,9 +163,15 @@ async def settlement(database_url, kafka_bootstrap, broker_kind, dev_keys, tmp_p
         await logs[name].start(consumer_kwargs, physical)
     terminal = Terminal(dev_keys.signer(), producer, names["settlement.intake.v1"])
     under_test = SettlementUnderTest(runtime, sandbox, terminal, producer, logs, names, dev_keys)
+    captured = _Capture()
+    logging.getLogger().addHandler(captured)
     try:
         yield under_test
+        # Every module: no secret a test used on any topic or in any log line.
+        leaks = leaked(under_test, captured.lines)
+        assert not leaks, leaks[:3]
     finally:
+        logging.getLogger().removeHandler(captured)
         for log in logs.values():
             await log.stop()
         await producer.stop()

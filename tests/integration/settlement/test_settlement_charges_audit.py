@@ -227,6 +227,12 @@ async def test_the_intake_door_settles_a_discharge_with_the_same_handler(settlem
     assert payload(done[0])["mode"] == "discharge"
     # The same outBizNo again (a retried record): answered, never settled twice.
     await st.terminal.publish(request)
+    # The back office reverses it through the same door.
+    await st.terminal.publish(v1.SettlementReversalRequested(
+        settlement_id=sid, institution=institution, reason="back_office",
+        operator_id="STAFF-2", requested_at=datetime.now(UTC)))
+    await st.events.wait_for(lambda rec: rec in st.events.of_type("settlement.reversed.v1")
+                             and payload(rec)["settlement_id"] == sid)
     # The published examples, as the terminal contract says: refused, with their reasons.
     from yigongti_contracts.settlement.examples import INTAKE_EXAMPLES
     for model, reason in ((v1.SettlementRequested, "identity_unknown"),

@@ -66,3 +66,38 @@ async def test_treat_first_pay_later_is_for_assistance_recipients(settlement):
             "mode": "discharge", "lines": [line()],
             "settlement_token": r.json()["settlement_token"]})
         assert s.status_code == 422 and s.json()["detail"] == "not_eligible_for_treat_first"
+
+
+async def test_key_rotation_makes_new_refs_and_old_refs_still_resolve(settlement, tmp_path):
+    import secrets
+
+    import yaml
+    from yigongti_settlement import config
+
+    st = settlement
+    nid, ec, old_ref, face = await enrol(st)
+    settings, _ = config.current()
+    raw = yaml.safe_load(open(settings.patient_ref_keys_file).read())
+    rotated = tmp_path / "patient-ref-keys.yaml"
+    rotated.write_text(yaml.safe_dump({"current": "v2", "keys": {
+        **raw["keys"], "v2": secrets.token_hex(32)}}))
+    config.configure(settings.model_copy(update={"patient_ref_keys_file": str(rotated)}))
+    try:
+        async with st.client() as counter, st.office() as office:
+            looked = await counter.post("/patients/lookup", json={"id_number": nid,
+                                                                  "visit_id": "VIS-K1"})
+            new_ref = looked.json()["patient_ref"]
+            assert new_ref.startswith("v2:") and old_ref.startswith("v1:")
+            _, r = await verify_face(st, counter, ec, face, visit="VIS-K1",
+                                     terminal=st.dev_keys.terminal_id)
+            assert r.json()["patient_ref"] == new_ref  # events now carry the new ref
+            for ref in (old_ref, new_ref):  # both name the same person
+                got = await office.get("/office/settlements", params={"patient_ref": ref})
+                assert got.status_code == 200
+            async with st.pool.acquire() as conn:
+                ids = {await conn.fetchval("SELECT person_id FROM person_refs "
+                                           "WHERE patient_ref = $1", ref)
+                       for ref in (old_ref, new_ref)}
+            assert len(ids) == 1 and None not in ids
+    finally:
+        config.configure(settings)
