@@ -4,6 +4,7 @@ without values, and the clinic feed of the institution's settlements."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import httpx
 from settlementflow import enrol, line, national_id, verify_face
@@ -77,7 +78,7 @@ async def test_key_rotation_makes_new_refs_and_old_refs_still_resolve(settlement
     st = settlement
     nid, ec, old_ref, face = await enrol(st)
     settings, _ = config.current()
-    raw = yaml.safe_load(open(settings.patient_ref_keys_file).read())
+    raw = yaml.safe_load(Path(settings.patient_ref_keys_file).read_text())
     rotated = tmp_path / "patient-ref-keys.yaml"
     rotated.write_text(yaml.safe_dump({"current": "v2", "keys": {
         **raw["keys"], "v2": secrets.token_hex(32)}}))
