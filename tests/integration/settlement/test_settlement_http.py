@@ -69,19 +69,25 @@ async def test_treat_first_pay_later_is_for_assistance_recipients(settlement):
         assert s.status_code == 422 and s.json()["detail"] == "not_eligible_for_treat_first"
 
 
-async def test_key_rotation_makes_new_refs_and_old_refs_still_resolve(settlement, tmp_path):
+def _rotated(keys_file: Path, directory: Path) -> Path:
+    """The keys file with a new current version v2 beside v1."""
     import secrets
 
     import yaml
+    raw = yaml.safe_load(keys_file.read_text())
+    rotated = directory / "patient-ref-keys.yaml"
+    rotated.write_text(yaml.safe_dump({"current": "v2", "keys": {
+        **raw["keys"], "v2": secrets.token_hex(32)}}))
+    return rotated
+
+
+async def test_key_rotation_makes_new_refs_and_old_refs_still_resolve(settlement, tmp_path):
     from yigongti_settlement import config
 
     st = settlement
     nid, ec, old_ref, face = await enrol(st)
     settings, _ = config.current()
-    raw = yaml.safe_load(Path(settings.patient_ref_keys_file).read_text())
-    rotated = tmp_path / "patient-ref-keys.yaml"
-    rotated.write_text(yaml.safe_dump({"current": "v2", "keys": {
-        **raw["keys"], "v2": secrets.token_hex(32)}}))
+    rotated = _rotated(Path(settings.patient_ref_keys_file), tmp_path)
     config.configure(settings.model_copy(update={"patient_ref_keys_file": str(rotated)}))
     try:
         async with st.client() as counter, st.office() as office:
