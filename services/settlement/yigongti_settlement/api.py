@@ -187,7 +187,7 @@ async def settle(body: SettleBody, request: Request,
         except ValueError as exc:
             return _refused("schema_violation", 422, [("body", str(exc).split("\n")[0][:60]
                                                        .replace(" ", "_").lower()[:20])])
-        async with conn.transaction():  # a savepoint: a refusal keeps the token spent
+        async with conn.transaction():  # a refusal rolls all back: the token stays usable
             try:
                 return await handlers.settle(conn, req, sender_institution=principal.institution)
             except handlers.Refused as refused:
