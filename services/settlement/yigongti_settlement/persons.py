@@ -12,6 +12,7 @@ not publish yet (README, limits).
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from dataclasses import dataclass
 from datetime import date
@@ -22,6 +23,8 @@ from yigongti_contracts.common import Sex
 from yigongti_contracts.patient_ref import normalise_national_id, patient_ref
 
 from .config import Keys
+
+log = logging.getLogger(__name__)
 
 
 def encrypt_id(keys: Keys, national_id: str) -> bytes:
@@ -130,6 +133,8 @@ async def lookup(conn: asyncpg.Connection, keys: Keys, *, national_id: str, term
         """SELECT count(*) FROM lookups
            WHERE terminal_id = $1 AND at > db_now() - interval '1 minute'""", terminal_id)
     if recent >= limit_per_minute:
+        log.warning("ID look-ups of terminal %s over %d a minute: refused", terminal_id,
+                    limit_per_minute)
         raise RateLimited()
     try:
         person_id = await person_by_id_number(conn, keys, national_id)
@@ -138,6 +143,9 @@ async def lookup(conn: asyncpg.Connection, keys: Keys, *, national_id: str, term
     await conn.execute(
         "INSERT INTO lookups (terminal_id, institution, visit_id, found) VALUES ($1, $2, $3, $4)",
         terminal_id, institution, visit_id, person_id is not None)
+    # Terminal and visit, never the ID (nor the ref: the log is not a patient index).
+    log.info("ID look-up by terminal %s for visit %s: %s", terminal_id, visit_id,
+             "found" if person_id is not None else "no match")
     if person_id is None:
         return None
     return await current_ref(conn, keys, person_id)

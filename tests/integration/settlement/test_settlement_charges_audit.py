@@ -110,6 +110,25 @@ async def test_lab_charges_reach_the_visit_once_and_reversals_take_them_back(set
             if e["code"] == "charge_id"} == {"CHG-L1-4", "CHG-L1-1"}
 
 
+async def test_diagnosis_charges_reach_the_visit_too(settlement):
+    from yigongti_contracts.diagnosis import v1 as diagnosis_v1
+
+    st = settlement
+    _, _, ref, _ = await enrol(st)
+    fee = diagnosis_v1.ChargesPosted(
+        request_id="DXR-1", charge_id="CHG-D1", visit_id="VIS-DX1", patient_ref=ref,
+        billing_institution="652325-B01", item_code="220800001", policy_category="a",
+        quantity=1, unit_price=Decimal("25.00"), amount=Decimal("25.00"),
+        price_table_id="PT-2025", posted_at=datetime.now(UTC))
+    envelope = Envelope(id=str(uuid.uuid4()), source="/yigongti/diagnosis", type=fee.CE_TYPE,
+                        time=datetime.now(UTC), subject=fee.kafka_key(), aggseq=1)
+    await st.producer.send_and_wait(st.topics["diagnosis.events.v1"],
+                                    key=fee.kafka_key().encode(), headers=to_headers(envelope),
+                                    value=fee.model_dump_json().encode())
+    rows = await _wait_charges(st, "VIS-DX1", lambda rows: len(rows) == 1)
+    assert rows[0]["source"] == "diagnosis" and rows[0]["amount"] == Decimal("25.00")
+
+
 async def test_audit_rules_flag_with_evidence_and_the_office_decides(settlement):
     st = settlement
     today = datetime.now(UTC) - timedelta(hours=1)
