@@ -108,3 +108,22 @@ async def test_key_rotation_makes_new_refs_and_old_refs_still_resolve(settlement
             assert len(ids) == 1 and None not in ids
     finally:
         config.configure(settings)
+
+
+async def test_look_ups_are_logged_and_rate_limited_per_terminal(settlement):
+    st = settlement
+    nid, _, ref, _ = await enrol(st)
+    async with st.client(user="counter-rl") as busy, st.client(user="counter-ok") as other:
+        answers = [await busy.post("/patients/lookup", json={"id_number": nid,
+                                                             "visit_id": f"VIS-RL{i}"})
+                   for i in range(51)]  # LOOKUP_LIMIT_PER_MINUTE is 50 here
+        assert [a.status_code for a in answers[:50]] == [200] * 50
+        assert answers[50].status_code == 429 and answers[50].headers["retry-after"] == "60"
+        assert (await other.post("/patients/lookup", json={
+            "id_number": nid, "visit_id": "VIS-RL-OK"})).json() == {"patient_ref": ref}
+    async with st.pool.acquire() as conn:
+        logged = await conn.fetch("SELECT * FROM lookups WHERE terminal_id = 'counter-rl'")
+    assert len(logged) == 50 and {r["visit_id"] for r in logged} == {
+        f"VIS-RL{i}" for i in range(50)}
+    assert all(set(r.keys()) == {"id", "terminal_id", "institution", "visit_id", "found", "at"}
+               for r in logged)
