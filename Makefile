@@ -110,6 +110,7 @@ test-integration: test-setup
 
 bench: setup
 	$(BIN)/python -m yigongti_deploy.bench
+	$(BIN)/python -m yigongti_deploy.bench_settlement
 
 lint: setup
 	$(BIN)/ruff check .

@@ -274,3 +274,19 @@ EXAMPLE_OUTCOMES: dict[type[StrictModel], dict[str, object]] = {
 from .diagnosis.examples import EXAMPLES as _DIAGNOSIS  # noqa: E402
 
 EXAMPLES.update(_DIAGNOSIS)
+from .settlement import v1 as _settlement_v1  # noqa: E402
+from .settlement.examples import EXAMPLES as _SETTLEMENT  # noqa: E402
+
+EXAMPLES.update(_SETTLEMENT)
+# The settlement's intake examples, sent by the dev terminal: each names what
+# exists only after an identity check over HTTPS, so alone they are refused.
+EXAMPLE_SENDERS.update({m: (EXAMPLE_TERMINAL, CLINIC) for m in _settlement_v1.INTAKE})
+EXAMPLE_OUTCOMES.update({
+    _settlement_v1.SettlementRequested: {
+        "outcome": "refused", "reason": "identity_unknown",
+        "why": "identity_id names the identity check made at admission over HTTPS "
+               "(POST /identity/verify); without one the request is refused."},
+    _settlement_v1.SettlementReversalRequested: {
+        "outcome": "refused", "reason": "unknown_settlement",
+        "why": "The settlement it names was never completed."},
+})

@@ -155,6 +155,8 @@ APPS: dict[str, App] = {
             "PATIENT_REF_KEYS_FILE": "/etc/yigongti/keys/patient-ref-keys.yaml",
             "NATIONAL_ID_KEY_FILE": "/etc/yigongti/keys/national-id.key",
             "FACE_ISSUER_KEYS_FILE": "/etc/yigongti/face-issuers/issuers.yaml",
+            # assumed: a busy counter serves about one patient a minute (config.py)
+            "LOOKUP_LIMIT_PER_MINUTE": "30",
         },
         mounts=(
             Mount("keys", "settlement-keys", "/etc/yigongti/keys",

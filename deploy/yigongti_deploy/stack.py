@@ -64,8 +64,9 @@ class ServiceEntry:
     script: str  # console script installed in the venv (or an absolute path)
 
 
-# Every service of the platform; diagnosis, referral and settlement come in later issues.
-SERVICES: tuple[ServiceEntry, ...] = (ServiceEntry("lab", "yigongti-lab"),)
+# Every service of the platform; diagnosis and referral come in later issues.
+SERVICES: tuple[ServiceEntry, ...] = (ServiceEntry("lab", "yigongti-lab"),
+                                      ServiceEntry("settlement", "yigongti-settlement"))
 
 # The service's graceful timeout is 10 s (GRACEFUL_TIMEOUT_S); give it a little more.
 STOP_TIMEOUT_S = 15.0
@@ -254,6 +255,8 @@ class Stack:
         self._postgres: EmbeddedPostgres | None = None
         self._orthanc: EmbeddedOrthanc | None = None
         self._database_created = False
+        self._face_sandbox: subprocess.Popen | None = None
+        self.face_sandbox_url: str | None = None
 
     def topic(self, base: str) -> str:
         """The physical name of a registered topic (with TOPIC_PREFIX, if any)."""
@@ -287,6 +290,8 @@ class Stack:
         self._database_created = True
         await self._create_topics()
         self.keys = write_dev_keys(self.run_dir / "keys")
+        if "settlement" in self.service_names:
+            await self._start_face_sandbox()
         self.timings["setup"] = time.monotonic() - t0
 
         t0 = time.monotonic()
@@ -380,6 +385,7 @@ class Stack:
             **({PACS_URL_ENV: self.pacs_url} if self.pacs_url else {}),
             **({"OTEL_TRACES_FILE": str(self.traces_file.resolve())} if self.traces_file else {}),
             **(self._lab_env() if name == "lab" else {}),
+            **(self._settlement_env() if name == "settlement" else {}),
         }
 
     def _lab_env(self) -> dict[str, str]:
@@ -393,9 +399,56 @@ class Stack:
             "LAB_CENTRE": self.keys.lis_institution_id,
         }
 
+    def _settlement_env(self) -> dict[str, str]:
+        """Keys only settlement gets: the patient_ref HMAC dev key (the other
+        services, the demo and the tests get refs by the look-up), the key of
+        the national IDs at rest, and the face sandbox's issuer key."""
+        assert self.keys is not None
+        directory = self.keys.directory / "settlement"
+        directory.mkdir(parents=True, exist_ok=True)
+        refs, nid = directory / "patient-ref-keys.yaml", directory / "national-id.key"
+        if not refs.exists():
+            refs.write_text(f"current: v1\nkeys:\n  v1: {secrets.token_hex(32)}\n")
+            nid.write_text(secrets.token_hex(32))
+            for path in (refs, nid):
+                path.chmod(0o600)
+        return {"PATIENT_REF_KEYS_FILE": str(refs), "NATIONAL_ID_KEY_FILE": str(nid),
+                "FACE_ISSUER_KEYS_FILE": str(directory / "face-issuers.yaml")}
+
+    def _spawn_face_sandbox(self, port: int, key_file: Path) -> subprocess.Popen:
+        with (self.run_dir / "face-sandbox.log").open("ab") as log_file:
+            return subprocess.Popen(
+                [sys.executable, "-m", "yigongti_deploy.face_sandbox", "--port", str(port),
+                 "--key-file", str(key_file)], stdout=log_file, stderr=subprocess.STDOUT)
+
+    async def _start_face_sandbox(self) -> None:
+        """The national face platform's sandbox, a process of its own (dev only)."""
+        from .face_sandbox import FaceSandbox, load_key
+
+        assert self.keys is not None
+        directory = self.keys.directory / "settlement"
+        directory.mkdir(parents=True, exist_ok=True)
+        key_file = directory / "face-sandbox.pem"
+        (directory / "face-issuers.yaml").write_text(FaceSandbox(load_key(key_file)).issuer_file())
+        port = free_port()
+        self.face_sandbox_url = f"http://127.0.0.1:{port}"
+        self._face_sandbox = self._spawn_face_sandbox(port, key_file)
+        async with httpx.AsyncClient() as client:
+            for _ in range(200):
+                try:
+                    if (await client.get(f"{self.face_sandbox_url}/healthz")).status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.05)
+        raise RuntimeError("the face sandbox did not start (see face-sandbox.log)")
+
     async def stop(self) -> None:
         """Stop whatever was started, in reverse order; safe to call twice."""
         services, self.services = self.services, {}
+        sandbox, self._face_sandbox = self._face_sandbox, None
+        if sandbox is not None:
+            stop_process(sandbox)
         results = await asyncio.gather(
             *(s.stop() for s in services.values()), return_exceptions=True
         )
@@ -452,6 +505,8 @@ class Stack:
             lines.append(f"topic prefix {self.topic_prefix}")
         if self.keys:
             lines.append(f"dev keys     {self.keys.directory}  (terminal {self.keys.terminal_id})")
+        if self.face_sandbox_url:
+            lines.append(f"face sandbox {self.face_sandbox_url}  (dev only)")
         for service in self.services.values():
             lines.append(f"{service.name:<12} {service.url}  (log {service.log_path})")
         return "\n".join(lines)

@@ -50,6 +50,8 @@ HBA1C = "hba1c_frequency"
 SEX = "sex_specific_item"
 READMISSION = "readmission_15_days"
 TWO_INSTITUTIONS = "two_institutions_window"
+LATE_CHARGE = "charge_posted_after_settlement"
+LATE_REVERSAL = "charge_reversed_after_settlement"
 
 
 @dataclass(frozen=True)
@@ -260,6 +262,13 @@ def still_in_window(recent: Sequence[SettlementSeen], now: datetime,
     spec = _spec(TWO_INSTITUTIONS, spec)
     window = timedelta(minutes=int(spec.params["window_minutes"]))
     return [s for s in recent if now - s.settled_at <= window]
+
+
+def late_charge(rule_id: str, *, charge_id: str, source: str, amount: Decimal,
+                settled_in: str, spec: RuleSpec | None = None) -> Hit:
+    """A charge posted or reversed after its visit was settled: the audit note."""
+    return _hit(_spec(rule_id, spec), charge_id=charge_id, source=source, amount=amount,
+                settled_in=settled_in)
 
 
 # --- the counter's pre-check, refusal and review -----------------------------------------------

@@ -1,0 +1,41 @@
+"""Wiring of the settlement service: intake handlers, the charges it reads
+from the lab and diagnosis, routes and migrations onto the kit runtime."""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from pathlib import Path
+
+from yigongti_kit.service import ServiceSpec, run_service
+
+from .api import add_routes
+from .charges import SUBSCRIPTIONS
+from .handlers import HANDLERS
+
+
+def spec() -> ServiceSpec:
+    return ServiceSpec(
+        name="settlement",
+        aggregatetype="settlement",
+        migrations=Path(str(files("yigongti_settlement") / "migrations")),
+        handlers=HANDLERS,
+        subscriptions=SUBSCRIPTIONS,
+        routes=add_routes,
+        extra=_load_keys,
+    )
+
+
+async def _load_keys(runtime):
+    """Fail at start, not at the first patient, when a key file is missing."""
+    from . import config
+
+    config.current()
+    return None
+
+
+def main() -> None:
+    run_service(spec)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,19 @@
+"""Where the settlement's events go: its outbox, under its registered events topic."""
+
+from __future__ import annotations
+
+import asyncpg
+from yigongti_contracts.base import StrictModel
+from yigongti_kit.outbox import add_events
+
+SOURCE = "/yigongti/settlement"
+EVENTS_TOPIC = "settlement.events.v1"
+AGGREGATE = "settlement"
+
+
+async def emit_all(conn: asyncpg.Connection, events: list[StrictModel]) -> list[str]:
+    """Store events, in order, in the caller's transaction; their ce_ids."""
+    if not events:
+        return []
+    return await add_events(conn, [(e, None) for e in events], topic=EVENTS_TOPIC,
+                            source=SOURCE, aggregatetype=AGGREGATE)
