@@ -274,3 +274,8 @@ EXAMPLE_OUTCOMES: dict[type[StrictModel], dict[str, object]] = {
 from .diagnosis.examples import EXAMPLES as _DIAGNOSIS  # noqa: E402
 
 EXAMPLES.update(_DIAGNOSIS)
+from .referral import examples as _referral  # noqa: E402
+
+EXAMPLES.update(_referral.EXAMPLES)
+EXAMPLE_SENDERS.update(_referral.EXAMPLE_SENDERS)
+EXAMPLE_OUTCOMES.update(_referral.EXAMPLE_OUTCOMES)
