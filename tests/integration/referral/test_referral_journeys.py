@@ -1,0 +1,128 @@
+"""Referral journeys on the real broker and database: the closed loop up
+(intake) and down (HTTP, follow-ups), refusals answered with IntakeRejected,
+scoping over HTTP, and a late record parked then applied."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from labflow import payload
+from referralflow import (
+    COUNTY,
+    DAFENG,
+    OTHER_COUNTY,
+    PREFECTURE,
+    TOWNSHIP,
+    accept,
+    down,
+    now,
+    of,
+    refused,
+    up,
+)
+from yigongti_contracts.referral import v1
+from yigongti_contracts.referral.codes import ClosureOutcome, FollowUpFinding, Urgency
+
+
+async def test_upward_closed_loop_through_intake(referral) -> None:
+    request = up()
+    rid = request.referral_id
+    await referral.send(TOWNSHIP, request)
+    opened = (await referral.wait(of(rid, "referral.opened.v1")))[0]
+    assert payload(opened)["accept_by"] and payload(opened)["root_referral_id"] == rid
+    await referral.send(COUNTY, accept(rid))
+    await referral.wait(of(rid, "referral.accepted.v1"))
+    await referral.send(TOWNSHIP, v1.PatientDeparted(referral_id=rid, departed_at=now()))
+    await referral.wait(of(rid, "patient.in_transit.v1"))
+    await referral.send(COUNTY, v1.PatientArrived(referral_id=rid, arrived_at=now()))
+    await referral.wait(of(rid, "patient.received.v1"))
+    await referral.send(COUNTY, v1.DischargeSummarySubmitted(
+        referral_id=rid, summary_id="DS-1", outcome=ClosureOutcome.discharged,
+        discharged_at=now() + timedelta(seconds=1)))
+    closed = payload((await referral.wait(of(rid, "referral.closed.v1")))[0])
+    assert closed["outcome"] == "discharged" and closed["discharge_summary_id"] == "DS-1"
+    assert closed["from_institution"] == TOWNSHIP  # the sender learns the outcome
+
+    # A cancellation after the close is refused with its reason.
+    ce_id = await referral.send(TOWNSHIP, v1.ReferralCancelled(
+        referral_id=rid, reason="condition_improved", cancelled_at=now()))
+    answer = payload((await referral.wait(refused(ce_id)))[0])
+    assert answer["reason"] == "case_closed"
+
+    # Both ends' feeds carry the close; the sender's HTTP view shows it.
+    for institution in (TOWNSHIP, COUNTY):
+        async with referral.http(institution) as client:
+            feed = (await client.get("/feed", params={"limit": 500})).json()
+            assert any(i["referral_id"] == rid and i["type"].endswith("referral.closed.v1")
+                       for i in feed["items"])
+    async with referral.http(TOWNSHIP) as client:
+        view = (await client.get(f"/referrals/{rid}")).json()
+        assert view["state"] == "closed" and view["outcome"] == "discharged"
+        assert [c["referral_id"] for c in view["chain"]] == [rid]
+
+
+async def test_refusals_who_may_refer_to_whom(referral) -> None:
+    cases = [
+        (up(to=OTHER_COUNTY), "outside_community"),
+        (up(to=COUNTY, capability=None, frm=COUNTY), "same_institution"),
+        (up(to="652301-L01"), "not_a_clinical_institution"),
+        (up(to=PREFECTURE), "skips_level"),
+        (down(care_plan=None), "care_plan_missing"),
+    ]
+    sent = []
+    for request, reason in cases:
+        sender = request.from_institution
+        sent.append((await referral.send(sender, request), reason))
+    for ce_id, reason in sent:
+        answer = payload((await referral.wait(refused(ce_id)))[0])
+        assert answer["reason"] == reason, answer
+    # A terminal of another institution cannot open a referral in the township's name.
+    ce_id = await referral.send(COUNTY, up())
+    assert payload((await referral.wait(refused(ce_id)))[0])["reason"] == \
+        "forbidden_institution"
+
+
+async def test_downward_loop_over_http_with_follow_ups_and_scoping(referral) -> None:
+    request = down()
+    rid = request.referral_id
+    await referral.send(COUNTY, request)
+    await referral.wait(of(rid, "referral.opened.v1"))
+    async with referral.http(DAFENG) as stranger:  # another county's township
+        assert (await stranger.get(f"/referrals/{rid}")).status_code == 404
+        assert (await stranger.post(f"/referrals/{rid}/accept")).status_code == 404
+    async with referral.http(COUNTY) as county:
+        # The sender may not accept its own referral.
+        answer = await county.post(f"/referrals/{rid}/accept")
+        assert answer.status_code == 403 and answer.json()["detail"] == "forbidden_institution"
+        assert (await county.get("/referrals", params={"side": "outgoing"})).json()["referrals"]
+    async with referral.http(TOWNSHIP) as township:
+        assert (await township.post(f"/referrals/{rid}/accept")).status_code == 200
+        arrival = await township.post(f"/referrals/{rid}/arrival", json={})
+        assert arrival.status_code == 200 and arrival.json()["state"] == "closed"
+        due = (await township.get("/follow-ups/due")).json()["follow_ups"]
+        assert sorted(d["day"] for d in due if d["referral_id"] == rid) == [7, 30]
+        done = await township.post(f"/referrals/{rid}/follow-ups/7",
+                                   json={"finding": FollowUpFinding.stable.value})
+        assert done.status_code == 200 and done.json()["events"] == ["FollowUpDone"]
+        again = await township.post(f"/referrals/{rid}/follow-ups/8",
+                                    json={"finding": "stable"})
+        assert again.status_code == 409 and again.json()["detail"] == "unknown_round"
+    closed = payload((await referral.wait(of(rid, "referral.closed.v1")))[0])
+    assert closed["outcome"] == "care_taken_over" and closed["direction"] == "down"
+    scheduled = await referral.wait(of(rid, "follow_up.scheduled.v1"), count=2)
+    assert {payload(s)["handed_over_by"] for s in scheduled} == {"doc-c1"}
+    await referral.wait(of(rid, "follow_up.done.v1"))
+
+
+async def test_a_late_arrival_is_parked_then_applied_with_the_departure_inferred(referral) -> None:
+    request = up(urgency=Urgency.routine)
+    rid = request.referral_id
+    # The arrival and the acceptance come before the request (a township's
+    # terminal was offline): parked in the case, applied when the request arrives.
+    await referral.send(COUNTY, v1.PatientArrived(referral_id=rid, arrived_at=now()))
+    await referral.send(COUNTY, accept(rid))
+    await referral.send(TOWNSHIP, request)
+    transit = payload((await referral.wait(of(rid, "patient.in_transit.v1")))[0])
+    assert transit["inferred"] is True and transit["departed_at"] is None
+    received = payload((await referral.wait(of(rid, "patient.received.v1")))[0])
+    assert received["departure_inferred"] is True
