@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from fhir_check import problems
 from labflow import payload
 from referralflow import (
     COUNTY,
@@ -59,6 +60,11 @@ async def test_upward_closed_loop_through_intake(referral) -> None:
         view = (await client.get(f"/referrals/{rid}")).json()
         assert view["state"] == "closed" and view["outcome"] == "discharged"
         assert [c["referral_id"] for c in view["chain"]] == [rid]
+        bundle = await client.get(f"/referrals/{rid}/fhir")
+        assert bundle.headers["content-type"].startswith("application/fhir+json")
+        task = bundle.json()["entry"][1]["resource"]
+        assert task["resourceType"] == "Task" and task["status"] == "completed"
+        assert problems([bundle.json()]) == [[]]
 
 
 async def test_refusals_who_may_refer_to_whom(referral) -> None:
