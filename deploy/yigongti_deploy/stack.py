@@ -64,8 +64,11 @@ class ServiceEntry:
     script: str  # console script installed in the venv (or an absolute path)
 
 
-# Every service of the platform; diagnosis, referral and settlement come in later issues.
-SERVICES: tuple[ServiceEntry, ...] = (ServiceEntry("lab", "yigongti-lab"),)
+# Every service of the platform; diagnosis and settlement come in later issues.
+SERVICES: tuple[ServiceEntry, ...] = (
+    ServiceEntry("lab", "yigongti-lab"),
+    ServiceEntry("referral", "yigongti-referral"),
+)
 
 # The service's graceful timeout is 10 s (GRACEFUL_TIMEOUT_S); give it a little more.
 STOP_TIMEOUT_S = 15.0
