@@ -124,6 +124,8 @@ class ReferralUnderTest:
     auth_key: str
     topics: dict[str, str]
     settings: object = None
+    named_signers: dict | None = None  # terminal id → signer (named_terminals)
+    producer: AIOKafkaProducer | None = None
 
     async def restart(self, between=None) -> None:
         """Stop the service, run `between()` while it is down, start it again."""
@@ -162,18 +164,19 @@ class ReferralUnderTest:
             await conn.close()
 
 
-def _write_terminals(dev_keys, signers: dict, directory: Path) -> Path:
-    """The dev terminals and one terminal per institution of the tests."""
+def _write_terminals(dev_keys, entries: list, directory: Path) -> Path:
+    """The dev terminals and the tests' own."""
     registry = yaml.safe_load(Path(dev_keys.terminals_file).read_text())
-    registry["terminals"] += [s.registry_entry(inst) for inst, s in signers.items()]
+    registry["terminals"] += entries
     path = directory / "terminals.yaml"
     path.write_text(yaml.safe_dump(registry))
     return path
 
 
 async def start_referral(*, database_url: str, kafka_bootstrap: str, broker_kind: str,
-                         dev_keys, directory: Path):
-    """Start the service in a schema and under a topic prefix of its own."""
+                         dev_keys, directory: Path, named_terminals: dict[str, str] | None = None):
+    """Start the service in a schema and under a topic prefix of its own;
+    `named_terminals` (terminal id → institution) registers terminals by those ids."""
     from yigongti_kit.settings import KitSettings
 
     schema = harness.unique("s")
@@ -191,7 +194,10 @@ async def start_referral(*, database_url: str, kafka_bootstrap: str, broker_kind
 
     signers = {inst: TerminalSigner.generate(f"t-{inst}-{uuid.uuid4().hex[:6]}")
                for inst in (TOWNSHIP, COUNTY, PREFECTURE, OTHER_COUNTY, DAFENG)}
-    terminals_file = _write_terminals(dev_keys, signers, directory)
+    named = {tid: TerminalSigner.generate(tid) for tid in (named_terminals or {})}
+    terminals_file = _write_terminals(dev_keys, [
+        s.registry_entry(inst) for inst, s in signers.items()] + [
+        s.registry_entry((named_terminals or {})[t]) for t, s in named.items()], directory)
 
     env = {"DATABASE_URL": database_url, "DB_SCHEMA": schema,
            "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "KAFKA_BROKER_KIND": broker_kind,
@@ -225,7 +231,8 @@ async def start_referral(*, database_url: str, kafka_bootstrap: str, broker_kind
                    for inst, s in signers.items()},
         diagnosis=Upstream(producer, names["diagnosis.events.v1"], "/yigongti/diagnosis"),
         lab=Upstream(producer, names["lab.events.v1"], "/yigongti/lab"),
-        auth_key=dev_keys.auth_private_pem, topics=names, settings=settings)
+        auth_key=dev_keys.auth_private_pem, topics=names, settings=settings,
+        named_signers=named, producer=producer)
 
     async def stop() -> None:
         await events.stop()
