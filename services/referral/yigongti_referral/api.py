@@ -23,6 +23,7 @@ from yigongti_contracts.common import ID_PATTERN, InstitutionId, UtcDateTime
 from yigongti_kit import timers
 from yigongti_kit.auth import Principal, require_principal
 from yigongti_kit.feed import feed_router
+from yigongti_kit.http_edge import body_limit
 from yigongti_kit.http_openapi import roles as callable_by
 
 from . import facts, fhir, store, transitions
@@ -134,7 +135,8 @@ async def attachments(referral_id: ReferralIdPath, request: Request,
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Strict: a time is an ISO 8601 string, never a number of seconds.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class DeclineBody(_Body):
@@ -146,9 +148,15 @@ class AtBody(_Body):
     at: UtcDateTime | None = Field(default=None, description="When; default: now.")
 
 
+# The longest summary, every character written as a JSON surrogate pair (12 bytes),
+# fits: a body within the model's limits is never refused for its size.
+SUMMARY_MAX_CHARS = 20000
+SUMMARY_BODY_LIMIT = 12 * SUMMARY_MAX_CHARS + 4096
+
+
 class DischargeBody(_Body):
     outcome: ClosureOutcome
-    summary: Annotated[str, StringConstraints(min_length=1, max_length=20000)] = Field(
+    summary: Annotated[str, StringConstraints(min_length=1, max_length=SUMMARY_MAX_CHARS)] = Field(
         description="The discharge summary; it stays in the service, events carry its id.")
     discharged_at: UtcDateTime | None = None
 
@@ -227,7 +235,7 @@ async def arrival(referral_id: ReferralIdPath, body: AtBody, request: Request,
 
 @router.post("/referrals/{referral_id}/discharge",
              summary="Close an upward referral with the outcome and the discharge summary",
-             openapi_extra=ANY_READER, responses=ACTION)
+             openapi_extra=ANY_READER | body_limit(SUMMARY_BODY_LIMIT), responses=ACTION)
 async def discharge(referral_id: ReferralIdPath, body: DischargeBody, request: Request,
                     principal: Principal = Depends(require_principal)) -> JSONResponse:
     summary_id = f"DS-{uuid.uuid4().hex[:20]}"
