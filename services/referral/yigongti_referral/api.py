@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+from pydantic_core import PydanticCustomError
 from yigongti_contracts.common import ID_PATTERN, InstitutionId, UtcDateTime
 from yigongti_kit import timers
 from yigongti_kit.auth import Principal, require_principal
@@ -135,8 +136,18 @@ async def attachments(referral_id: ReferralIdPath, request: Request,
 
 
 class _Body(BaseModel):
-    # Strict: a time is an ISO 8601 string, never a number of seconds.
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid")
+
+
+def _iso_string(value: Any) -> Any:
+    if not isinstance(value, str):
+        raise PydanticCustomError("datetime_string", "an ISO 8601 date-time string")
+    return value
+
+
+# A time is an ISO 8601 string with its offset, never a number of seconds (as
+# the document says: the schema's type is string).
+IsoTime = Annotated[UtcDateTime, BeforeValidator(_iso_string)]
 
 
 class DeclineBody(_Body):
@@ -145,7 +156,7 @@ class DeclineBody(_Body):
 
 
 class AtBody(_Body):
-    at: UtcDateTime | None = Field(default=None, description="When; default: now.")
+    at: IsoTime | None = Field(default=None, description="When; default: now.")
 
 
 # The longest summary, every character written as a JSON surrogate pair (12 bytes),
@@ -158,12 +169,12 @@ class DischargeBody(_Body):
     outcome: ClosureOutcome
     summary: Annotated[str, StringConstraints(min_length=1, max_length=SUMMARY_MAX_CHARS)] = Field(
         description="The discharge summary; it stays in the service, events carry its id.")
-    discharged_at: UtcDateTime | None = None
+    discharged_at: IsoTime | None = None
 
 
 class FollowUpBody(_Body):
     finding: FollowUpFinding
-    seen_at: UtcDateTime | None = None
+    seen_at: IsoTime | None = None
 
 
 class CancelBody(_Body):
