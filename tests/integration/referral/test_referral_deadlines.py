@@ -115,6 +115,26 @@ async def test_a_follow_up_round_not_recorded_is_missed_and_the_county_told(refe
     assert metrics["as_sender"]["follow_ups_missed"] >= 2
 
 
+async def test_an_emergency_that_left_first_is_reminded_of_its_paperwork(referral) -> None:
+    request = up(urgency=Urgency.emergency)
+    rid = request.referral_id
+    await referral.send(TOWNSHIP, request)
+    await referral.wait(of(rid, "referral.opened.v1"))
+    async with referral.pool.acquire() as conn:
+        at = await conn.fetchval("SELECT db_now()")
+    await referral.send(TOWNSHIP, v1.PatientDeparted(referral_id=rid, departed_at=at))
+    transit = payload((await referral.wait(of(rid, "patient.in_transit.v1")))[0])
+    assert transit["paperwork_pending"] is True
+    await referral.send(COUNTY, v1.PatientArrived(referral_id=rid,
+                                                  arrived_at=at + timedelta(minutes=40)))
+    await referral.wait(of(rid, "patient.received.v1"))
+    await referral.shift_clock(timedelta(hours=25))
+    await referral.wait(of(rid, "paperwork.overdue.v1"))
+    await referral.send(COUNTY, accept(rid))
+    accepted = payload((await referral.wait(of(rid, "referral.accepted.v1")))[0])
+    assert accepted["after_departure"] is True
+
+
 # --- one shuffled and duplicated stream through the real broker ---------------------
 
 TERMINAL_EVENTS = {"closed": "referral.closed.v1", "declined": "referral.declined.v1",

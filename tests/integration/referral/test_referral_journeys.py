@@ -4,10 +4,11 @@ scoping over HTTP, and a late record parked then applied."""
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 from fhir_check import problems
-from labflow import payload
+from labflow import payload, signed_raw
 from referralflow import (
     COUNTY,
     DAFENG,
@@ -132,3 +133,42 @@ async def test_a_late_arrival_is_parked_then_applied_with_the_departure_inferred
     assert transit["inferred"] is True and transit["departed_at"] is None
     received = payload((await referral.wait(of(rid, "patient.received.v1")))[0])
     assert received["departure_inferred"] is True
+
+
+async def test_strict_intake_and_validity(referral) -> None:
+    # A field the contract does not have (a name) is refused before anything is read.
+    request = up()
+    raw = request.model_dump(mode="json") | {"patient_name": "x"}
+    terminal = referral.terminals[TOWNSHIP]
+    bad = signed_raw(terminal.signer, request.CE_TYPE, json.dumps(raw).encode(),
+                     key=request.referral_id)
+    await terminal.producer.send_and_wait(terminal.topic, key=bad.key, value=bad.value,
+                                          headers=bad.headers)
+    answer = payload((await referral.wait(refused(bad.ce_id)))[0])
+    assert answer["reason"] == "schema_violation"
+
+    # An arrival after the referral's validity (3 months) is refused.
+    late = up(urgency=Urgency.routine)
+    await referral.send(TOWNSHIP, late)
+    await referral.send(COUNTY, accept(late.referral_id))
+    await referral.wait(of(late.referral_id, "referral.accepted.v1"))
+    ce_id = await referral.send(COUNTY, v1.PatientArrived(
+        referral_id=late.referral_id, arrived_at=now() + timedelta(days=100)))
+    assert payload((await referral.wait(refused(ce_id)))[0])["reason"] == "validity_ended"
+
+
+async def test_another_institution_sees_nothing_of_a_referral(referral) -> None:
+    request = up()
+    await referral.send(TOWNSHIP, request)
+    await referral.wait(of(request.referral_id, "referral.opened.v1"))
+    async with referral.http(DAFENG) as stranger:
+        for side in ("incoming", "outgoing"):
+            listed = (await stranger.get("/referrals", params={"side": side})).json()
+            assert request.referral_id not in {r["referral_id"] for r in listed["referrals"]}
+        feed = (await stranger.get("/feed", params={"limit": 500})).json()["items"]
+        assert request.referral_id not in {i["referral_id"] for i in feed}
+        for path in ("", "/attachments", "/fhir", "/discharge-summary"):
+            assert (await stranger.get(f"/referrals/{request.referral_id}{path}")).status_code \
+                == 404
+        assert (await stranger.post(f"/referrals/{request.referral_id}/cancel",
+                                    json={"reason": "other"})).status_code == 404
