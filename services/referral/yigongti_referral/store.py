@@ -157,8 +157,9 @@ async def metrics(conn: asyncpg.Connection, institution: str) -> dict[str, Any]:
                        coalesce(sum((SELECT count(*) FROM jsonb_array_elements(data->'rounds') r
                                       WHERE r->>'state' = 'missed')), 0)::bigint
                          AS follow_ups_missed,
-                       percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM
-                           accepted_at - opened_at) / 60) AS median_acceptance_minutes
+                       percentile_cont(0.5) WITHIN GROUP (ORDER BY greatest(0, extract(
+                           epoch FROM accepted_at - opened_at) / 60))
+                         AS median_acceptance_minutes
                   FROM cases WHERE {column} = $1""", institution)
         out[side] = {k: (float(v) if v is not None and k.startswith("median") else v)
                      for k, v in row.items()}

@@ -87,8 +87,10 @@ async def write(conn: asyncpg.Connection, outcome: Outcome, *, existed: bool,
     metrics.observe(outcome.events, now)
     for e in outcome.events:
         if isinstance(e, ReferralAccepted) and outcome.case and outcome.case.opened_at:
-            metrics.acceptance(outcome.case.urgency.value, e.to_institution,
-                               (e.accepted_at - outcome.case.opened_at).total_seconds() / 60)
+            # A record's own time may precede the opening on the service's
+            # clock (a terminal's clock, a record queued offline): counted as 0.
+            minutes = (e.accepted_at - outcome.case.opened_at).total_seconds() / 60
+            metrics.acceptance(outcome.case.urgency.value, e.to_institution, max(0.0, minutes))
 
 
 async def on_timer(conn: asyncpg.Connection, timer: asyncpg.Record) -> None:

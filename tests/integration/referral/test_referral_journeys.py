@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
+import httpx
 from fhir_check import problems
 from labflow import payload, signed_raw
 from referralflow import (
@@ -172,3 +173,20 @@ async def test_another_institution_sees_nothing_of_a_referral(referral) -> None:
                 == 404
         assert (await stranger.post(f"/referrals/{request.referral_id}/cancel",
                                     json={"reason": "other"})).status_code == 404
+
+
+async def test_leakage_and_quality_metrics_are_exported(referral) -> None:
+    request = down()
+    await referral.send(COUNTY, request)
+    await referral.send(TOWNSHIP, accept(request.referral_id))
+    await referral.send(TOWNSHIP, v1.PatientArrived(referral_id=request.referral_id,
+                                                    arrived_at=now()))
+    await referral.wait(of(request.referral_id, "referral.closed.v1"))
+    url = f"http://127.0.0.1:{referral.runtime.metrics_port}/metrics"
+    async with httpx.AsyncClient() as client:
+        text = (await client.get(url)).text
+    assert "referral_closed" in text and "referral_acceptance_time" in text
+    async with referral.http(COUNTY) as county:
+        figures = (await county.get("/referral-metrics")).json()
+    assert figures["as_sender"]["closed"] >= 1
+    assert figures["as_sender"]["median_acceptance_minutes"] is not None
