@@ -15,6 +15,8 @@ subscriptions.py), each in the event's own transaction:
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from yigongti_contracts.diagnosis import v1 as diagnosis
 from yigongti_contracts.lab import v1 as lab
 from yigongti_contracts.referral import v1
@@ -30,7 +32,9 @@ from .transitions import rules
 
 async def on_critical_finding(d: Delivery) -> None:
     e = d.event
-    now = await timers.db_now(d.conn)
+    # The host clock, not a round trip for the database's: this path is timed
+    # (finding → suggestion), and a suggestion sets no deadline.
+    now = datetime.now(UTC)
     r = rules()
     suggestion = suggest(CriticalFindingRaised(
         request_id=e.request_id, patient_ref=e.patient_ref,
