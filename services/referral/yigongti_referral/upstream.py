@@ -42,15 +42,6 @@ async def on_critical_finding(d: Delivery) -> None:
         conclusion_code=e.conclusion, raised_at=e.raised_at), r.refdata, r.policy, now)
     if suggestion is None:
         return
-    inserted = await d.conn.fetchval(
-        """INSERT INTO suggestions (suggestion_id, patient_ref, from_institution, to_institution,
-                                    finding, finding_raised_at, suggested_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING RETURNING true""",
-        suggestion.suggestion_id, suggestion.patient_ref, suggestion.from_institution,
-        suggestion.to_institution, suggestion.finding, suggestion.finding_raised_at,
-        suggestion.suggested_at)
-    if not inserted:  # the same finding under another ce_id (an amendment re-raising it)
-        return
     await publish.emit(d.conn, [publish.contract_event(suggestion)])
     metrics.suggestion(suggestion.from_institution,
                        (now - suggestion.finding_raised_at).total_seconds() * 1000)
