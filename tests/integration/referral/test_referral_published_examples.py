@@ -4,7 +4,7 @@ Read from the published files, never from Python objects:
 contracts/asyncapi/referral.yaml gives each example (headers and payload),
 contracts/terminal/intake-contract.json the order, the terminal and the answer.
 Only ce_time, x-nonce and x-signature are made fresh (placeholders in the
-documents). The example terminals are registered under their published ids."""
+documents). The example terminals are the dev terminals (yigongti_deploy/devkeys.py)."""
 
 from __future__ import annotations
 
@@ -30,16 +30,15 @@ EXAMPLES_START = datetime(2025, 1, 15, 2, 0, tzinfo=UTC)
 async def referral(database_url, kafka_bootstrap, broker_kind, dev_keys, tmp_path_factory):
     service, stop = await start_referral(
         database_url=database_url, kafka_bootstrap=kafka_bootstrap, broker_kind=broker_kind,
-        dev_keys=dev_keys, directory=tmp_path_factory.mktemp("examples"),
-        named_terminals={s["terminal"]: s["institution"] for s in SEQUENCE})
+        dev_keys=dev_keys, directory=tmp_path_factory.mktemp("examples"))
     try:
         yield service
     finally:
         await stop()
 
 
-async def _send(referral, headers: dict[str, str], body: dict) -> str:
-    signer = referral.named_signers[headers["x-terminal-id"]]
+async def _send(referral, dev_keys, headers: dict[str, str], body: dict) -> str:
+    signer = dev_keys.referral_signer(headers["x-terminal-id"])
     value = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
     fresh = {**headers, "ce_time": datetime.now(UTC).isoformat().replace("+00:00", "Z")}
     envelope = [(k, v.encode()) for k, v in fresh.items() if not k.startswith("x-")]
@@ -50,7 +49,7 @@ async def _send(referral, headers: dict[str, str], body: dict) -> str:
     return headers["ce_id"]
 
 
-async def test_the_published_examples_get_the_published_answers(referral) -> None:
+async def test_the_published_examples_get_the_published_answers(referral, dev_keys) -> None:
     # The examples are dated 2025-01-15 from 02:00 UTC: the service's clock is
     # set there, so their deadlines (a departure's "lost" 12 h later) lie ahead
     # of it as they would for a live referral.
@@ -62,7 +61,7 @@ async def test_the_published_examples_get_the_published_answers(referral) -> Non
         [example] = DOC["components"]["messages"][step["message"]]["examples"]
         headers, body = dict(example["headers"]), example["payload"]
         assert headers["x-terminal-id"] == step["terminal"]
-        ce_id = await _send(referral, headers, body)
+        ce_id = await _send(referral, dev_keys, headers, body)
         if step["outcome"] == "accepted":
             [first, *_] = await referral.wait(
                 lambda r, ce_id=ce_id, step=step: ce_type(r) == step["answer"] or

@@ -44,3 +44,10 @@ def test_examples_validate_strictly(model) -> None:
 def test_every_intake_example_has_a_sender_and_an_outcome() -> None:
     for model in v1.INTAKE:
         assert model in EXAMPLE_SENDERS and model in EXAMPLE_OUTCOMES
+
+
+def test_the_examples_are_sent_by_the_dev_terminals() -> None:
+    from yigongti_contracts.referral.examples import EXAMPLE_SENDERS as REFERRAL_SENDERS
+    from yigongti_deploy.devkeys import REFERRAL_TERMINALS
+
+    assert set(REFERRAL_SENDERS.values()) == set(REFERRAL_TERMINALS.items())
