@@ -45,8 +45,24 @@ async def test_a_stemi_finding_suggests_a_referral_in_the_clinics_waiting_feed(r
         await referral.diagnosis.publish(finding(patient, institution=COUNTY))
         waiting = asyncio.create_task(clinic.get("/feed", params={"after": start, "wait": 15}))
         await asyncio.sleep(0.2)
-        await referral.diagnosis.publish(finding(patient))
+        stemi = finding(patient)
+        await referral.diagnosis.publish(stemi)
         items = (await waiting).json()["items"]
+        # The same finding again, under another ce_id: suggested once.
+        again = await referral.diagnosis.publish(stemi)
+        async with referral.pool.acquire() as conn:
+            for _ in range(200):
+                if await conn.fetchval("SELECT count(*) FROM processed_events WHERE ce_id = $1",
+                                       again):
+                    break
+                await asyncio.sleep(0.05)
+            for _ in range(200):  # and whatever it wrote is published (the feed follows)
+                if not await conn.fetchval("SELECT count(*) FROM outbox WHERE sent_at IS NULL"):
+                    break
+                await asyncio.sleep(0.05)
+        later = (await clinic.get("/feed", params={"after": start, "limit": 500})).json()
+        assert sum(i["type"].endswith("referral.suggested.v1") and
+                   i["data"]["patient_ref"] == patient for i in later["items"]) == 1
     suggested = [i for i in items if i["type"].endswith("referral.suggested.v1")]
     assert len(suggested) == 1
     data = suggested[0]["data"]
