@@ -76,6 +76,7 @@ async def test_refusals_who_may_refer_to_whom(referral) -> None:
         (up(to="652301-L01"), "not_a_clinical_institution"),
         (up(to=PREFECTURE), "skips_level"),
         (down(care_plan=None), "care_plan_missing"),
+        (up(frm=DAFENG, to=OTHER_COUNTY), "lacks_capability"),  # no chest-pain centre there
     ]
     sent = []
     for request, reason in cases:
