@@ -59,6 +59,14 @@ INFO: dict[str, dict[str, str]] = {
             "The county lab centre of the Changji medical community: clinics and "
             "analysers publish intake, the lab publishes its events."),
     },
+    "referral": {
+        "title": "yigongti referral service (双向转诊)",
+        "version": "1.0.0",
+        "description": (
+            "Two-way referral in the Changji medical community: clinics and referral "
+            "coordinators publish intake, the referral service publishes the cases' events "
+            "and reads the diagnosis and lab services' events."),
+    },
 }
 _LIS = "yigongti.lab.analyser_results.sent.v1"
 

@@ -274,6 +274,12 @@ EXAMPLE_OUTCOMES: dict[type[StrictModel], dict[str, object]] = {
 from .diagnosis.examples import EXAMPLES as _DIAGNOSIS  # noqa: E402
 
 EXAMPLES.update(_DIAGNOSIS)
+from .referral import examples as _referral  # noqa: E402
+
+EXAMPLES.update(_referral.EXAMPLES)
+EXAMPLE_SENDERS.update(_referral.EXAMPLE_SENDERS)
+EXAMPLE_OUTCOMES.update(_referral.EXAMPLE_OUTCOMES)
+
 from .settlement import v1 as _settlement_v1  # noqa: E402
 from .settlement.examples import EXAMPLES as _SETTLEMENT  # noqa: E402
 

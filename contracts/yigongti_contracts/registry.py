@@ -9,11 +9,13 @@ from .base import StrictModel
 from .diagnosis import v1 as diagnosis_v1
 from .lab import rejections as lab_rejections
 from .lab import v1 as lab_v1
+from .referral import rejections as referral_rejections
+from .referral import v1 as referral_v1
 from .settlement import rejections as settlement_rejections
 from .settlement import v1 as settlement_v1
 
 # Each module lists its models in CONTRACTS and says whether they are FROZEN.
-CONTRACT_MODULES: tuple[ModuleType, ...] = (common, lab_v1, diagnosis_v1, settlement_v1)
+CONTRACT_MODULES: tuple[ModuleType, ...] = (common, lab_v1, diagnosis_v1, referral_v1, settlement_v1)
 
 
 def _index(modules: tuple[ModuleType, ...]) -> dict[str, type[StrictModel]]:
@@ -42,6 +44,7 @@ def model_for(ce_type: str) -> type[StrictModel] | None:
 EVENTS_BY_OWNER: dict[str, tuple[type[StrictModel], ...]] = {
     "lab": lab_v1.EVENTS + (common.IntakeRejected,),
     "diagnosis": diagnosis_v1.EVENTS + (common.IntakeRejected,),
+    "referral": referral_v1.EVENTS + (common.IntakeRejected,),
     "settlement": settlement_v1.EVENTS + (common.IntakeRejected,),
 }
 
@@ -54,16 +57,19 @@ def published_by(owner: str) -> dict[str, type[StrictModel]]:
 # What each service takes on its intake topic (`<service>.intake.v1`).
 INTAKE_BY_SERVICE: dict[str, tuple[type[StrictModel], ...]] = {
     "lab": lab_v1.INTAKE,
+    "referral": referral_v1.INTAKE,
     "settlement": settlement_v1.INTAKE,
 }
 
 # Each service's contract module (INTAKE and EVENTS), drafts included.
 SERVICE_MODULES: dict[str, ModuleType] = {"lab": lab_v1, "diagnosis": diagnosis_v1,
+                                          "referral": referral_v1,
                                           "settlement": settlement_v1}
 
 # Each service's own reason codes of IntakeRejected, with their meaning (besides
 # common.PLATFORM_REJECTION_REASONS); published, never an enum in the schema.
 REJECTION_REASONS_BY_SERVICE: dict[str, dict[str, str]] = {
     "lab": lab_rejections.REASONS,
+    "referral": referral_rejections.REASONS,
     "settlement": settlement_rejections.REASONS,
 }

@@ -5,7 +5,8 @@ Writes into a directory:
   verifies HTTP bearer tokens (services get the public PEM as AUTH_PUBLIC_KEY);
 - `terminal_<id>.key`: the demo terminal's Ed25519 private key (PEM);
 - `terminals.yaml`: the registry (TERMINALS_FILE) with the demo terminal's
-  public key as base64 of its raw 32 bytes.
+  public key as base64 of its raw 32 bytes (and the LIS bridge's and the
+  referral examples' terminals).
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ DEMO_INSTITUTION_ID = "652325-B01"  # 奇台县总医院乔仁乡分院 (refdata
 # signs the analysers' results it turns from HL7 into intake.
 LIS_TERMINAL_ID = "lis-652325-L01"
 LIS_INSTITUTION_ID = "652325-L01"
+# The referral examples' terminals (contracts referral/examples.py): a township
+# that refers up and the county coordinators' terminal that answers.
+REFERRAL_TERMINALS = {"referral-652301-B02": "652301-B02",
+                      "referral-652301-H01": "652301-H01"}
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,13 @@ class DevKeys:
     lis_terminal_id: str
     lis_institution_id: str
     lis_key_file: Path
+
+    def referral_signer(self, terminal_id: str) -> TerminalSigner:
+        """One of the referral examples' terminals (REFERRAL_TERMINALS)."""
+        if terminal_id not in REFERRAL_TERMINALS:
+            raise KeyError(terminal_id)
+        return TerminalSigner(terminal_id,
+                              (self.directory / f"terminal_{terminal_id}.key").read_text())
 
     def signer(self) -> TerminalSigner:
         """The demo terminal's signing side."""
@@ -64,8 +76,10 @@ def write_dev_keys(
 
     terminal_pem, entry = _terminal(directory, terminal_id, institution_id)
     _, lis_entry = _terminal(directory, LIS_TERMINAL_ID, LIS_INSTITUTION_ID)
+    referral_entries = [_terminal(directory, t, inst)[1] for t, inst in REFERRAL_TERMINALS.items()]
     terminals_file = directory / "terminals.yaml"
-    _write(terminals_file, yaml.safe_dump({"terminals": [entry, lis_entry]}, sort_keys=False))
+    _write(terminals_file, yaml.safe_dump({"terminals": [entry, lis_entry, *referral_entries]},
+                                          sort_keys=False))
     return DevKeys(
         directory,
         auth_private,

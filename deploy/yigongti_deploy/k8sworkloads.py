@@ -148,7 +148,7 @@ APPS: dict[str, App] = {
         egress=(Egress("pacs", 443, "the hospital's PACS (Orthanc, DICOMweb over HTTPS)"),),
         memory_limit="768Mi",
     ),
-    "referral": App("referral", "referrals between institutions (双向转诊)"),
+    "referral": App("referral", "two-way referral between institutions (双向转诊)"),
     "settlement": App(
         "settlement", "face-scan insurance settlement (刷脸结算)",
         env={

@@ -64,9 +64,12 @@ class ServiceEntry:
     script: str  # console script installed in the venv (or an absolute path)
 
 
-# Every service of the platform; diagnosis and referral come in later issues.
-SERVICES: tuple[ServiceEntry, ...] = (ServiceEntry("lab", "yigongti-lab"),
-                                      ServiceEntry("settlement", "yigongti-settlement"))
+# Every service of the platform; diagnosis comes in a later issue.
+SERVICES: tuple[ServiceEntry, ...] = (
+    ServiceEntry("lab", "yigongti-lab"),
+    ServiceEntry("referral", "yigongti-referral"),
+    ServiceEntry("settlement", "yigongti-settlement"),
+)
 
 # The service's graceful timeout is 10 s (GRACEFUL_TIMEOUT_S); give it a little more.
 STOP_TIMEOUT_S = 15.0

@@ -1,122 +1,34 @@
-"""Code lists of the referral service (双向转诊). They become the contract's
-enums when the referral contracts are written (issue 12 item 1); the codes with
-a meaning and a source are listed in policy/codes.yaml, and a test keeps the
-two equal."""
+"""Code lists of the referral service (双向转诊). The contract's enums live in
+yigongti_contracts.referral.codes and are re-exported here; the codes with a
+meaning and a source are listed in policy/codes.yaml, and a test keeps the
+two equal. The refusal codes are also published (contracts referral/rejections.py)."""
 
 from __future__ import annotations
 
 from enum import StrEnum
 
+from yigongti_contracts.referral.codes import (
+    CancelReason,
+    CaseState,
+    ChronicClass,
+    ClosureOutcome,
+    Decision,
+    DeclineReason,
+    Direction,
+    DownwardReason,
+    FollowUpFinding,
+    LostReason,
+    UpwardReason,
+    Urgency,
+)
 
-class Direction(StrEnum):
-    up = "up"  # 上转: village or township → county, county → prefecture
-    down = "down"  # 下转: county (or prefecture) → township or village
-
-
-class Urgency(StrEnum):
-    emergency = "emergency"
-    urgent = "urgent"
-    routine = "routine"
-
-
-class CaseState(StrEnum):
-    """requested → accepted | declined | expired → in transit → received → closed;
-    or withdrawn, or lost (DESIGN §5 Referral)."""
-
-    requested = "requested"
-    accepted = "accepted"
-    in_transit = "in_transit"
-    received = "received"
-    closed = "closed"
-    declined = "declined"
-    expired = "expired"
-    withdrawn = "withdrawn"
-    lost = "lost"
+__all__ = ["CancelReason", "CaseState", "ChronicClass", "ClosureOutcome", "Decision",
+           "DeclineReason", "Direction", "DownwardReason", "FollowUpFinding", "LostReason",
+           "UpwardReason", "Urgency", "TERMINAL", "RoundState", "Refusal", "ended"]
 
 
 TERMINAL = frozenset({CaseState.closed, CaseState.declined, CaseState.expired,
                       CaseState.withdrawn, CaseState.lost})
-
-
-class Decision(StrEnum):
-    accept = "accept"
-    decline = "decline"
-
-
-class UpwardReason(StrEnum):
-    """上转 reasons (domain-rules §7)."""
-
-    critical_beyond_capability = "critical_beyond_capability"
-    diagnosis_unclear = "diagnosis_unclear"
-    mass_casualty_or_public_health_event = "mass_casualty_or_public_health_event"
-    equipment_or_technique_limit = "equipment_or_technique_limit"
-    outside_practice_scope = "outside_practice_scope"
-    further_tests_needed = "further_tests_needed"
-    other = "other"
-
-
-class DownwardReason(StrEnum):
-    """下转 reasons (domain-rules §7)."""
-
-    diagnosis_clear_or_chronic = "diagnosis_clear_or_chronic"
-    stable_rehabilitation = "stable_rehabilitation"
-    elderly_long_term_care = "elderly_long_term_care"
-    terminal_cancer_palliation = "terminal_cancer_palliation"
-    common_illness = "common_illness"
-    patient_request = "patient_request"
-
-
-class DeclineReason(StrEnum):
-    no_bed = "no_bed"
-    capability_unavailable = "capability_unavailable"
-    outside_practice_scope = "outside_practice_scope"
-    information_incomplete = "information_incomplete"
-    other = "other"
-
-
-class CancelReason(StrEnum):
-    condition_improved = "condition_improved"
-    patient_declined = "patient_declined"
-    patient_deceased = "patient_deceased"
-    referred_elsewhere = "referred_elsewhere"
-    entered_in_error = "entered_in_error"
-    other = "other"
-
-
-class ClosureOutcome(StrEnum):
-    """The outcome the sender learns (the closed loop): for an upward referral the
-    discharge disposition (住院病案首页 离院方式), for a downward one care taken over."""
-
-    discharged = "discharged"
-    transferred_to_hospital = "transferred_to_hospital"
-    transferred_to_primary_care = "transferred_to_primary_care"
-    left_against_advice = "left_against_advice"
-    died = "died"
-    other = "other"
-    care_taken_over = "care_taken_over"
-
-
-class FollowUpFinding(StrEnum):
-    stable = "stable"
-    improved = "improved"
-    worse = "worse"
-    warning_sign = "warning_sign"
-    referred_up = "referred_up"
-
-
-class LostReason(StrEnum):
-    never_departed = "never_departed"  # accepted, unused when its validity ended
-    not_received = "not_received"  # departed, no arrival within the limit
-    not_closed = "not_closed"  # received, not closed within the limit
-
-
-class ChronicClass(StrEnum):
-    """Classes whose referral stays valid longer (domain-rules §7)."""
-
-    cancer = "cancer"
-    transplant = "transplant"
-    uraemia = "uraemia"
-    long_term_chronic = "long_term_chronic"
 
 
 class RoundState(StrEnum):

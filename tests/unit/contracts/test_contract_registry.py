@@ -22,10 +22,11 @@ LAB_TYPE = re.compile(r"^yigongti\.lab\.[a-z_]+\.[a-z_]+\.v1$")
 
 def test_registry_holds_every_contract_and_intake_rejected() -> None:
     from yigongti_contracts.diagnosis import v1 as diagnosis
+    from yigongti_contracts.referral import v1 as referral
     from yigongti_contracts.settlement import v1 as settlement
 
-    assert set(ALL) == (set(v1.CONTRACTS) | set(diagnosis.CONTRACTS) | set(settlement.CONTRACTS)
-                        | {IntakeRejected})
+    assert set(ALL) == (set(v1.CONTRACTS) | set(diagnosis.CONTRACTS) | set(referral.CONTRACTS)
+                        | set(settlement.CONTRACTS) | {IntakeRejected})
     assert len(v1.INTAKE) == 6 and len(v1.EVENTS) == 20
     # Drafts (a service's contracts before its issue closes) are not frozen yet.
     assert set(v1.CONTRACTS) | {IntakeRejected} <= set(FROZEN.values())

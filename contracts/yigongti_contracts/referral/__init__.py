@@ -1,0 +1,1 @@
+"""Referral (双向转诊) contracts."""
