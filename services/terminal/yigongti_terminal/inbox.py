@@ -76,6 +76,9 @@ WORDS: dict[str, str] = {
     "yigongti.referral.follow_up.scheduled.v1": "follow-up visit due",
     "yigongti.referral.follow_up.done.v1": "follow-up visit done",
     "yigongti.referral.follow_up.missed.v1": "follow-up visit MISSED",
+    "yigongti.referral.paperwork.overdue.v1": "referral paperwork still to record",
+    "yigongti.referral.lost.v1": "referral LOST (patient not received or never closed)",
+    "yigongti.referral.critical_value.forwarded.v1": "critical lab value of an arriving patient",
     "yigongti.intake.rejected.v1": "REFUSED",
 }
 

@@ -172,6 +172,8 @@ SERVICE: dict[str, dict[str, str]] = {
         "unknown_settlement": "No such completed payment at this clinic.",
         "already_reversed": "This payment was reversed already.",
         "not_latest": "A later payment of this patient this year must be reversed first.",
+        "not_eligible_for_treat_first": "This patient cannot be treated first and pay later "
+                                        "here. Settle at the counter now.",
     },
 }
 
