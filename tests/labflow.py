@@ -4,11 +4,13 @@ this process, watch its events topic."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
+import random
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from yigongti_contracts.common import Age, AgeUnit, Sex
@@ -16,9 +18,33 @@ from yigongti_contracts.envelope import Envelope, to_headers
 from yigongti_contracts.lab.codes import Priority, TubeType
 from yigongti_contracts.lab.parts import OrderedTest
 from yigongti_contracts.lab.v1 import LabOrderPlaced, SpecimenCollected
+from yigongti_contracts.patient_ref import check_character, patient_ref
 from yigongti_kit.terminal import IntakeRecord, TerminalClient, build_record
 
-PATIENT = "v1:" + "ab" * 32
+# The lab tests' patients get their refs as a terminal would from settlement's
+# look-up: the HMAC of a synthetic ID number under a dev key that this fixture
+# alone holds (never a production key; the ID numbers are made up, check digit
+# computed per GB 11643-1999).
+DEV_REF_KEY = bytes.fromhex("5e" * 32)
+
+
+def synthetic_patient(n: int) -> str:
+    """The ref of the n-th synthetic patient of Qitai (652325), born in the 1940s
+    (a distinct ID number for each n below 3,650,000)."""
+    born = date(1940, 1, 1) + timedelta(days=(n // 1000) % 3650)
+    first17 = f"652325{born:%Y%m%d}{n % 1000:03d}"
+    return patient_ref(first17 + check_character(first17), DEV_REF_KEY)
+
+
+_patients = itertools.count(random.randrange(1_000_000))
+
+
+def new_patient() -> str:
+    """Another synthetic patient's ref, new in this test process."""
+    return synthetic_patient(next(_patients))
+
+
+PATIENT = synthetic_patient(1)
 
 
 def order(institution: str, *, order_id: str | None = None, tests=("K", "CTNI"),

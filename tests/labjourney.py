@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 import yaml
-from labflow import ce_type, collected, order, payload
+from labflow import ce_type, collected, new_patient, order, payload
 from yigongti_contracts.lab.codes import TubeType
 from yigongti_contracts.lab.parts import AnalyserObservation
 from yigongti_contracts.lab.v1 import AnalyserResults, CriticalValueAck, SpecimenDispatched
@@ -34,8 +34,6 @@ UNITS = {"K": "mmol/L", "NA": "mmol/L", "CL": "mmol/L", "CA": "mmol/L", "CTNI": 
          "WBC": "10*9/L", "HGB": "g/L", "PLT": "10*9/L"}
 
 
-def new_patient() -> str:
-    return "v1:" + uuid.uuid4().hex + uuid.uuid4().hex
 
 
 def http(lab, dev_keys, institution: str = LAB_CENTRE, roles=("lab_technologist",),

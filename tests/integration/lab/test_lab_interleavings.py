@@ -49,6 +49,7 @@ import asyncpg
 import pytest_asyncio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from labflow import new_patient
 from yigongti_contracts.common import Age, AgeUnit, FieldError, IntakeRejected, Sex
 from yigongti_contracts.lab.codes import CancellationReason, Priority, TubeType
 from yigongti_contracts.lab.parts import AnalyserObservation, Inspection, LoggerReadout, OrderedTest
@@ -220,7 +221,7 @@ class World:
     pool: asyncpg.Pool
     plan: Plan
     order_id: str = field(default_factory=lambda: _id("O-"))
-    patient_ref: str = field(default_factory=lambda: "v1:" + uuid.uuid4().hex * 2)
+    patient_ref: str = field(default_factory=new_patient)
     barcodes: list[str] = field(default_factory=list)
     shipments: list[str] = field(default_factory=list)
     sent: list[Sent] = field(default_factory=list)
