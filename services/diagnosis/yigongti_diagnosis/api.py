@@ -4,19 +4,22 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Request
+from fastapi.responses import JSONResponse, Response
 from yigongti_contracts.common import ID_PATTERN, PATIENT_REF_PATTERN
 from yigongti_kit.auth import Principal, require_principal, require_roles
 from yigongti_kit.feed import feed_router
 from yigongti_kit.http_edge import body_limit
 from yigongti_kit.http_openapi import roles as callable_by
 
-from . import conclusions, locking, recording, reports, store, worklist
+from . import conclusions, fhir, locking, recording, reports, store, worklist
 from .measure import AnalysisFailed
 
 READER = "diagnostician"
+FHIR_JSON = "application/fhir+json"
 CLINIC_ROLES = {"clinician", "clinic_terminal"}
 DESCRIPTION = ("Remote diagnosis (远程诊断): township terminals upload 12-lead ECGs "
                "(claim check) and request readings; the county ECG and imaging centres read "
@@ -166,24 +169,55 @@ async def amend(request_id: RequestId, body: reports.AmendBody, request: Request
                       lambda conn, row: reports.amend(conn, row, body, principal.user))
 
 
+async def _readable(conn, principal: Principal, request_id: str):
+    """The request's row if the caller may read it (its centre's readers, its
+    institution's clinicians), else 404 as for a missing one."""
+    roles = set(principal.roles)
+    if not roles & (CLINIC_ROLES | {READER}):
+        raise HTTPException(403, "missing role: diagnostician or clinician")
+    row = await conn.fetchrow(
+        """SELECT r.*, rec.measurements, rec.measure_error FROM requests r
+             LEFT JOIN recordings rec USING (recording_ref)
+            WHERE r.request_id = $1
+              AND (($3 AND r.reading_centre = $2) OR ($4 AND r.requesting_institution = $2))""",
+        request_id, principal.institution, READER in roles, bool(roles & CLINIC_ROLES))
+    if row is None:
+        raise HTTPException(404, NO_REQUEST)
+    return row
+
+
+@router.get("/requests/{request_id}/fhir", tags=["reading centre", "clinic"],
+            response_class=JSONResponse,
+            openapi_extra=callable_by(READER, "clinician", "clinic_terminal"),
+            responses={200: {"content": {FHIR_JSON: {}},
+                             "description": "A FHIR R4 Bundle (collection)"}, **ABSENT},
+            summary="The request as HL7 FHIR R4: ServiceRequest, Task, ImagingStudy, the "
+                    "measurements' Observations, DiagnosticReports and the critical finding")
+async def get_request_fhir(request_id: RequestId, request: Request,
+                           principal: Principal = Depends(require_principal)) -> Response:
+    async with request.app.state.pool.acquire() as conn:
+        row = await _readable(conn, principal, request_id)
+        revisions = await conn.fetch(
+            "SELECT * FROM reports WHERE request_id = $1 ORDER BY revision", request_id)
+        finding = await conn.fetchrow(
+            "SELECT * FROM critical_findings WHERE request_id = $1", request_id)
+    r = dict(row)
+    for key in ("study", "measurements"):
+        if isinstance(r.get(key), str):
+            r[key] = json.loads(r[key])
+    bundle = fhir.request_bundle(r, r.get("measurements"), [dict(v) for v in revisions],
+                                 dict(finding) if finding else None)
+    return Response(fhir.f.dumps(bundle), media_type=FHIR_JSON)
+
+
 @router.get("/requests/{request_id}", tags=["reading centre", "clinic"],
             summary="A request with its measurements and report revisions",
             openapi_extra=callable_by(READER, "clinician", "clinic_terminal"),
             responses=ABSENT)
 async def get_request(request_id: RequestId, request: Request,
                       principal: Principal = Depends(require_principal)) -> dict:
-    roles = set(principal.roles)
-    if not roles & (CLINIC_ROLES | {READER}):
-        raise HTTPException(403, "missing role: diagnostician or clinician")
     async with request.app.state.pool.acquire() as conn:
-        row = await conn.fetchrow(
-            """SELECT r.*, rec.measurements, rec.measure_error FROM requests r
-                 LEFT JOIN recordings rec USING (recording_ref)
-                WHERE r.request_id = $1
-                  AND (($3 AND r.reading_centre = $2) OR ($4 AND r.requesting_institution = $2))""",
-            request_id, principal.institution, READER in roles, bool(roles & CLINIC_ROLES))
-        if row is None:
-            raise HTTPException(404, NO_REQUEST)
+        row = await _readable(conn, principal, request_id)
         revisions = await conn.fetch(
             "SELECT * FROM reports WHERE request_id = $1 ORDER BY revision", request_id)
     out = store.item(row)
