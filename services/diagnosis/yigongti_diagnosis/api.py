@@ -50,7 +50,13 @@ def _reader(principal: Principal) -> Principal:
              summary="Upload a 12-lead ECG (DICOM waveform or CSV); answers its reference "
                      "and the automatic measurements",
              openapi_extra={**callable_by("clinic_terminal"),
-                            **body_limit(recording.MAX_UPLOAD_BYTES)},
+                            **body_limit(recording.MAX_UPLOAD_BYTES),
+                            "requestBody": {"required": True, "content": {
+                                recording.MEDIA_DICOM: {"schema": {
+                                    "type": "string", "format": "binary"}},
+                                recording.MEDIA_CSV: {"schema": {
+                                    "type": "string",
+                                    "description": "yigongti-ecg-csv/1 (recording.py)"}}}}},
              responses={422: {"description": "The recording is refused: `reason` and `field` "
                                              "say why (never a value from it)."}})
 async def upload_recording(request: Request,
