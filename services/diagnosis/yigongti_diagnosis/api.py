@@ -7,7 +7,9 @@ import asyncio
 import json
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request
+from pydantic import BaseModel, ConfigDict
+from yigongti_contracts.common import Identifier
 from fastapi.responses import JSONResponse, Response
 from yigongti_contracts.common import ID_PATTERN, PATIENT_REF_PATTERN
 from yigongti_kit.auth import Principal, require_principal, require_roles
@@ -15,7 +17,7 @@ from yigongti_kit.feed import feed_router
 from yigongti_kit.http_edge import body_limit
 from yigongti_kit.http_openapi import roles as callable_by
 
-from . import conclusions, fhir, locking, recording, reports, store, worklist
+from . import conclusions, critical, fhir, locking, recording, reports, store, turnaround, worklist
 from .measure import AnalysisFailed
 
 READER = "diagnostician"
@@ -129,7 +131,8 @@ async def _act(request: Request, principal: Principal, request_id: str, action):
         elif row is not None:
             try:
                 return await action(conn, row)
-            except (worklist.ClaimConflict, reports.ReportConflict) as exc:
+            except (worklist.ClaimConflict, reports.ReportConflict,
+                    critical.CriticalConflict) as exc:
                 raise HTTPException(409, str(exc)) from None
             except conclusions.UnknownConclusion as exc:
                 raise HTTPException(422, str(exc)) from None
@@ -252,6 +255,37 @@ async def recognised(patient_ref: PatientRefPath, request: Request,
                  FROM recognitions WHERE patient_ref = $1 AND valid_until > db_now()
                 ORDER BY reported_at""", patient_ref)
     return {"patient_ref": patient_ref, "studies": [store.item(r) for r in rows]}
+
+
+@router.get("/turnaround", tags=["reading centre"],
+            summary="Turnaround per stage for the caller's centre (requested → queued → "
+                    "claimed → reported → acknowledged; chest-pain centre measures)",
+            openapi_extra=callable_by(READER))
+async def get_turnaround(request: Request, days: int = Query(30, ge=1, le=366),
+                         principal: Principal = Depends(require_principal)) -> dict:
+    _reader(principal)
+    async with request.app.state.pool.acquire() as conn:
+        return await turnaround.per_centre(conn, principal.institution, days)
+
+
+class CallBackBody(BaseModel):
+    """A phone call to the requesting clinic about a critical finding: who
+    answered, and whether they read the finding back."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reached: Identifier | None = None
+    read_back_confirmed: bool
+
+
+@router.post("/requests/{request_id}/critical-finding/call-backs", tags=["reading centre"],
+             summary="Record a call-back to the clinic; a confirmed read-back stops the clock",
+             openapi_extra=callable_by(READER), responses={**ABSENT, **CONFLICT})
+async def call_back(request_id: RequestId, body: CallBackBody, request: Request,
+                    principal: Principal = Depends(require_principal)) -> dict:
+    return await _act(request, principal, request_id, lambda conn, row: critical.call_back(
+        conn, row, called_by=principal.user, reached=body.reached,
+        read_back=body.read_back_confirmed))
 
 
 FEED = feed_router(

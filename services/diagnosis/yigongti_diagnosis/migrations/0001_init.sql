@@ -100,7 +100,8 @@ CREATE TABLE critical_findings (
 CREATE TABLE critical_calls (
     id         bigserial PRIMARY KEY,
     finding_id text NOT NULL REFERENCES critical_findings (finding_id),
-    kind       text NOT NULL,   -- terminal_ack | escalation
+    kind       text NOT NULL,   -- terminal_ack | escalation | call_back
+    called_by  text,            -- the reader who phoned (call_back)
     reached    text,
     read_back  boolean NOT NULL,
     at         timestamptz NOT NULL
