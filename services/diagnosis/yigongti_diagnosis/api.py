@@ -71,18 +71,20 @@ async def upload_recording(request: Request,
         parsed = await asyncio.to_thread(recording.parse, body, media_type)
     except recording.RecordingRefused as exc:
         raise HTTPException(422, {"reason": exc.code, "field": exc.field}) from None
-    measurements, error = None, None
+    stored = parsed.to_bytes()
+    async with request.app.state.pool.acquire() as conn:
+        measurements = await store.measured_before(conn, stored)
+    error = None
     analyser = getattr(request.app.state, "analyser", None)
-    if analyser is not None:
+    if measurements is None and analyser is not None:
         try:
             measurements = (await analyser.measure(parsed)).to_dict()
         except AnalysisFailed as exc:
             error = exc.reason
-    metadata = parsed.metadata()
     async with request.app.state.pool.acquire() as conn:
         ref = await store.store_recording(
             conn, institution=principal.institution, user=principal.user,
-            data=parsed.to_bytes(), metadata=metadata, duration_s=parsed.duration_s,
+            data=stored, metadata=parsed.metadata(), duration_s=parsed.duration_s,
             measurements=measurements, measure_error=error)
     return {"recording_ref": ref, "sample_rate_hz": parsed.sample_rate_hz,
             "duration_s": round(parsed.duration_s, 3), "label": parsed.label,
