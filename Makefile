@@ -91,6 +91,7 @@ test-integration: setup
 
 bench: setup
 	$(BIN)/python -m yigongti_deploy.bench
+	$(BIN)/python -m yigongti_deploy.bench_diagnosis
 
 lint: setup
 	$(BIN)/ruff check .

@@ -8,10 +8,9 @@ import json
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request
-from pydantic import BaseModel, ConfigDict
-from yigongti_contracts.common import Identifier
 from fastapi.responses import JSONResponse, Response
-from yigongti_contracts.common import ID_PATTERN, PATIENT_REF_PATTERN
+from pydantic import BaseModel, ConfigDict
+from yigongti_contracts.common import ID_PATTERN, PATIENT_REF_PATTERN, Identifier
 from yigongti_kit.auth import Principal, require_principal, require_roles
 from yigongti_kit.feed import feed_router
 from yigongti_kit.http_edge import body_limit
@@ -120,7 +119,6 @@ async def _act(request: Request, principal: Principal, request_id: str, action):
     """Run `action(conn, row)` on the request's locked row if it is in the reader's
     scope (centre and modality); else 404 as for a missing one, and recorded."""
     _reader(principal)
-    out_of_scope = False
     async with request.app.state.pool.acquire() as conn, conn.transaction():
         row = await locking.lock_request(conn, request_id)
         if row is not None and (row["reading_centre"] != principal.institution
@@ -129,7 +127,6 @@ async def _act(request: Request, principal: Principal, request_id: str, action):
                 """INSERT INTO scope_refusals (request_id, user_id, institution, action)
                    VALUES ($1, $2, $3, $4)""",
                 request_id, principal.user, principal.institution, request.url.path[-40:])
-            out_of_scope = True
         elif row is not None:
             try:
                 return await action(conn, row)
