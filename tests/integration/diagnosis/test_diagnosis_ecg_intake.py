@@ -73,13 +73,13 @@ async def test_bad_recordings_are_refused_with_reasons(dx):
             answer = await http.post("/recordings", content=text.encode(),
                                      headers={"Content-Type": "text/csv"})
             assert answer.status_code == 422, (reason, answer.text)
-            assert answer.json()["detail"]["reason"] == reason
+            assert answer.json()["detail"][0]["type"] == reason
         answer = await http.post("/recordings", content=b"not dicom",
                                  headers={"Content-Type": "application/dicom"})
-        assert answer.json()["detail"]["reason"] == "unreadable"
+        assert answer.json()["detail"][0]["type"] == "unreadable"
         answer = await http.post("/recordings", content=b"x",
                                  headers={"Content-Type": "image/png"})
-        assert answer.json()["detail"]["reason"] == "unsupported_format"
+        assert answer.json()["detail"][0]["type"] == "unsupported_format"
     async with dx.client(CLINIC, ["clinician"]) as clinician:
         answer = await clinician.post("/recordings", content=b"x",
                                       headers={"Content-Type": "text/csv"})
