@@ -27,6 +27,7 @@ from yigongti_kit.consumer import Rejection
 from . import locking, turnaround
 from .events import emit
 from .origin import Origin
+from .store import age_of
 
 ESCALATION_TIMER = "critical_escalation"
 
@@ -68,7 +69,6 @@ async def raise_finding(conn: asyncpg.Connection, request: asyncpg.Record, repor
            VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (finding_id) DO NOTHING""",
         finding_id, request["request_id"], report_id, conclusion, raised_at, acknowledge_by)
     await timers.schedule(conn, ESCALATION_TIMER, finding_id, at=acknowledge_by)
-    from .store import age_of
     await emit(conn, CriticalFindingRaised(
         finding_id=finding_id, request_id=request["request_id"], report_id=report_id,
         patient_ref=request["patient_ref"], sex=request["sex"], age=age_of(request),
