@@ -16,7 +16,18 @@ from yigongti_kit.feed import feed_router
 from yigongti_kit.http_edge import body_limit
 from yigongti_kit.http_openapi import roles as callable_by
 
-from . import conclusions, critical, fhir, locking, recording, reports, store, turnaround, worklist
+from . import (
+    conclusions,
+    critical,
+    ecg_svg,
+    fhir,
+    locking,
+    recording,
+    reports,
+    store,
+    turnaround,
+    worklist,
+)
 from .measure import AnalysisFailed
 
 READER = "diagnostician"
@@ -138,8 +149,9 @@ async def _act(request: Request, principal: Principal, request_id: str, action):
             except (worklist.ClaimConflict, reports.ReportConflict,
                     critical.CriticalConflict) as exc:
                 raise HTTPException(409, str(exc)) from None
-            except conclusions.UnknownConclusion as exc:
-                raise HTTPException(422, str(exc)) from None
+            except conclusions.UnknownConclusion:
+                raise HTTPException(422, [{"loc": ["body", "conclusions"],
+                                           "type": "unknown_conclusion"}]) from None
     raise HTTPException(404, NO_REQUEST)
 
 
@@ -221,6 +233,27 @@ async def get_request_fhir(request_id: RequestId, request: Request,
     bundle = fhir.request_bundle(r, r.get("measurements"), [dict(v) for v in revisions],
                                  dict(finding) if finding else None)
     return Response(fhir.f.dumps(bundle), media_type=FHIR_JSON)
+
+
+@router.get("/requests/{request_id}/ecg.svg", tags=["reading centre", "clinic"],
+            response_class=Response,
+            openapi_extra=callable_by(READER, "clinician", "clinic_terminal"),
+            responses={200: {"content": {"image/svg+xml": {}},
+                             "description": "The 12 leads on standard ECG paper (25 mm/s, "
+                                            "10 mm/mV, ecg_svg.py)"},
+                       **ABSENT},
+            summary="The request's ECG drawn as SVG for the reader's workstation")
+async def get_ecg_svg(request_id: RequestId, request: Request,
+                      principal: Principal = Depends(require_principal)) -> Response:
+    async with request.app.state.pool.acquire() as conn:
+        row = await _readable(conn, principal, request_id)
+        blob = await conn.fetchval("SELECT data FROM recordings WHERE recording_ref = $1",
+                                   row["recording_ref"]) if row["recording_ref"] else None
+    if blob is None:
+        raise HTTPException(404, NO_REQUEST)
+    # Drawing is CPU work: off the event loop.
+    svg = await asyncio.to_thread(lambda: ecg_svg.render(recording.Recording.from_bytes(blob)))
+    return Response(svg, media_type="image/svg+xml")
 
 
 @router.get("/requests/{request_id}", tags=["reading centre", "clinic"],

@@ -85,3 +85,12 @@ def test_help_works_without_starting_anything():
     out = subprocess.run([sys.executable, "-m", "yigongti_diagnosis.app", "--help"],
                          capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin"})
     assert out.returncode == 0 and "DATABASE_URL" in out.stdout
+
+
+def test_the_service_process_never_imports_neurokit2():
+    """Its ~200 MB stay in the analysis worker (measure.py)."""
+    code = ("import sys, yigongti_diagnosis.app, yigongti_diagnosis.api; "
+            "assert 'neurokit2' not in sys.modules, 'imported'")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr[-500:]
