@@ -110,6 +110,7 @@ test-integration: test-setup
 
 bench: setup
 	$(BIN)/python -m yigongti_deploy.bench
+	$(BIN)/python -m yigongti_deploy.bench_diagnosis
 	$(BIN)/python -m yigongti_deploy.bench_settlement
 	$(BIN)/python -m yigongti_deploy.bench_referral
 

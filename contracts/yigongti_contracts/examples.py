@@ -271,9 +271,14 @@ EXAMPLE_OUTCOMES: dict[type[StrictModel], dict[str, object]] = {
 }
 
 # The other services' examples, in one table (AsyncAPI documents and tests).
+from .diagnosis.examples import EXAMPLE_OUTCOMES as _DIAGNOSIS_OUTCOMES  # noqa: E402
+from .diagnosis.examples import EXAMPLE_SENDERS as _DIAGNOSIS_SENDERS  # noqa: E402
 from .diagnosis.examples import EXAMPLES as _DIAGNOSIS  # noqa: E402
 
 EXAMPLES.update(_DIAGNOSIS)
+EXAMPLE_SENDERS.update(_DIAGNOSIS_SENDERS)
+EXAMPLE_OUTCOMES.update(_DIAGNOSIS_OUTCOMES)
+
 from .referral import examples as _referral  # noqa: E402
 
 EXAMPLES.update(_referral.EXAMPLES)

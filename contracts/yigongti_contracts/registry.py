@@ -6,6 +6,7 @@ from types import ModuleType
 
 from . import common
 from .base import StrictModel
+from .diagnosis import rejections as diagnosis_rejections
 from .diagnosis import v1 as diagnosis_v1
 from .lab import rejections as lab_rejections
 from .lab import v1 as lab_v1
@@ -57,6 +58,7 @@ def published_by(owner: str) -> dict[str, type[StrictModel]]:
 # What each service takes on its intake topic (`<service>.intake.v1`).
 INTAKE_BY_SERVICE: dict[str, tuple[type[StrictModel], ...]] = {
     "lab": lab_v1.INTAKE,
+    "diagnosis": diagnosis_v1.INTAKE,
     "referral": referral_v1.INTAKE,
     "settlement": settlement_v1.INTAKE,
 }
@@ -70,6 +72,7 @@ SERVICE_MODULES: dict[str, ModuleType] = {"lab": lab_v1, "diagnosis": diagnosis_
 # common.PLATFORM_REJECTION_REASONS); published, never an enum in the schema.
 REJECTION_REASONS_BY_SERVICE: dict[str, dict[str, str]] = {
     "lab": lab_rejections.REASONS,
+    "diagnosis": diagnosis_rejections.REASONS,
     "referral": referral_rejections.REASONS,
     "settlement": settlement_rejections.REASONS,
 }

@@ -9,8 +9,11 @@ technologist confirms, which raises the critical troponin and potassium (the
 clinic is told these at once); the clinic acknowledges with read-back from its
 terminal; the lab physician verifies, and only then does the clinic see the
 other results: until verification its feed shows the tubes as being tested.
-The clinic reads the report and its feed. The demo prints every
-event as a timeline and exits non-zero if the expected events do not arrive.
+The clinic reads the report and its feed. Then the ECG step (demo_ecg.py):
+a SYNTHETIC 12-lead ECG uploaded, read at the county ECG centre and signed as
+a STEMI critical finding, which the clinic acknowledges with read-back. The
+demo prints every event as a timeline and exits non-zero if the expected
+events do not arrive.
 """
 
 from __future__ import annotations
@@ -340,7 +343,7 @@ async def run_journey(stack: Stack) -> int:
               f"critical illness {done['critical_illness']}, assistance {done['assistance']}, "
               f"the patient pays {done['out_of_pocket']}")
         print("what he reads:\n  " + done["explanation"].replace("\n", "\n  "))
-    span.end()
+    stack.journey_span = span  # ended by _main once the ECG step ran in it too
     return 0
 
 
@@ -390,7 +393,7 @@ def _ms(started: float) -> float:
 
 
 async def _main() -> int:
-    stack = Stack(services=["lab", "settlement"], export_spans=True)
+    stack = Stack(services=["lab", "diagnosis", "settlement"], export_spans=True)
     # Every process of the run, the demo's too, appends its spans to one file in
     # the OTLP JSON encoding; the journey's trace is summarised from it at the end.
     setup_telemetry("demo", SimpleNamespace(otel_traces_file=str(stack.traces_file)))
@@ -399,6 +402,9 @@ async def _main() -> int:
     try:
         print(stack.describe())
         rc = await run_journey(stack)
+        if rc == 0:
+            with trace.use_span(stack.journey_span, end_on_exit=True):
+                rc = await _ecg_step(stack)
     except Exception as exc:  # noqa: BLE001 - a demo reports, then exits non-zero
         print(f"FAILED: {exc!r}", file=sys.stderr)
         for name, service in stack.services.items():
@@ -413,6 +419,23 @@ async def _main() -> int:
                                           stack.journey_trace_id).lines():
             print(f"  {line}")
     return rc
+
+
+async def _ecg_step(stack: Stack) -> int:
+    """The ECG step (demo_ecg.py) with a terminal and a reader of the events."""
+    from .demo_ecg import run_ecg_step
+
+    topic = stack.topic("diagnosis.events.v1")
+    reader = await _events_reader(stack, topic)
+    producer = AIOKafkaProducer(**_kafka_kwargs(stack, "producer"))
+    await producer.start()
+    try:
+        terminal = TerminalClient(stack.keys.signer(), producer,
+                                  stack.topic("diagnosis.intake.v1"))
+        return await run_ecg_step(stack, terminal, reader, topic)
+    finally:
+        await producer.stop()
+        await reader.stop()
 
 
 def main(argv: list[str] | None = None) -> None:

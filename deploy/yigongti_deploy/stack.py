@@ -64,9 +64,10 @@ class ServiceEntry:
     script: str  # console script installed in the venv (or an absolute path)
 
 
-# Every service of the platform; diagnosis comes in a later issue.
+# Every service of the platform.
 SERVICES: tuple[ServiceEntry, ...] = (
     ServiceEntry("lab", "yigongti-lab"),
+    ServiceEntry("diagnosis", "yigongti-diagnosis"),
     ServiceEntry("referral", "yigongti-referral"),
     ServiceEntry("settlement", "yigongti-settlement"),
 )
@@ -253,6 +254,7 @@ class Stack:
         # Spans of every service in one file, OTLP JSON (the demo's trace summary).
         self.traces_file: Path | None = self.run_dir / "spans.otlp.jsonl" if export_spans else None
         self.journey_trace_id: str | None = None
+        self.journey_span = None  # the demo's root span, while the journey runs
 
         self._broker: EmbeddedBroker | None = None
         self._postgres: EmbeddedPostgres | None = None

@@ -108,3 +108,24 @@ EXAMPLES: dict[type[StrictModel], StrictModel] = {
         ),
     )
 }
+
+# Who sends each intake example (the dev clinic terminal, registered for CLINIC)
+# and what the service answers, sent in the order of v1.INTAKE.
+EXAMPLE_TERMINAL = "demo-terminal-1"
+EXAMPLE_SENDERS: dict[type[StrictModel], tuple[str, str]] = {
+    m: (EXAMPLE_TERMINAL, CLINIC) for m in v1.INTAKE
+}
+EXAMPLE_OUTCOMES: dict[type[StrictModel], dict[str, object]] = {
+    v1.DiagnosisRequested: {
+        "outcome": "refused", "reason": "unknown_recording",
+        "why": "REC-7f3a9c was never uploaded: a real request carries the recording_ref "
+               "that POST /recordings answered to the same institution, once."},
+    v1.CriticalFindingAck: {
+        "outcome": "refused", "reason": "unknown_request",
+        "why": "The example's request was refused, so it has no critical finding: a real "
+               "acknowledgement carries the finding_id of a CriticalFindingRaised."},
+    v1.DiagnosisCancelled: {
+        "outcome": "refused", "reason": "unknown_request",
+        "why": "The example's request was refused; a real cancellation names a request "
+               "that was queued and not yet signed (then the answer is DiagnosisWithdrawn)."},
+}

@@ -117,7 +117,8 @@ def compare_accession(study: PacsStudy | None, accession: str) -> StudyCheck:
     without one never matches."""
     if study is None:
         return StudyCheck(StudyOutcome.NOT_FOUND)
-    if not study.accession or study.accession.strip() != accession.strip():
+    # Blank after trimming (only padding or whitespace) is no accession at all.
+    if not (study.accession or "").strip() or study.accession.strip() != accession.strip():
         return StudyCheck(StudyOutcome.ACCESSION_MISMATCH, study)
     return StudyCheck(StudyOutcome.FOUND, study)
 
