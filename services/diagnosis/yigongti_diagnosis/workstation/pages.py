@@ -235,8 +235,8 @@ def _report_fields(codes: Mapping[str, Mapping]) -> str:
         '</textarea></label>'
         f'<label>{m("report.impression")}<textarea name="impression" id="impression" required>'
         '</textarea></label>'
-        f'<label>{m("report.conclusion")}<select name="conclusion" id="conclusion">'
-        f'{_conclusion_options(codes)}</select></label>'
+        f'<label>{m("report.conclusion")}<select name="conclusion" id="conclusion" required>'
+        f'<option value="" selected></option>{_conclusion_options(codes)}</select></label>'
         f'<label><input type="checkbox" name="critical" id="critical" value="1"> '
         f'{m("report.critical")}</label>'
         '<input type="hidden" name="confirm_critical" id="confirm-critical" value="">')
