@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import pytest_asyncio
-from diagflow import CLINIC, ecg_request
+from diagflow import CLINIC, ecg_request, until
 from wsflow import CHROMIUM_ARGS, OUTPUT, chromium_or_skip, password
 
 PLAYWRIGHT_VERSION = "1.62.0"  # the kit's dev extras; proven with Debian 12's chromium 156
@@ -156,7 +156,7 @@ async def test_stat_ecg_live_claim_trace_and_critical_sign(ws, browser):
     assert await second.locator(f"#claim-{rid}").count() == 0
 
     await first.wait_for_selector("#ecg-paper svg#ecg")
-    assert await first.locator("path.ecg-trace").count() == 13  # 12 leads + the rhythm strip
+    assert await first.locator("#ecg-paper path.ecg-trace").count() == 13  # 12 leads + rhythm
     rate = first.locator('#measurements tr[data-measure="heart_rate_bpm"] td')
     assert 60 < float(await rate.inner_text()) < 100
     assert await first.locator("#measurements-none").count() == 0
@@ -164,6 +164,9 @@ async def test_stat_ecg_live_claim_trace_and_critical_sign(ws, browser):
         "data-reason") == "chest_pain_under_12h"
     assert await first.locator("#callback").inner_text() == "0994-7000101"
     check_geometry(await first.evaluate(GEOMETRY))
+    # The patient's earlier ECG at this centre, drawn beside for comparison.
+    assert await first.locator("#previous-ecg").get_attribute("data-request-id") == routine
+    assert await first.locator("#previous-ecg svg#prev-ecg path.ecg-trace").count() == 13
     await first.screenshot(path=OUTPUT / "ecg-view.png", full_page=True)
 
     await first.fill("#findings", "ST elevation V1-V4")
@@ -218,4 +221,26 @@ async def test_other_centre_sees_nothing_and_a_cookie_is_refused_after_sign_out(
     await again.goto("/ws/worklist")
     assert again.url.endswith("/ws/login")
     await replay.close()
+    await context.close()
+
+
+async def test_supervisor_sees_overdue_and_unacknowledged_critical(ws, browser):
+    """Last in the module: it moves the database clock past the due and ack times."""
+    stat = (await ws.queued(priority_hint="stat"))["request_id"]
+    stemi = await ws.fetchval("SELECT request_id FROM critical_findings WHERE conclusion = 'I21.0'")
+    await ws.shift_clock(timedelta(minutes=11))
+    await until(lambda: ws.fetchval("SELECT step >= 1 FROM critical_findings WHERE request_id = $1",
+                                    stemi), what="the first escalation step")
+    context, page = await _signed_in(browser, ws.bases[1], "STAFF-2900")
+    await page.click("#supervisor-link")
+    await page.wait_for_url("**/ws/supervisor")
+    assert await page.locator(f"#overdue-{stat}").count() == 1
+    row = page.locator(f"#critical-{stemi}")
+    assert await row.get_attribute("data-step") == "1"
+    assert await row.get_attribute("data-escalated-to") == "requesting_clinic"
+    await page.screenshot(path=OUTPUT / "supervisor.png", full_page=True)
+    # A reader without the role is refused the view.
+    reader_context, reader = await _signed_in(browser, ws.bases[0], READER)
+    assert (await reader.goto("/ws/supervisor")).status == 403
+    await reader_context.close()
     await context.close()

@@ -7,10 +7,28 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta, timezone, tzinfo
+from functools import cache
 from html import escape
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from . import sessions
 from .messages import has, m
+
+SUPERVISOR = "diagnosis_supervisor"  # the role of a centre's supervisor (dev user file)
+
+
+@cache
+def _zone() -> tzinfo:
+    try:
+        return ZoneInfo(sessions.policy()["display_timezone"])
+    except (ZoneInfoNotFoundError, ValueError):
+        return timezone(timedelta(hours=8))
+
+
+def when(value: datetime, pattern: str = "%Y-%m-%d %H:%M") -> str:
+    """A time as the readers read it (policy.yaml: display_timezone)."""
+    return value.astimezone(_zone()).strftime(pattern)
 
 
 def esc(value: object) -> str:
@@ -25,6 +43,8 @@ def page(title_key: str, body: str, *, session=None, status_line: str = "") -> s
                 f'<form method="post" action="/ws/logout" class="inline" id="logout-form">'
                 f'{csrf_field(session)}<button type="submit" id="logout">{m("logout")}</button>'
                 f'</form>')
+        if SUPERVISOR in session.principal.roles:
+            user += f'<a href="/ws/supervisor" id="supervisor-link">{m("supervisor.title")}</a>'
     return (
         '<!doctype html><html lang="zh"><head><meta charset="utf-8">'
         f'<title>{m(title_key)} · {m("title")}</title>'
@@ -101,7 +121,7 @@ def worklist_rows(rows: Iterable[Mapping], now: datetime, session,
             actions.append(action_form(rid, "claim", session, f"claim-{esc(rid)}"))
         elif r["claimed_by"] == me:
             actions.append(action_form(rid, "release", session, f"release-{esc(rid)}"))
-        onset = r["symptom_onset"].strftime("%m-%d %H:%M") if r["symptom_onset"] else "-"
+        onset = when(r["symptom_onset"], "%m-%d %H:%M") if r["symptom_onset"] else "-"
         out.append(
             f'<tr id="row-{esc(rid)}" data-request-id="{esc(rid)}" '
             f'data-priority="{esc(r["priority"])}" data-status="{esc(r["status"])}" '
@@ -165,7 +185,8 @@ def measurements(data: Mapping | None) -> str:
 
 def study(row: Mapping, session, *, svg: str | None, names: Mapping[str, str],
           callback: str | None, revisions: list, finding: Mapping | None,
-          previous: list, codes: Mapping[str, Mapping], flash: str = "") -> str:
+          previous: list, codes: Mapping[str, Mapping], flash: str = "",
+          earlier: tuple | None = None) -> str:
     rid = row["request_id"]
     me = session.principal.user
     reasons = "".join(f'<li data-reason="{esc(c)}">{esc(_reason(c))}</li>'
@@ -181,7 +202,7 @@ def study(row: Mapping, session, *, svg: str | None, names: Mapping[str, str],
         f'<dt>{m("study.clinician")}</dt><dd>{esc(row["requesting_clinician"])}</dd>'
         f'<dt>{m("col.patient")}</dt><dd>{esc(m("sex." + row["sex"]))} / {esc(age_text(row["age"]))}</dd>'
         f'<dt>{m("col.indication")}</dt><dd>{esc(", ".join(row["indications"]))}</dd>'
-        f'<dt>{m("study.due_at")}</dt><dd>{esc(row["due_at"].strftime("%Y-%m-%d %H:%M"))}</dd>'
+        f'<dt>{m("study.due_at")}</dt><dd>{esc(when(row["due_at"], "%Y-%m-%d %H:%M"))}</dd>'
         f'<dt>{m("col.status")}</dt><dd id="study-status">{esc(m("status." + row["status"]))}'
         f'{" · " + esc(row["claimed_by"]) if row["claimed_by"] else ""}</dd>'
         f'<dt>{m("study.priority_reasons")}</dt><dd><ul id="priority-reasons">{reasons}</ul></dd>'
@@ -198,6 +219,10 @@ def study(row: Mapping, session, *, svg: str | None, names: Mapping[str, str],
         reading = (f'<section id="ecg-view"><h2>{m("ecg.trace")}</h2><div class="ecg-row">'
                    f'{trace}<aside><h3>{m("ecg.measurements")}</h3>'
                    f'{measurements(row["measurements"])}</aside></div></section>')
+        if earlier is not None:
+            reading += (f'<section id="previous-ecg" data-request-id="{esc(earlier[0])}">'
+                        f'<h2>{m("study.previous_ecg")} · {esc(when(earlier[1], "%Y-%m-%d %H:%M"))}'
+                        f'</h2>{earlier[2]}</section>')
     else:
         study_data = row["study"]
         if isinstance(study_data, str):
@@ -210,7 +235,7 @@ def study(row: Mapping, session, *, svg: str | None, names: Mapping[str, str],
             f'</figcaption></figure>' for s in series)
         reading = f'<section id="series"><h2>{m("study.series")}</h2>{items}</section>'
     prev = "".join(f'<li data-request-id="{esc(p["request_id"])}">{esc(p["modality"])} · '
-                   f'{esc(p["reported_at"].strftime("%Y-%m-%d"))} · {esc(p["performed_by"])}</li>'
+                   f'{esc(when(p["reported_at"], "%Y-%m-%d"))} · {esc(p["performed_by"])}</li>'
                    for p in previous) or f"<li>{m('study.previous_none')}</li>"
     previous_html = f'<section><h2>{m("study.previous")}</h2><ul id="previous">{prev}</ul></section>'
     report = ""
@@ -268,7 +293,7 @@ def signed(revisions: list, finding: Mapping | None, codes) -> str:
             f'<article class="revision" data-revision="{r["revision"]}" '
             f'data-critical="{"1" if r["critical"] else "0"}">'
             f'<h3>{m("report.revision")} {r["revision"]} · {esc(r["reader"])} · '
-            f'{esc(r["signed_at"].strftime("%Y-%m-%d %H:%M"))}</h3>'
+            f'{esc(when(r["signed_at"], "%Y-%m-%d %H:%M"))}</h3>'
             f'<p>{m("report.findings")}: {esc(r["findings"])}</p>'
             f'<p>{m("report.impression")}: {esc(r["impression"])}</p>'
             f'<p>{m("report.conclusion")}: '
@@ -283,3 +308,50 @@ def signed(revisions: list, finding: Mapping | None, codes) -> str:
                 f'data-acknowledged="{"1" if finding["acknowledged_at"] else "0"}">'
                 f'{m("critical.title")}: {esc(state)} · {esc(m("critical.step", n=finding["step"]))}</p>')
     return f'<section id="signed"><h2>{m("report.signed")}</h2>{crit}{"".join(items)}</section>'
+
+
+# --- the supervisor's view --------------------------------------------------------
+
+
+def supervisor(session, *, overdue: list, findings: list, claims: list, now: datetime,
+               names: Mapping[str, str], ladder) -> str:
+    def table(rows: list[str], head: list[str], table_id: str) -> str:
+        if not rows:
+            return f'<p id="{table_id}-none">{m("supervisor.none")}</p>'
+        cells = "".join(f"<th>{h}</th>" for h in head)
+        return f'<table id="{table_id}"><thead><tr>{cells}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+
+    late = []
+    for r in overdue:
+        left, _ = time_left(r["due_at"], now)
+        late.append(
+            f'<tr id="overdue-{esc(r["request_id"])}" data-request-id="{esc(r["request_id"])}">'
+            f'<td>{esc(m("priority." + r["priority"]))}</td><td>{esc(r["modality"])}</td>'
+            f'<td><a href="/ws/studies/{esc(r["request_id"])}">{esc(r["request_id"])}</a></td>'
+            f'<td>{esc(names.get(r["requesting_institution"], r["requesting_institution"]))}</td>'
+            f'<td>{esc(left)}</td><td>{esc(r["claimed_by"] or m("status.queued"))}</td></tr>')
+    crit = []
+    for f in findings:
+        who = ladder(f["step"]) if f["step"] else "none"
+        crit.append(
+            f'<tr id="critical-{esc(f["request_id"])}" data-request-id="{esc(f["request_id"])}" '
+            f'data-step="{f["step"]}" data-escalated-to="{esc(who)}">'
+            f'<td><a href="/ws/studies/{esc(f["request_id"])}">{esc(f["request_id"])}</a></td>'
+            f'<td>{esc(f["conclusion"])} {esc(m("conclusion." + f["conclusion"]))}</td>'
+            f'<td>{esc(when(f["raised_at"], "%H:%M"))}</td>'
+            f'<td>{esc(when(f["acknowledge_by"], "%H:%M"))}</td>'
+            f'<td>{esc(m("critical.step", n=f["step"]))} · {esc(m("ladder." + who))}</td></tr>')
+    held = [f'<tr data-reader="{esc(c["claimed_by"])}"><td>{esc(c["claimed_by"])}</td>'
+            f'<td>{c["n"]}</td><td>{esc(", ".join(c["ids"]))}</td></tr>' for c in claims]
+    body = (
+        f'<h1>{m("supervisor.title")}</h1>'
+        f'<h2>{m("supervisor.overdue")}</h2>'
+        + table(late, [m("col.priority"), m("col.modality"), m("study.title"),
+                       m("col.institution"), m("col.time_left"), m("col.status")], "overdue")
+        + f'<h2>{m("supervisor.critical")}</h2>'
+        + table(crit, [m("study.title"), m("report.conclusion"), m("supervisor.raised_at"),
+                       m("supervisor.ack_by"), m("supervisor.escalated_to")], "critical")
+        + f'<h2>{m("supervisor.claims")}</h2>'
+        + table(held, [m("supervisor.reader"), m("supervisor.count"), m("study.title")],
+                "claims"))
+    return page("supervisor.title", body, session=session)

@@ -33,7 +33,7 @@ from pydantic import ValidationError
 from yigongti_contracts.diagnosis.codes import AmendmentReason
 from yigongti_contracts.refdata import load as load_refdata
 
-from .. import conclusions, ecg_svg, reports, worklist
+from .. import conclusions, critical, ecg_svg, reports, worklist
 from ..api import _act, qualified
 from ..recording import Recording
 from . import pages, sessions, users
@@ -310,16 +310,32 @@ async def _study_response(request: Request, found: sessions.Session, request_id:
             """SELECT request_id, modality, performed_by, reported_at FROM recognitions
                 WHERE patient_ref = $1 AND request_id <> $2 AND valid_until > db_now()
                 ORDER BY reported_at DESC LIMIT 20""", row["patient_ref"], request_id)
+        earlier_ecg = None
+        if row["modality"] == "ECG":
+            # The patient's previous ECG at this centre: STEMI needs *new* ST elevation.
+            earlier_ecg = await conn.fetchrow(
+                """SELECT r.request_id, r.requested_at, rec.data FROM requests r
+                     JOIN recordings rec USING (recording_ref)
+                    WHERE r.patient_ref = $1 AND r.modality = 'ECG' AND r.request_id <> $2
+                      AND r.reading_centre = $3 AND r.requested_at < $4
+                    ORDER BY r.requested_at DESC LIMIT 1""",
+                row["patient_ref"], request_id, row["reading_centre"], row["requested_at"])
     data = dict(row)
     if isinstance(data["measurements"], str):
         data["measurements"] = json.loads(data["measurements"])
     svg = None
     if data["recording"] is not None:
         svg = await asyncio.to_thread(_render_svg, bytes(data["recording"]))
+    earlier = None
+    if earlier_ecg is not None:
+        drawn = await asyncio.to_thread(_render_svg, bytes(earlier_ecg["data"]))
+        # Its own ids, so the current tracing's stay unique on the page.
+        earlier = (earlier_ecg["request_id"], earlier_ecg["requested_at"],
+                   drawn.replace('id="ecg', 'id="prev-ecg'))
     html = pages.study(
         data, found, svg=svg, names=_names(),
         callback=_callbacks().get(row["requesting_institution"]), revisions=list(revisions),
-        finding=finding, previous=list(previous),
+        finding=finding, previous=list(previous), earlier=earlier,
         codes=conclusions.codes_for(row["modality"]), flash=flash)
     return _html(html, status)
 
@@ -408,6 +424,34 @@ async def amend(request_id: str, request: Request) -> Response:
         request, request_id,
         lambda conn, row, found, form: reports.amend(
             conn, row, _report_body(row, form, amend=True), found.principal.user))
+
+
+# --- the supervisor's view ----------------------------------------------------------
+
+
+@router.get("/supervisor")
+async def supervisor_page(request: Request) -> Response:
+    found = await _session(request)
+    if pages.SUPERVISOR not in found.principal.roles:
+        return _html(pages.message_page("forbidden", found), 403)
+    centre = found.principal.institution
+    async with _pool(request).acquire() as conn:
+        now = await conn.fetchval("SELECT db_now()")
+        overdue = await conn.fetch(
+            """SELECT request_id, modality, priority, due_at, claimed_by, requesting_institution
+                 FROM requests WHERE reading_centre = $1 AND status IN ('queued', 'claimed')
+                  AND due_at < db_now() ORDER BY due_at""", centre)
+        findings = await conn.fetch(
+            """SELECT f.* FROM critical_findings f JOIN requests r USING (request_id)
+                WHERE r.reading_centre = $1 AND f.acknowledged_at IS NULL
+                ORDER BY f.raised_at""", centre)
+        claims = await conn.fetch(
+            """SELECT claimed_by, count(*) AS n, array_agg(request_id ORDER BY due_at) AS ids
+                 FROM requests WHERE reading_centre = $1 AND status = 'claimed'
+                GROUP BY claimed_by ORDER BY claimed_by""", centre)
+    return _html(pages.supervisor(found, overdue=list(overdue), findings=list(findings),
+                                  claims=list(claims), now=now, names=_names(),
+                                  ladder=lambda n: critical.step(n)[0]))
 
 
 # --- static ---------------------------------------------------------------------
