@@ -115,6 +115,7 @@ test-integration: test-setup
 
 bench: setup
 	$(BIN)/python -m yigongti_deploy.bench
+	$(BIN)/python -m yigongti_deploy.bench_diagnosis
 
 lint: setup
 	$(BIN)/ruff check .

@@ -9,8 +9,11 @@ technologist confirms, which raises the critical troponin and potassium (the
 clinic is told these at once); the clinic acknowledges with read-back from its
 terminal; the lab physician verifies, and only then does the clinic see the
 other results: until verification its feed shows the tubes as being tested.
-The clinic reads the report and its feed. The demo prints every
-event as a timeline and exits non-zero if the expected events do not arrive.
+The clinic reads the report and its feed. Then the ECG step (demo_ecg.py):
+a SYNTHETIC 12-lead ECG uploaded, read at the county ECG centre and signed as
+a STEMI critical finding, which the clinic acknowledges with read-back. The
+demo prints every event as a timeline and exits non-zero if the expected
+events do not arrive.
 """
 
 from __future__ import annotations
@@ -301,12 +304,13 @@ def _ms(started: float) -> float:
 
 async def _main() -> int:
     setup_telemetry("demo")  # a real trace id, carried into every event of the journey
-    stack = Stack(services=["lab"])
+    stack = Stack(services=["lab", "diagnosis"])
     print("starting the embedded stack …", flush=True)
     await stack.start()
     try:
         print(stack.describe())
-        return await run_journey(stack)
+        code = await run_journey(stack)
+        return code or await _ecg_step(stack)
     except Exception as exc:  # noqa: BLE001 - a demo reports, then exits non-zero
         print(f"FAILED: {exc!r}", file=sys.stderr)
         for name, service in stack.services.items():
@@ -314,6 +318,23 @@ async def _main() -> int:
         return 1
     finally:
         await stack.stop()
+
+
+async def _ecg_step(stack: Stack) -> int:
+    """The ECG step (demo_ecg.py) with a terminal and a reader of the events."""
+    from .demo_ecg import run_ecg_step
+
+    topic = stack.topic("diagnosis.events.v1")
+    reader = await _events_reader(stack, topic)
+    producer = AIOKafkaProducer(**_kafka_kwargs(stack, "producer"))
+    await producer.start()
+    try:
+        terminal = TerminalClient(stack.keys.signer(), producer,
+                                  stack.topic("diagnosis.intake.v1"))
+        return await run_ecg_step(stack, terminal, reader, topic)
+    finally:
+        await producer.stop()
+        await reader.stop()
 
 
 def main(argv: list[str] | None = None) -> None:

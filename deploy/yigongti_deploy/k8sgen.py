@@ -34,7 +34,7 @@ OUT = Path(__file__).resolve().parents[2] / "k8s" / "base" / "generated"
 # Services whose pods run (their image exists): each gets its Deployment and
 # the rest from k8sworkloads.APPS, its scaler, database and alerts. A service's
 # issue adds its name here once its app is built; no hand-written manifest.
-DEPLOYED = ("lab",)
+DEPLOYED = ("lab", "diagnosis")
 
 CLUSTER = "yigongti"  # the Strimzi Kafka cluster (label strimzi.io/cluster)
 REPLICAS = 3  # each partition on three brokers, ...

@@ -65,7 +65,8 @@ class ServiceEntry:
 
 
 # Every service of the platform; diagnosis, referral and settlement come in later issues.
-SERVICES: tuple[ServiceEntry, ...] = (ServiceEntry("lab", "yigongti-lab"),)
+SERVICES: tuple[ServiceEntry, ...] = (ServiceEntry("lab", "yigongti-lab"),
+                                      ServiceEntry("diagnosis", "yigongti-diagnosis"))
 
 # The service's graceful timeout is 10 s (GRACEFUL_TIMEOUT_S); give it a little more.
 STOP_TIMEOUT_S = 15.0

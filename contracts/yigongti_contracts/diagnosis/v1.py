@@ -7,7 +7,7 @@ conclusion. No event carries a waveform or an image: an ECG is uploaded over
 HTTP and referred to by its `recording_ref` (claim check), an imaging study by
 its DICOM Study Instance UID on the county PACS.
 
-Draft until the diagnosis service's issue closes; then frozen.
+Frozen (issue 10): within v1 only new optional fields (contracts/schemas, compat.py).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from .codes import (
     StudyInstanceUid,
 )
 
-FROZEN = False
+FROZEN = True
 
 
 class _Request(StrictModel):

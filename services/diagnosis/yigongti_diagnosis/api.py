@@ -4,19 +4,23 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Request
-from yigongti_contracts.common import ID_PATTERN, PATIENT_REF_PATTERN
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict
+from yigongti_contracts.common import ID_PATTERN, PATIENT_REF_PATTERN, Identifier
 from yigongti_kit.auth import Principal, require_principal, require_roles
 from yigongti_kit.feed import feed_router
 from yigongti_kit.http_edge import body_limit
 from yigongti_kit.http_openapi import roles as callable_by
 
-from . import conclusions, locking, recording, reports, store, worklist
+from . import conclusions, critical, fhir, locking, recording, reports, store, turnaround, worklist
 from .measure import AnalysisFailed
 
 READER = "diagnostician"
+FHIR_JSON = "application/fhir+json"
 CLINIC_ROLES = {"clinician", "clinic_terminal"}
 DESCRIPTION = ("Remote diagnosis (远程诊断): township terminals upload 12-lead ECGs "
                "(claim check) and request readings; the county ECG and imaging centres read "
@@ -47,7 +51,13 @@ def _reader(principal: Principal) -> Principal:
              summary="Upload a 12-lead ECG (DICOM waveform or CSV); answers its reference "
                      "and the automatic measurements",
              openapi_extra={**callable_by("clinic_terminal"),
-                            **body_limit(recording.MAX_UPLOAD_BYTES)},
+                            **body_limit(recording.MAX_UPLOAD_BYTES),
+                            "requestBody": {"required": True, "content": {
+                                recording.MEDIA_DICOM: {"schema": {
+                                    "type": "string", "format": "binary"}},
+                                recording.MEDIA_CSV: {"schema": {
+                                    "type": "string",
+                                    "description": "yigongti-ecg-csv/1 (recording.py)"}}}}},
              responses={422: {"description": "The recording is refused: `reason` and `field` "
                                              "say why (never a value from it)."}})
 async def upload_recording(request: Request,
@@ -60,18 +70,20 @@ async def upload_recording(request: Request,
         parsed = await asyncio.to_thread(recording.parse, body, media_type)
     except recording.RecordingRefused as exc:
         raise HTTPException(422, {"reason": exc.code, "field": exc.field}) from None
-    measurements, error = None, None
+    stored = parsed.to_bytes()
+    async with request.app.state.pool.acquire() as conn:
+        measurements = await store.measured_before(conn, stored)
+    error = None
     analyser = getattr(request.app.state, "analyser", None)
-    if analyser is not None:
+    if measurements is None and analyser is not None:
         try:
             measurements = (await analyser.measure(parsed)).to_dict()
         except AnalysisFailed as exc:
             error = exc.reason
-    metadata = parsed.metadata()
     async with request.app.state.pool.acquire() as conn:
         ref = await store.store_recording(
             conn, institution=principal.institution, user=principal.user,
-            data=parsed.to_bytes(), metadata=metadata, duration_s=parsed.duration_s,
+            data=stored, metadata=parsed.metadata(), duration_s=parsed.duration_s,
             measurements=measurements, measure_error=error)
     return {"recording_ref": ref, "sample_rate_hz": parsed.sample_rate_hz,
             "duration_s": round(parsed.duration_s, 3), "label": parsed.label,
@@ -107,7 +119,6 @@ async def _act(request: Request, principal: Principal, request_id: str, action):
     """Run `action(conn, row)` on the request's locked row if it is in the reader's
     scope (centre and modality); else 404 as for a missing one, and recorded."""
     _reader(principal)
-    out_of_scope = False
     async with request.app.state.pool.acquire() as conn, conn.transaction():
         row = await locking.lock_request(conn, request_id)
         if row is not None and (row["reading_centre"] != principal.institution
@@ -116,11 +127,11 @@ async def _act(request: Request, principal: Principal, request_id: str, action):
                 """INSERT INTO scope_refusals (request_id, user_id, institution, action)
                    VALUES ($1, $2, $3, $4)""",
                 request_id, principal.user, principal.institution, request.url.path[-40:])
-            out_of_scope = True
         elif row is not None:
             try:
                 return await action(conn, row)
-            except (worklist.ClaimConflict, reports.ReportConflict) as exc:
+            except (worklist.ClaimConflict, reports.ReportConflict,
+                    critical.CriticalConflict) as exc:
                 raise HTTPException(409, str(exc)) from None
             except conclusions.UnknownConclusion as exc:
                 raise HTTPException(422, str(exc)) from None
@@ -166,24 +177,55 @@ async def amend(request_id: RequestId, body: reports.AmendBody, request: Request
                       lambda conn, row: reports.amend(conn, row, body, principal.user))
 
 
+async def _readable(conn, principal: Principal, request_id: str):
+    """The request's row if the caller may read it (its centre's readers, its
+    institution's clinicians), else 404 as for a missing one."""
+    roles = set(principal.roles)
+    if not roles & (CLINIC_ROLES | {READER}):
+        raise HTTPException(403, "missing role: diagnostician or clinician")
+    row = await conn.fetchrow(
+        """SELECT r.*, rec.measurements, rec.measure_error FROM requests r
+             LEFT JOIN recordings rec USING (recording_ref)
+            WHERE r.request_id = $1
+              AND (($3 AND r.reading_centre = $2) OR ($4 AND r.requesting_institution = $2))""",
+        request_id, principal.institution, READER in roles, bool(roles & CLINIC_ROLES))
+    if row is None:
+        raise HTTPException(404, NO_REQUEST)
+    return row
+
+
+@router.get("/requests/{request_id}/fhir", tags=["reading centre", "clinic"],
+            response_class=JSONResponse,
+            openapi_extra=callable_by(READER, "clinician", "clinic_terminal"),
+            responses={200: {"content": {FHIR_JSON: {}},
+                             "description": "A FHIR R4 Bundle (collection)"}, **ABSENT},
+            summary="The request as HL7 FHIR R4: ServiceRequest, Task, ImagingStudy, the "
+                    "measurements' Observations, DiagnosticReports and the critical finding")
+async def get_request_fhir(request_id: RequestId, request: Request,
+                           principal: Principal = Depends(require_principal)) -> Response:
+    async with request.app.state.pool.acquire() as conn:
+        row = await _readable(conn, principal, request_id)
+        revisions = await conn.fetch(
+            "SELECT * FROM reports WHERE request_id = $1 ORDER BY revision", request_id)
+        finding = await conn.fetchrow(
+            "SELECT * FROM critical_findings WHERE request_id = $1", request_id)
+    r = dict(row)
+    for key in ("study", "measurements"):
+        if isinstance(r.get(key), str):
+            r[key] = json.loads(r[key])
+    bundle = fhir.request_bundle(r, r.get("measurements"), [dict(v) for v in revisions],
+                                 dict(finding) if finding else None)
+    return Response(fhir.f.dumps(bundle), media_type=FHIR_JSON)
+
+
 @router.get("/requests/{request_id}", tags=["reading centre", "clinic"],
             summary="A request with its measurements and report revisions",
             openapi_extra=callable_by(READER, "clinician", "clinic_terminal"),
             responses=ABSENT)
 async def get_request(request_id: RequestId, request: Request,
                       principal: Principal = Depends(require_principal)) -> dict:
-    roles = set(principal.roles)
-    if not roles & (CLINIC_ROLES | {READER}):
-        raise HTTPException(403, "missing role: diagnostician or clinician")
     async with request.app.state.pool.acquire() as conn:
-        row = await conn.fetchrow(
-            """SELECT r.*, rec.measurements, rec.measure_error FROM requests r
-                 LEFT JOIN recordings rec USING (recording_ref)
-                WHERE r.request_id = $1
-                  AND (($3 AND r.reading_centre = $2) OR ($4 AND r.requesting_institution = $2))""",
-            request_id, principal.institution, READER in roles, bool(roles & CLINIC_ROLES))
-        if row is None:
-            raise HTTPException(404, NO_REQUEST)
+        row = await _readable(conn, principal, request_id)
         revisions = await conn.fetch(
             "SELECT * FROM reports WHERE request_id = $1 ORDER BY revision", request_id)
     out = store.item(row)
@@ -212,6 +254,37 @@ async def recognised(patient_ref: PatientRefPath, request: Request,
                  FROM recognitions WHERE patient_ref = $1 AND valid_until > db_now()
                 ORDER BY reported_at""", patient_ref)
     return {"patient_ref": patient_ref, "studies": [store.item(r) for r in rows]}
+
+
+@router.get("/turnaround", tags=["reading centre"],
+            summary="Turnaround per stage for the caller's centre (requested → queued → "
+                    "claimed → reported → acknowledged; chest-pain centre measures)",
+            openapi_extra=callable_by(READER))
+async def get_turnaround(request: Request, days: int = Query(30, ge=1, le=366),
+                         principal: Principal = Depends(require_principal)) -> dict:
+    _reader(principal)
+    async with request.app.state.pool.acquire() as conn:
+        return await turnaround.per_centre(conn, principal.institution, days)
+
+
+class CallBackBody(BaseModel):
+    """A phone call to the requesting clinic about a critical finding: who
+    answered, and whether they read the finding back."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reached: Identifier | None = None
+    read_back_confirmed: bool
+
+
+@router.post("/requests/{request_id}/critical-finding/call-backs", tags=["reading centre"],
+             summary="Record a call-back to the clinic; a confirmed read-back stops the clock",
+             openapi_extra=callable_by(READER), responses={**ABSENT, **CONFLICT})
+async def call_back(request_id: RequestId, body: CallBackBody, request: Request,
+                    principal: Principal = Depends(require_principal)) -> dict:
+    return await _act(request, principal, request_id, lambda conn, row: critical.call_back(
+        conn, row, called_by=principal.user, reached=body.reached,
+        read_back=body.read_back_confirmed))
 
 
 FEED = feed_router(

@@ -14,6 +14,7 @@ from importlib.resources import files
 
 import asyncpg
 import yaml
+from yigongti_contracts.diagnosis.codes import AckChannel
 from yigongti_contracts.diagnosis.v1 import (
     CriticalFindingAck,
     CriticalFindingAcknowledged,
@@ -28,6 +29,10 @@ from .events import emit
 from .origin import Origin
 
 ESCALATION_TIMER = "critical_escalation"
+
+
+class CriticalConflict(Exception):
+    """No open critical finding on the request (HTTP 409)."""
 
 
 @cache
@@ -101,6 +106,34 @@ async def apply_ack(conn: asyncpg.Connection, ack: CriticalFindingAck, origin: O
         requesting_institution=request["requesting_institution"],
         acknowledged_by=ack.acknowledged_by, channel=ack.channel,
         acknowledged_at=ack.acknowledged_at))
+
+
+async def call_back(conn: asyncpg.Connection, request: asyncpg.Record, *, called_by: str,
+                    reached: str | None, read_back: bool) -> dict:
+    """A reader's phone call to the clinic (HTTP; the request row is locked)."""
+    finding = await conn.fetchrow(
+        "SELECT * FROM critical_findings WHERE request_id = $1", request["request_id"])
+    if finding is None or finding["acknowledged_at"] is not None:
+        raise CriticalConflict("no unacknowledged critical finding on this request")
+    if read_back and reached is None:
+        raise CriticalConflict("a read-back needs who answered (reached)")
+    now = await timers.db_now(conn)
+    await conn.execute(
+        """INSERT INTO critical_calls (finding_id, kind, called_by, reached, read_back, at)
+           VALUES ($1, 'call_back', $2, $3, $4, $5)""",
+        finding["finding_id"], called_by, reached, read_back, now)
+    if read_back:
+        await conn.execute(
+            """UPDATE critical_findings SET acknowledged_at = $2, acknowledged_by = $3,
+                      channel = 'phone' WHERE finding_id = $1""",
+            finding["finding_id"], now, reached)
+        await timers.cancel(conn, ESCALATION_TIMER, finding["finding_id"])
+        await emit(conn, CriticalFindingAcknowledged(
+            finding_id=finding["finding_id"], request_id=request["request_id"],
+            requesting_institution=request["requesting_institution"], acknowledged_by=reached,
+            channel=AckChannel.phone, acknowledged_at=now))
+    return {"finding_id": finding["finding_id"], "acknowledged": read_back,
+            "called_by": called_by}
 
 
 async def on_escalation(conn: asyncpg.Connection, timer: asyncpg.Record) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 
@@ -25,12 +26,26 @@ async def store_recording(conn: asyncpg.Connection, *, institution: str, user: s
     await conn.execute(
         """INSERT INTO recordings (recording_ref, institution_id, data, size_bytes, source,
                                    sample_rate_hz, duration_s, acquired_at, label,
-                                   measurements, measure_error, uploaded_by)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8::text::timestamptz, $9, $10::jsonb, $11, $12)""",
+                                   measurements, measure_error, uploaded_by, sha256)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8::text::timestamptz, $9, $10::jsonb, $11, $12,
+                   $13)""",
         ref, institution, data, len(data), metadata["source"], metadata["sample_rate_hz"],
         duration_s, metadata["acquired_at"], metadata["label"],
-        json.dumps(measurements) if measurements is not None else None, measure_error, user)
+        json.dumps(measurements) if measurements is not None else None, measure_error, user,
+        digest(data))
     return ref
+
+
+def digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+async def measured_before(conn: asyncpg.Connection, data: bytes) -> dict | None:
+    """The measurements of an identical recording measured before, if any."""
+    raw = await conn.fetchval(
+        "SELECT measurements FROM recordings WHERE sha256 = $1 AND measurements IS NOT NULL "
+        "LIMIT 1", digest(data))
+    return json.loads(raw) if raw is not None else None
 
 
 WORKLIST = """

@@ -112,3 +112,39 @@ async def test_no_patient_string_of_the_sample_reaches_database_events_or_logs(d
     for secret in secrets:
         assert secret not in text
         assert secret.encode() not in raw
+
+
+async def test_the_real_waveform_goes_through_to_a_signed_report_and_valid_fhir(dx):
+    from fhir_check import problems
+
+    uploaded = await dx.upload()
+    req = ecg_request(uploaded["recording_ref"], indications=("R07.4",),
+                      symptom_onset=datetime.now(UTC) - timedelta(hours=1))
+    await dx.terminal.publish(req)
+    await dx.wait("diagnosis.queued.v1", req.request_id)
+    async with dx.reader("STAFF-FHIR") as reader:
+        assert (await reader.post(f"/requests/{req.request_id}/claim")).status_code == 200
+        signed = await reader.post(f"/requests/{req.request_id}/report", json={
+            "findings": "ST elevation V1-V4 (scripted reader).", "impression": "Anterior STEMI.",
+            "conclusions": ["I21.0"], "critical": True})
+        assert signed.status_code == 200, signed.text
+        await reader.post(f"/requests/{req.request_id}/amend", json={
+            "findings": "ST elevation V1-V5.", "impression": "Anterior STEMI, extended.",
+            "conclusions": ["I21.0"], "critical": True, "reason": "finding_added"})
+        answer = await reader.get(f"/requests/{req.request_id}/fhir")
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("application/fhir+json")
+    bundle = answer.json()
+    resources = [e["resource"] for e in bundle["entry"]]
+    kinds = [r["resourceType"] for r in resources]
+    assert kinds.count("DiagnosticReport") == 2 and "Task" in kinds
+    assert "ServiceRequest" in kinds and "Communication" in kinds
+    loinc = {c["code"] for r in resources if r["resourceType"] == "Observation"
+             for c in r["code"]["coding"]}
+    assert {"8867-4", "8633-2", "8636-5"} <= loinc
+    critical = [r for r in resources if r.get("interpretation")]
+    assert critical[0]["interpretation"][0]["coding"][0]["code"] == "AA"
+    reports = [r for r in resources if r["resourceType"] == "DiagnosticReport"]
+    assert [r["status"] for r in reports] == ["final", "amended"]
+    assert reports[0]["conclusionCode"][0]["coding"][0]["code"] == "I21.0"
+    assert problems([bundle, *resources]) == [[]] * (1 + len(resources))

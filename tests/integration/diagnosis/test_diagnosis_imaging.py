@@ -77,3 +77,24 @@ async def test_a_study_still_missing_after_the_grace_period_is_refused(dx):
     assert payload(refused)["fields"] == [{"field": "study_instance_uid", "code": "not_found"}]
     assert await dx.fetchval("SELECT refused_at IS NOT NULL FROM parked WHERE request_id = $1",
                              req.request_id)
+
+
+async def test_an_imaging_request_as_fhir_has_its_imaging_study(dx, orthanc):
+    from fhir_check import problems
+
+    study = make_study("CT", accession(), series=1, instances_per_series=2)
+    await upload_study(orthanc, study)
+    req = imaging_request("CT", study.study_uid, study.accession)
+    await dx.terminal.publish(req)
+    await dx.wait("diagnosis.queued.v1", req.request_id)
+    async with dx.reader("STAFF-CT", centre=IMAGING_CENTRE, reads=("ct",)) as reader:
+        await reader.post(f"/requests/{req.request_id}/claim")
+        signed = await reader.post(f"/requests/{req.request_id}/report", json={
+            "findings": "No abnormality.", "impression": "Normal.",
+            "conclusions": ["IMG.NORMAL"], "critical": False})
+        assert signed.status_code == 200, signed.text
+        bundle = (await reader.get(f"/requests/{req.request_id}/fhir")).json()
+    resources = [e["resource"] for e in bundle["entry"]]
+    (imaging,) = [r for r in resources if r["resourceType"] == "ImagingStudy"]
+    assert (imaging["numberOfSeries"], imaging["numberOfInstances"]) == (1, 2)
+    assert problems([bundle, *resources]) == [[]] * (1 + len(resources))

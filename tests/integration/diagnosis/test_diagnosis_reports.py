@@ -169,3 +169,31 @@ async def test_an_expired_lease_returns_the_study_after_a_restart(dx):
     assert await dx.fetchval("SELECT status FROM requests WHERE request_id = $1",
                              rid) == "queued"
     assert ce_type  # (imported for symmetry with the other modules)
+
+
+async def test_a_phone_call_back_with_read_back_acknowledges_and_turnaround_is_queryable(dx):
+    first_contact = datetime.now(UTC) - timedelta(minutes=4)
+    rid = await _claimed(dx, first_medical_contact_at=first_contact)
+    await _sign(dx, rid, STEMI)
+    await dx.wait("diagnosis.critical_finding.raised.v1", rid)
+    async with dx.reader() as reader:
+        url = f"/requests/{rid}/critical-finding/call-backs"
+        missed = await reader.post(url, json={"read_back_confirmed": False})
+        assert missed.status_code == 200 and missed.json()["acknowledged"] is False
+        taken = await reader.post(url, json={"reached": "STAFF-0107",
+                                             "read_back_confirmed": True})
+        assert taken.json()["acknowledged"] is True
+        assert (await reader.post(url, json={"read_back_confirmed": False})).status_code == 409
+        figures = (await reader.get("/turnaround")).json()
+    (acked,) = await dx.wait("critical_finding.acknowledged.v1", rid)
+    assert (acked["channel"], acked["acknowledged_by"]) == ("phone", "STAFF-0107")
+    calls = await dx.fetch("SELECT kind, called_by, read_back FROM critical_calls c JOIN "
+                           "critical_findings f USING (finding_id) WHERE f.request_id = $1 "
+                           "ORDER BY c.id", rid)
+    assert [(c["kind"], c["called_by"], c["read_back"]) for c in calls] == [
+        ("call_back", "STAFF-2001", False), ("call_back", "STAFF-2001", True)]
+    stages = figures["stages"]
+    assert stages["claimed_to_reported"]["count"] >= 1
+    assert stages["reported_to_acknowledged"]["count"] >= 1
+    assert stages["first_contact_to_ecg"]["count"] >= 1
+    assert stages["first_contact_to_ecg"]["target_s"] == 600

@@ -18,8 +18,12 @@ CREATE TABLE recordings (
     measure_error  text,
     uploaded_by    text NOT NULL,
     uploaded_at    timestamptz NOT NULL DEFAULT db_now(),
-    used_by        text UNIQUE
+    used_by        text UNIQUE,
+    -- sha256 of the stored form: an identical recording reuses the measurements
+    -- (the analysis is deterministic), so a re-sent file costs no worker time.
+    sha256         text NOT NULL
 );
+CREATE INDEX recordings_sha256 ON recordings (sha256) WHERE measurements IS NOT NULL;
 
 CREATE TABLE requests (
     request_id             text PRIMARY KEY,
@@ -100,7 +104,8 @@ CREATE TABLE critical_findings (
 CREATE TABLE critical_calls (
     id         bigserial PRIMARY KEY,
     finding_id text NOT NULL REFERENCES critical_findings (finding_id),
-    kind       text NOT NULL,   -- terminal_ack | escalation
+    kind       text NOT NULL,   -- terminal_ack | escalation | call_back
+    called_by  text,            -- the reader who phoned (call_back)
     reached    text,
     read_back  boolean NOT NULL,
     at         timestamptz NOT NULL
