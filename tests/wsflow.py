@@ -51,11 +51,13 @@ class Replica:
         return f"http://127.0.0.1:{self.runtime.settings.http_port}"
 
 
-async def start_ws(database_url, kafka_bootstrap, broker_kind, dev_keys, *, replicas: int = 1):
+async def start_ws(database_url, kafka_bootstrap, broker_kind, dev_keys, *, replicas: int = 1,
+                   pacs_url: str | None = None):
     """(dx, [base urls], cleanup): the service with the workstation, and more replicas."""
     saved = {k: os.environ.get(k) for k in WS_ENV}
     os.environ.update(WS_ENV)
-    dx, env, cleanup = await start_dx(database_url, kafka_bootstrap, broker_kind, dev_keys)
+    dx, env, cleanup = await start_dx(database_url, kafka_bootstrap, broker_kind, dev_keys,
+                                      pacs_url=pacs_url)
     extra = []
     for _ in range(replicas - 1):
         replica = Replica(env)

@@ -78,3 +78,11 @@ def test_rows_escape_values_and_mark_overdue():
     html = pages.worklist_rows([row], now, session, {})
     assert "<b>x</b>" not in html and "&lt;b&gt;x&lt;/b&gt;" in html
     assert 'data-overdue="1"' in html and m("overdue_by", n=3) in html
+
+
+def test_the_dev_user_file_never_reaches_the_manifests():
+    k8s = Path(__file__).resolve().parents[3] / "k8s"
+    for path in k8s.rglob("*"):
+        if path.is_file() and path.suffix in {".yaml", ".yml", ".json", ".env", ".txt"}:
+            text = path.read_text("utf-8", "replace")
+            assert "workstation_users" not in text and "WORKSTATION_USERS_FILE" not in text, path

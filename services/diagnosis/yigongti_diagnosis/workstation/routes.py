@@ -33,8 +33,9 @@ from pydantic import ValidationError
 from yigongti_contracts.diagnosis.codes import AmendmentReason
 from yigongti_contracts.refdata import load as load_refdata
 
-from .. import conclusions, critical, ecg_svg, reports, worklist
+from .. import conclusions, critical, ecg_svg, imaging, reports, worklist
 from ..api import _act, qualified
+from ..pacs import PacsUnavailable
 from ..recording import Recording
 from . import pages, sessions, users
 
@@ -424,6 +425,39 @@ async def amend(request_id: str, request: Request) -> Response:
         request, request_id,
         lambda conn, row, found, form: reports.amend(
             conn, row, _report_body(row, form, amend=True), found.principal.user))
+
+
+@router.get("/studies/{request_id}/series/{series_uid}/preview")
+async def series_preview(request_id: str, series_uid: str, request: Request) -> Response:
+    """A rendered image of one of the study's series, fetched from the PACS by the
+    service (the browser never talks to the PACS); only a series the request
+    recorded, in the reader's scope, and the view is audited."""
+    found = await _session(request)
+    _reader(found)
+    async with _pool(request).acquire() as conn:
+        row = await _in_scope(conn, request, found, request_id, "ws_preview")
+        study = None if row is None else row["study"]
+        if isinstance(study, str):
+            study = json.loads(study)
+        known = {s.get("series_uid") for s in (study or {}).get("series", [])}
+        if row is None or not row["study_instance_uid"] or series_uid not in known:
+            raise HTTPException(404, "no such series")
+        await conn.execute(
+            "INSERT INTO ws_audit (user_id, institution, request_id, action) "
+            "VALUES ($1, $2, $3, 'preview')",
+            found.principal.user, found.principal.institution, request_id)
+    client = imaging._client()
+    if client is None:
+        raise HTTPException(503, "no PACS configured")
+    try:
+        preview = await client.series_preview(row["study_instance_uid"], series_uid)
+    except PacsUnavailable:
+        raise HTTPException(503, "PACS unavailable", headers={"Retry-After": "5"}) from None
+    if preview is None:
+        raise HTTPException(404, "no such series")
+    return Response(preview.content, media_type=preview.media_type,
+                    headers={"Cache-Control": "private, max-age=300",
+                             "X-Content-Type-Options": "nosniff"})
 
 
 # --- the supervisor's view ----------------------------------------------------------
