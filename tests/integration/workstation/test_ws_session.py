@@ -131,11 +131,42 @@ async def test_amendment_needs_a_reason(ws):
     await client.aclose()
 
 
+async def test_claim_next_and_release(ws):
+    client, _ = await sign_in(ws.bases[0], "STAFF-2002")
+    csrf = await csrf_of(client)
+    while True:  # drain what other tests left, so the next one claimed is the STAT
+        answer = await client.post("/ws/claim-next", data={"csrf": csrf})
+        if answer.headers["location"] == "/ws/worklist?none=1":
+            break
+    stat = (await ws.queued(priority_hint="stat"))["request_id"]
+    answer = await client.post("/ws/claim-next", data={"csrf": csrf})
+    assert answer.status_code == 303 and answer.headers["location"] == f"/ws/studies/{stat}"
+    page = await client.get(f"/ws/studies/{stat}")
+    assert 'id="report-form"' in page.text and 'id="release"' in page.text
+    # Someone else's claim cannot be released, nor claimed again.
+    other, _ = await sign_in(ws.bases[1], READER)
+    other_csrf = await csrf_of(other)
+    assert (await other.post(f"/ws/studies/{stat}/release",
+                             data={"csrf": other_csrf})).status_code == 409
+    assert (await other.post(f"/ws/studies/{stat}/claim",
+                             data={"csrf": other_csrf})).status_code == 409
+    answer = await client.post(f"/ws/studies/{stat}/release", data={"csrf": csrf})
+    assert answer.status_code == 303 and answer.headers["location"] == "/ws/worklist"
+    assert await ws.fetchval("SELECT status FROM requests WHERE request_id = $1",
+                             stat) == "queued"
+    await client.aclose()
+    await other.aclose()
+
+
 async def test_idle_session_times_out(ws):
     """Last in the module: it moves the database clock."""
     client, _ = await sign_in(ws.bases[0], READER)
     assert (await client.get("/ws/worklist")).status_code == 200
-    await ws.shift_clock(timedelta(minutes=31))
+    await ws.shift_clock(timedelta(minutes=20))
+    # The page's own refreshes are not the reader's activity: they keep nothing alive.
+    assert (await client.get("/ws/worklist/rows")).status_code == 200
+    await ws.shift_clock(timedelta(minutes=11))
+    assert (await client.get("/ws/worklist/rows")).status_code == 401
     answer = await client.get("/ws/worklist")
     assert answer.status_code == 303 and answer.headers["location"] == "/ws/login"
     assert await ws.fetchval("SELECT count(*) FROM ws_sessions WHERE end_reason = 'timeout'") >= 1

@@ -107,9 +107,9 @@ class NotSignedIn(Exception):
     pass
 
 
-async def _session(request: Request) -> sessions.Session:
+async def _session(request: Request, *, touch: bool = True) -> sessions.Session:
     async with _pool(request).acquire() as conn:
-        found = await sessions.resume(conn, request.cookies.get(sessions.COOKIE))
+        found = await sessions.resume(conn, request.cookies.get(sessions.COOKIE), touch=touch)
     if found is None:
         raise NotSignedIn
     return found
@@ -209,14 +209,14 @@ async def worklist_page(request: Request) -> Response:
 
 @router.get("/worklist/rows")
 async def worklist_rows(request: Request) -> Response:
-    found = await _session(request)
+    found = await _session(request, touch=False)
     _reader(found)
     return _html(await _rows_html(request, found))
 
 
 @router.get("/events")
 async def events(request: Request) -> Response:
-    found = await _session(request)
+    found = await _session(request, touch=False)
     _reader(found)
     p = found.principal
     policy = sessions.policy()
@@ -232,7 +232,8 @@ async def events(request: Request) -> Response:
             if server is not None and server.should_exit:
                 return  # the service is stopping: the browser reconnects elsewhere
             async with _pool(request).acquire() as conn:
-                if await sessions.resume(conn, request.cookies.get(sessions.COOKIE)) is None:
+                if await sessions.resume(conn, request.cookies.get(sessions.COOKIE),
+                                         touch=False) is None:
                     yield "event: ended\ndata: session\n\n"
                     return
                 now = await conn.fetchval(FINGERPRINT_SQL, p.institution, qualified(p))

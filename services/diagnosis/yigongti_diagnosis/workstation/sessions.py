@@ -49,12 +49,25 @@ async def start(conn: asyncpg.Connection, principal: Principal) -> tuple[str, Se
     return token, Session(principal, csrf)
 
 
-async def resume(conn: asyncpg.Connection, token: str | None) -> Session | None:
+async def resume(conn: asyncpg.Connection, token: str | None, *,
+                 touch: bool = True) -> Session | None:
     """The live session of a cookie, its idle clock restarted; None when the
-    cookie is unknown, ended or timed out (a timed-out one is ended now)."""
+    cookie is unknown, ended or timed out (a timed-out one is ended now).
+    `touch=False` for what the page does by itself (the event stream, the
+    worklist's refresh): that is not the reader's activity and must not keep
+    an unattended screen signed in."""
     if not token or len(token) > 100:
         return None
     p = policy()
+    if not touch:
+        row = await conn.fetchrow(
+            """SELECT user_id, institution, roles, csrf FROM ws_sessions
+                WHERE token_hash = $1 AND ended_at IS NULL AND last_seen_at + $2 > db_now()
+                  AND created_at + $3 > db_now()""",
+            _hash(token), timedelta(minutes=p["idle_minutes"]),
+            timedelta(hours=p["absolute_hours"]))
+        return None if row is None else Session(
+            Principal(row["user_id"], row["institution"], tuple(row["roles"])), row["csrf"])
     row = await conn.fetchrow(
         """UPDATE ws_sessions
               SET last_seen_at = db_now(),
