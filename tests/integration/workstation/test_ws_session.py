@@ -3,6 +3,7 @@ replicas on one database: a session started on one is valid on the other)."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from wsflow import csrf_of, sign_in
@@ -156,6 +157,30 @@ async def test_claim_next_and_release(ws):
                              stat) == "queued"
     await client.aclose()
     await other.aclose()
+
+
+async def test_a_claim_waits_for_the_held_row_then_finds_it_taken(ws):
+    """The service's one lock rule (locking.py) holds for the pages: a claim from
+    the page waits while another transaction holds the request's row, then sees
+    the claim that transaction made and answers 409."""
+    rid = (await ws.queued())["request_id"]
+    client, _ = await sign_in(ws.bases[0], READER)
+    csrf = await csrf_of(client)
+    async with ws.pool.acquire() as conn:
+        held = conn.transaction()
+        await held.start()
+        await conn.execute("SELECT 1 FROM requests WHERE request_id = $1 FOR UPDATE", rid)
+        claim = asyncio.create_task(client.post(f"/ws/studies/{rid}/claim", data={"csrf": csrf}))
+        await asyncio.sleep(0.5)
+        assert not claim.done(), "the claim must wait for the row"
+        await conn.execute("UPDATE requests SET status = 'claimed', claimed_by = 'STAFF-2002' "
+                           "WHERE request_id = $1", rid)
+        await held.commit()
+    answer = await claim
+    assert answer.status_code == 409 and 'data-key="conflict"' in answer.text
+    assert await ws.fetchval("SELECT claimed_by FROM requests WHERE request_id = $1",
+                             rid) == "STAFF-2002"
+    await client.aclose()
 
 
 async def test_idle_session_times_out(ws):

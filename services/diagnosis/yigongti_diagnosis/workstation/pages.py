@@ -13,7 +13,7 @@ from html import escape
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from . import sessions
-from .messages import has, m
+from .messages import has, language, m
 
 SUPERVISOR = "diagnosis_supervisor"  # the role of a centre's supervisor (dev user file)
 
@@ -46,7 +46,7 @@ def page(title_key: str, body: str, *, session=None, status_line: str = "") -> s
         if SUPERVISOR in session.principal.roles:
             user += f'<a href="/ws/supervisor" id="supervisor-link">{m("supervisor.title")}</a>'
     return (
-        '<!doctype html><html lang="zh"><head><meta charset="utf-8">'
+        '<!doctype html><html lang="' + esc(language()) + '"><head><meta charset="utf-8">'
         f'<title>{m(title_key)} · {m("title")}</title>'
         '<link rel="stylesheet" href="/ws/static/ws.css">'
         '<script src="/ws/static/ws.js" defer></script></head><body>'

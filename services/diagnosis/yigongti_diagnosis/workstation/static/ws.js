@@ -17,7 +17,12 @@
   }
   if (rows && window.EventSource) {
     var source = new EventSource("/ws/events");
-    source.addEventListener("ready", function () { live.dataset.state = "live"; });
+    var connected = false;
+    source.addEventListener("ready", function () {
+      live.dataset.state = "live";
+      if (connected) { refresh(); }  // a new stream: what changed in between is fetched
+      connected = true;
+    });
     source.addEventListener("worklist", function () { refresh(); });
     source.addEventListener("ended", function () { source.close(); window.location.reload(); });
     source.onerror = function () { live.dataset.state = "reconnecting"; };
