@@ -113,6 +113,24 @@ async def test_out_of_scope_is_missing_and_views_are_audited(ws):
     await other.aclose()
 
 
+async def test_an_automatic_finding_that_raised_the_priority_is_shown_with_its_reason(ws):
+    from diagflow import ecg_request
+
+    measured = {"heart_rate_bpm": 31.0, "rr_cv_percent": 2.0, "longest_pause_s": 2.1,
+                "qrs_ms": 98.0, "qt_ms": 460.0, "qtc_ms": 390.0, "qtc_bazett_ms": 380.0,
+                "beats": 5, "detection_lead": "II", "withheld": {}}
+    req = ecg_request(await ws.stored_recording(measurements=measured))
+    await ws.terminal.publish(req)
+    (queued,) = await ws.wait("diagnosis.queued.v1", req.request_id)
+    assert queued["priority"] == "stat"
+    client, _ = await sign_in(ws.bases[0], READER)
+    page = (await client.get(f"/ws/studies/{req.request_id}")).text
+    assert 'data-reason="ecg_ventricular_rate_below_35"' in page
+    assert 'data-measure="heart_rate_bpm" data-breach="1"' in page
+    assert 'data-measure="qrs_ms" data-breach="0"' in page
+    await client.aclose()
+
+
 async def test_amendment_needs_a_reason(ws):
     queued = await ws.queued()
     rid = queued["request_id"]

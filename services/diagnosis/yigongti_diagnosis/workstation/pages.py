@@ -12,6 +12,7 @@ from functools import cache
 from html import escape
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from .. import ecg_limits
 from . import sessions
 from .messages import has, language, m
 
@@ -162,6 +163,8 @@ def worklist(rows_html: str, session, flash: str = "") -> str:
 
 
 def _reason(code: str) -> str:
+    if has(f"reason.{code}"):
+        return m(f"reason.{code}")
     if code.startswith("ecg_"):
         return f"{m('reason.ecg_auto')} ({code[4:]})"
     return m(f"reason.{code}") if has(f"reason.{code}") else code
@@ -176,10 +179,16 @@ def measurements(data: Mapping | None) -> str:
         return f'<p id="measurements-none">{m("m.none")}</p>'
     rows = []
     withheld = data.get("withheld") or {}
+    # The automatic finding: a measurement beyond a critical limit (ecg_critical.yaml).
+    beyond = {b.measurement: b for b in ecg_limits.breaches(data)}
     for key in MEASURES:
         value = data.get(key)
         shown = esc(value) if value is not None else f'{m("m.withheld")} ({esc(withheld.get(key, ""))})'
-        rows.append(f'<tr data-measure="{key}"><th>{m("m." + key)}</th><td>{shown}</td></tr>')
+        breach = beyond.get(key)
+        mark = (f' <strong class="breach">{m("m.breach")} ({esc(breach.comparator)} '
+                f'{esc(breach.limit)} {esc(breach.unit)})</strong>' if breach else "")
+        rows.append(f'<tr data-measure="{key}" data-breach="{"1" if breach else "0"}">'
+                    f'<th>{m("m." + key)}</th><td>{shown}{mark}</td></tr>')
     return f'<table id="measurements">{"".join(rows)}</table>'
 
 
