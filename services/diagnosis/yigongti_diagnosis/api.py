@@ -58,8 +58,12 @@ def _reader(principal: Principal) -> Principal:
                                 recording.MEDIA_CSV: {"schema": {
                                     "type": "string",
                                     "description": "yigongti-ecg-csv/1 (recording.py)"}}}}},
-             responses={422: {"description": "The recording is refused: `reason` and `field` "
-                                             "say why (never a value from it)."}})
+             responses={422: {"description": "The recording is refused: `detail[0].type` is "
+                                             "the reason (too_large, unsupported_format, "
+                                             "unreadable, missing_lead, "
+                                             "sample_rate_out_of_range, duration_out_of_range, "
+                                             "unsupported_units, unknown_field…) and "
+                                             "`detail[0].loc` the field; never a value."}})
 async def upload_recording(request: Request,
                            principal: Principal = Depends(require_roles("clinic_terminal"))
                            ) -> dict:
@@ -69,7 +73,8 @@ async def upload_recording(request: Request,
         # Parsing is CPU work with pydicom/numpy: off the event loop.
         parsed = await asyncio.to_thread(recording.parse, body, media_type)
     except recording.RecordingRefused as exc:
-        raise HTTPException(422, {"reason": exc.code, "field": exc.field}) from None
+        # The edge's 422 shape: the field's path and the reason code as its type.
+        raise HTTPException(422, [{"loc": ["body", exc.field], "type": exc.code}]) from None
     stored = parsed.to_bytes()
     async with request.app.state.pool.acquire() as conn:
         measurements = await store.measured_before(conn, stored)

@@ -24,9 +24,10 @@ from yigongti_contracts.diagnosis.v1 import (
 from yigongti_kit import timers
 from yigongti_kit.consumer import Rejection
 
-from . import locking
+from . import locking, turnaround
 from .events import emit
 from .origin import Origin
+from .store import age_of
 
 ESCALATION_TIMER = "critical_escalation"
 
@@ -68,7 +69,6 @@ async def raise_finding(conn: asyncpg.Connection, request: asyncpg.Record, repor
            VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (finding_id) DO NOTHING""",
         finding_id, request["request_id"], report_id, conclusion, raised_at, acknowledge_by)
     await timers.schedule(conn, ESCALATION_TIMER, finding_id, at=acknowledge_by)
-    from .store import age_of
     await emit(conn, CriticalFindingRaised(
         finding_id=finding_id, request_id=request["request_id"], report_id=report_id,
         patient_ref=request["patient_ref"], sex=request["sex"], age=age_of(request),
@@ -101,6 +101,8 @@ async def apply_ack(conn: asyncpg.Connection, ack: CriticalFindingAck, origin: O
                   channel = $4 WHERE finding_id = $1""",
         ack.finding_id, ack.acknowledged_at, ack.acknowledged_by, ack.channel.value)
     await timers.cancel(conn, ESCALATION_TIMER, ack.finding_id)
+    turnaround.record("reported_to_acknowledged", finding["raised_at"], ack.acknowledged_at,
+                      request)
     await emit(conn, CriticalFindingAcknowledged(
         finding_id=ack.finding_id, request_id=ack.request_id,
         requesting_institution=request["requesting_institution"],
@@ -128,6 +130,7 @@ async def call_back(conn: asyncpg.Connection, request: asyncpg.Record, *, called
                       channel = 'phone' WHERE finding_id = $1""",
             finding["finding_id"], now, reached)
         await timers.cancel(conn, ESCALATION_TIMER, finding["finding_id"])
+        turnaround.record("reported_to_acknowledged", finding["raised_at"], now, request)
         await emit(conn, CriticalFindingAcknowledged(
             finding_id=finding["finding_id"], request_id=request["request_id"],
             requesting_institution=request["requesting_institution"], acknowledged_by=reached,

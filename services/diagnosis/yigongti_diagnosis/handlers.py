@@ -21,7 +21,7 @@ from yigongti_contracts.refdata import load as load_refdata
 from yigongti_kit import timers
 from yigongti_kit.consumer import Handler, Intake, Rejection
 
-from . import critical, imaging, locking, triage, worklist
+from . import critical, imaging, locking, triage, turnaround, worklist
 from .events import emit
 from .origin import Origin
 
@@ -79,6 +79,12 @@ async def apply_requested(conn: asyncpg.Connection, req: DiagnosisRequested,
     if not inserted:
         raise Rejection("request_exists", [("request_id", "exists")])
     await timers.schedule(conn, worklist.OVERDUE_TIMER, req.request_id, at=due_at)
+    row = {"reading_centre": centre, "modality": req.modality.value, "priority": priority.value}
+    turnaround.record("requested_to_queued", req.requested_at, now, row)
+    if req.modality is Modality.ECG:
+        turnaround.record("first_contact_to_ecg", req.first_medical_contact_at,
+                          await conn.fetchval("SELECT uploaded_at FROM recordings "
+                                              "WHERE recording_ref = $1", req.recording_ref), row)
     await emit(conn, DiagnosisQueued(
         request_id=req.request_id, modality=req.modality, priority=priority,
         priority_reasons=reasons, due_at=due_at, reading_centre=centre,

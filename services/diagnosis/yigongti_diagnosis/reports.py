@@ -22,7 +22,7 @@ from yigongti_contracts.diagnosis.v1 import (
 )
 from yigongti_kit import timers
 
-from . import conclusions, critical, worklist
+from . import conclusions, critical, turnaround, worklist
 from .events import emit
 from .imaging import policy as recognition_policy
 from .store import new_ref
@@ -78,6 +78,11 @@ async def sign(conn: asyncpg.Connection, row: asyncpg.Record, body: ReportBody,
         reading_centre=row["reading_centre"],
         requesting_institution=row["requesting_institution"], patient_ref=row["patient_ref"],
         conclusions=body.conclusions, critical=body.critical, reader=reader, signed_at=now))
+    turnaround.record("claimed_to_reported", row["claimed_at"], now, row)
+    if row["recording_ref"] is not None:
+        turnaround.record("ecg_to_diagnosis", await conn.fetchval(
+            "SELECT uploaded_at FROM recordings WHERE recording_ref = $1",
+            row["recording_ref"]), now, row)
     finding_id = None
     if body.critical:
         finding_id = await critical.raise_finding(conn, row, report_id, body.conclusions[0], now)

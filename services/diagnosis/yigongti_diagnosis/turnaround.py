@@ -13,7 +13,10 @@ target where there is one."""
 
 from __future__ import annotations
 
+from functools import cache
+
 import asyncpg
+from opentelemetry import metrics
 
 TARGET_S = {"first_contact_to_ecg": 600, "ecg_to_diagnosis": 600}
 TARGET_SOURCE = "domain-rules.md §4: chest-pain centre, FMC to first ECG ≤ 10 min; first " \
@@ -58,3 +61,23 @@ async def per_centre(conn: asyncpg.Connection, centre: str, days: int) -> dict:
             figures["within_target"] = round(float(row["within_10_min"]), 3) if row else None
         out[stage] = figures
     return {"reading_centre": centre, "days": days, "stages": out, "source": TARGET_SOURCE}
+
+
+@cache
+def _histogram():
+    # Prometheus: diagnosis_turnaround_seconds_* by stage, centre, modality, priority.
+    return metrics.get_meter("yigongti.diagnosis").create_histogram(
+        "diagnosis.turnaround", unit="s",
+        description="Diagnosis turnaround by stage (requested_to_queued, queued_to_claimed, "
+                    "claimed_to_reported, reported_to_acknowledged, first_contact_to_ecg, "
+                    "ecg_to_diagnosis), reading centre, modality and priority")
+
+
+def record(stage: str, start, end, row) -> None:
+    """One sample of `stage` for the request `row` (nothing when a time is missing).
+    Recorded in the transaction's code path: a rolled-back one may still count."""
+    if start is None or end is None:
+        return
+    _histogram().record((end - start).total_seconds(), {
+        "stage": stage, "reading_centre": row["reading_centre"], "modality": row["modality"],
+        "priority": row["priority"]})

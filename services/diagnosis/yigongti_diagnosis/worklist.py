@@ -9,7 +9,7 @@ from yigongti_contracts.diagnosis.codes import ReleaseReason
 from yigongti_contracts.diagnosis.v1 import DiagnosisClaimed, DiagnosisOverdue, DiagnosisReleased
 from yigongti_kit import timers
 
-from . import critical, locking, triage
+from . import critical, locking, triage, turnaround
 from .events import emit
 
 LEASE_TIMER = "claim_lease"
@@ -28,6 +28,7 @@ async def _claim(conn: asyncpg.Connection, row: asyncpg.Record, reader: str) -> 
                   lease_until = $4 WHERE request_id = $1""",
         row["request_id"], reader, now, until)
     await timers.schedule(conn, LEASE_TIMER, row["request_id"], at=until)
+    turnaround.record("queued_to_claimed", row["queued_at"], now, row)
     await emit(conn, DiagnosisClaimed(
         request_id=row["request_id"], reading_centre=row["reading_centre"], reader=reader,
         lease_until=until, claimed_at=now))

@@ -73,13 +73,13 @@ async def test_bad_recordings_are_refused_with_reasons(dx):
             answer = await http.post("/recordings", content=text.encode(),
                                      headers={"Content-Type": "text/csv"})
             assert answer.status_code == 422, (reason, answer.text)
-            assert answer.json()["detail"]["reason"] == reason
+            assert answer.json()["detail"][0]["type"] == reason
         answer = await http.post("/recordings", content=b"not dicom",
                                  headers={"Content-Type": "application/dicom"})
-        assert answer.json()["detail"]["reason"] == "unreadable"
+        assert answer.json()["detail"][0]["type"] == "unreadable"
         answer = await http.post("/recordings", content=b"x",
                                  headers={"Content-Type": "image/png"})
-        assert answer.json()["detail"]["reason"] == "unsupported_format"
+        assert answer.json()["detail"][0]["type"] == "unsupported_format"
     async with dx.client(CLINIC, ["clinician"]) as clinician:
         answer = await clinician.post("/recordings", content=b"x",
                                       headers={"Content-Type": "text/csv"})
@@ -148,3 +148,25 @@ async def test_the_real_waveform_goes_through_to_a_signed_report_and_valid_fhir(
     assert [r["status"] for r in reports] == ["final", "amended"]
     assert reports[0]["conclusionCode"][0]["coding"][0]["code"] == "I21.0"
     assert problems([bundle, *resources]) == [[]] * (1 + len(resources))
+
+
+async def test_a_measurement_beyond_a_critical_limit_raises_the_priority(dx):
+    from yigongti_diagnosis.recording import to_csv
+    from yigongti_diagnosis.synthetic import synthetic_stemi
+
+    slow = to_csv(synthetic_stemi(heart_rate_bpm=30.0, duration_s=12.0)).encode()
+    uploaded = await dx.upload(slow, "text/csv")
+    assert uploaded["label"] == "SYNTHETIC"
+    assert uploaded["measurements"]["heart_rate_bpm"] < 35
+    req = ecg_request(uploaded["recording_ref"])  # a routine indication
+    await dx.terminal.publish(req)
+    (queued,) = await dx.wait("diagnosis.queued.v1", req.request_id)
+    assert queued["priority"] == "stat"
+    assert "ecg_ventricular_rate_below_35" in queued["priority_reasons"]
+
+
+async def test_an_oversized_upload_is_refused_before_it_is_read(dx):
+    async with dx.terminal_http() as http:
+        answer = await http.post("/recordings", content=b"0" * (16 * 1024 * 1024 + 1),
+                                 headers={"Content-Type": "text/csv"})
+    assert answer.status_code == 413

@@ -197,3 +197,16 @@ async def test_a_phone_call_back_with_read_back_acknowledges_and_turnaround_is_q
     assert stages["reported_to_acknowledged"]["count"] >= 1
     assert stages["first_contact_to_ecg"]["count"] >= 1
     assert stages["first_contact_to_ecg"]["target_s"] == 600
+
+
+async def test_turnaround_is_exported_as_a_metric(dx):
+    import httpx
+
+    rid = await _claimed(dx)
+    await _sign(dx, rid, NORMAL)
+    async with httpx.AsyncClient() as http:
+        text = (await http.get(f"http://127.0.0.1:{dx.runtime.metrics_port}/metrics")).text
+    for stage in ("requested_to_queued", "queued_to_claimed", "claimed_to_reported",
+                  "ecg_to_diagnosis"):
+        assert f'stage="{stage}"' in text, stage
+    assert "diagnosis_turnaround_seconds" in text
