@@ -52,7 +52,7 @@ async def _signed_in(browser, base: str, user: str):
     await page.fill("#password", password(user))
     await page.click("#login-submit")
     await page.wait_for_url("**/ws/worklist")
-    await page.wait_for_selector('#live[data-state="live"]', timeout=10_000)
+    await page.wait_for_selector('#live[data-state="live"]', timeout=20_000)
     return context, page
 
 
@@ -144,7 +144,7 @@ async def test_stat_ecg_live_claim_trace_and_critical_sign(ws, browser):
 
     rid = await _stemi(ws)
     for page in (first, second):  # no reload: the event stream brings it
-        await page.wait_for_selector(f"#row-{rid}", timeout=10_000)
+        await page.wait_for_selector(f"#row-{rid}", timeout=20_000)
         top = page.locator("#worklist-rows tr").first
         assert await top.get_attribute("data-request-id") == rid
         assert await top.get_attribute("data-priority") == "stat"
@@ -152,7 +152,7 @@ async def test_stat_ecg_live_claim_trace_and_critical_sign(ws, browser):
 
     await first.click(f"#claim-{rid}")
     await first.wait_for_url(f"**/ws/studies/{rid}")
-    await second.wait_for_selector(f'#row-{rid}[data-claimed-by="{READER}"]', timeout=10_000)
+    await second.wait_for_selector(f'#row-{rid}[data-claimed-by="{READER}"]', timeout=20_000)
     assert await second.locator(f"#claim-{rid}").count() == 0
 
     await first.wait_for_selector("#ecg-paper svg#ecg")
@@ -185,7 +185,7 @@ async def test_stat_ecg_live_claim_trace_and_critical_sign(ws, browser):
     await first.wait_for_url("**/ws/worklist")
     assert dialogs, "signing a critical report asks for confirmation"
     for page in (first, second):
-        await page.wait_for_selector(f"#row-{rid}", state="detached", timeout=10_000)
+        await page.wait_for_selector(f"#row-{rid}", state="detached", timeout=20_000)
     assert await ws.fetchval("SELECT critical FROM reports WHERE request_id = $1", rid) is True
     assert await ws.fetchval("SELECT conclusion FROM critical_findings WHERE request_id = $1",
                              rid) == "I21.0"
