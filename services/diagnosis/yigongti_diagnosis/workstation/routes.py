@@ -107,6 +107,14 @@ class NotSignedIn(Exception):
     pass
 
 
+class Refused(Exception):
+    """A 403 answered as a page: `key` is its message (csrf.refused, forbidden)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
 async def _session(request: Request, *, touch: bool = True) -> sessions.Session:
     async with _pool(request).acquire() as conn:
         found = await sessions.resume(conn, request.cookies.get(sessions.COOKIE), touch=touch)
@@ -126,13 +134,13 @@ async def _post_session(request: Request) -> tuple[sessions.Session, dict[str, s
     form = await _form(request)
     sent = form.get("csrf") or request.headers.get("x-csrf-token")
     if not sessions.csrf_ok(found, sent):
-        raise HTTPException(403, "csrf")
+        raise Refused("csrf.refused")
     return found, form
 
 
 def _reader(found: sessions.Session) -> None:
     if READER not in found.principal.roles:
-        raise HTTPException(403, "role")
+        raise Refused("forbidden")
 
 
 # --- sign-in --------------------------------------------------------------------
@@ -522,4 +530,8 @@ def mount(app: FastAPI) -> None:
             return _to_login()
         return _html(pages.message_page("login.expired"), 401)
 
-    del not_signed_in
+    @app.exception_handler(Refused)
+    async def refused(request: Request, exc: Refused) -> Response:
+        return _html(pages.message_page(exc.key), 403)
+
+    del not_signed_in, refused
