@@ -16,6 +16,9 @@ import sys
 from pathlib import Path
 
 from pydantic_settings import BaseSettings
+from yigongti_diagnosis import pacs
+from yigongti_diagnosis.workstation import routes as ws_routes
+from yigongti_diagnosis.workstation import users as ws_users
 from yigongti_kit.settings import KitSettings
 from yigongti_lab.config import LabSettings
 from yigongti_settlement.config import SettlementSettings
@@ -27,6 +30,20 @@ END = "<!-- end of the configuration reference -->"
 # The settings each service reads besides the kit's, in the README's order.
 SERVICE_SETTINGS: dict[str, type[BaseSettings]] = {"lab": LabSettings,
                                                    "settlement": SettlementSettings}
+
+# The diagnosis service reads these few from the environment directly (pacs.py,
+# workstation/); kept here by hand, next to the names they are read by.
+DIAGNOSIS_ROWS = [
+    f"| `{pacs.URL_ENV}` | required | DICOMweb base URL of the county PACS (Orthanc's "
+    "/dicom-web); the stack sets its own Orthanc's. |",
+    f"| `{pacs.USERNAME_ENV}` | unset | PACS user, when the PACS asks for one. |",
+    f"| `{pacs.PASSWORD_ENV}` | unset | Its password (never logged). |",
+    f"| `{ws_users.USERS_ENV}` | unset | The workstation's user file (scrypt hashes; development "
+    "only): unset, nobody can sign in to /ws. |",
+    f"| `{ws_routes.SECURE_ENV}` | `true` | Mark the workstation's session cookie Secure "
+    "(false only for plain-HTTP development). |",
+    "| `WORKSTATION_LANGUAGE` | `zh` | The message table's language of the workstation's pages. |",
+]
 
 _NAME_PREFIX = re.compile(r"^[A-Z][A-Z0-9_]*: ")  # "MLLP_PORT: ..." in some descriptions
 
@@ -59,6 +76,8 @@ def render() -> str:
     for service, settings in SERVICE_SETTINGS.items():
         lines += ["", f"The {service} service, besides those:", "",
                   "| variable | default | meaning |", "| --- | --- | --- |", *_rows(settings)]
+    lines += ["", "The diagnosis service, besides the kit's:", "",
+              "| variable | default | meaning |", "| --- | --- | --- |", *DIAGNOSIS_ROWS]
     return "\n".join([*lines, "", END])
 
 
