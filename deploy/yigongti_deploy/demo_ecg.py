@@ -17,6 +17,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import httpx
+from opentelemetry import propagate
 from yigongti_contracts.common import Age, AgeUnit, Sex
 from yigongti_contracts.diagnosis.codes import AckChannel, Modality
 from yigongti_contracts.diagnosis.v1 import CriticalFindingAck, DiagnosisRequested
@@ -70,7 +71,8 @@ async def run_ecg_step(stack, terminal, reader, topic: str) -> int:
 
     print("\n=== ECG: a township's 12-lead ECG read at the county ECG centre ===")
     csv = to_csv(synthetic_stemi()).encode()
-    async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+    async with httpx.AsyncClient(base_url=url, timeout=60,
+                                 event_hooks={"request": [_carry_trace]}) as http:
         upload = await http.post("/recordings", content=csv, headers={
             "Content-Type": "text/csv",
             **_token(keys, "qiaoren-ecg-cart", CLINIC, ["clinic_terminal"])})
@@ -128,3 +130,8 @@ async def run_ecg_step(stack, terminal, reader, topic: str) -> int:
             await wait_for(suffix)
     print(f"OK: the ECG step completed in {(time.monotonic() - started) * 1000:.0f} ms")
     return 0
+
+
+async def _carry_trace(request: httpx.Request) -> None:
+    """The reader's and the clinic's HTTP calls continue the journey's trace."""
+    propagate.inject(request.headers)

@@ -21,6 +21,7 @@ from collections.abc import Iterable
 
 import asyncpg
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
 
 from .auth import Principal, require_principal
 from .db import is_infra_error
@@ -86,6 +87,9 @@ class FeedWatch:
             self._mark = None  # nobody watches: what was seen goes stale
 
 
+_FEED_QUERY = frozenset({"after", "limit", "wait"})
+
+
 def feed_router(*, roles: Iterable[str], aggregate_field: str, description: str,
                 openapi_extra: dict | None = None) -> APIRouter:
     """GET /feed for callers holding one of `roles`, scoped to their
@@ -102,6 +106,10 @@ def feed_router(*, roles: Iterable[str], aggregate_field: str, description: str,
                    wait: float = Query(0, ge=0, le=MAX_WAIT_S,
                                        description="long-poll seconds when empty"),
                    principal: Principal = Depends(require_principal)) -> dict:
+        unknown = sorted(set(request.query_params) - _FEED_QUERY)
+        if unknown:  # a typo (`afetr=`) would silently read from the start
+            raise RequestValidationError([{"loc": ("query", name), "type": "extra_forbidden"}
+                                          for name in unknown])
         if not set(principal.roles) & allowed:
             raise HTTPException(403, "missing role: " + " or ".join(sorted(allowed)))
         loop = asyncio.get_running_loop()
