@@ -136,7 +136,10 @@ def _sent_values(case, known: set[str]) -> set[str]:
     """The values a request carried that only it could have (not a seed, not a
     word of the document), long enough that finding one in a log line means an echo."""
     values = set()
-    for part in (case.path_parameters, case.query, case.headers, case.body):
+    # A query parameter's name is not counted: the edge names where a refused
+    # value was (`["query", "<name>"]`) when the name is field-like, by design.
+    query_values = list((case.query or {}).values())
+    for part in (case.path_parameters, query_values, case.headers, case.body):
         for text in _strings(part if not isinstance(part, bytes) else part.decode("latin-1")):
             if len(text) >= MIN_ECHO_LEN and text not in known:
                 values.add(text)

@@ -106,10 +106,10 @@ def feed_router(*, roles: Iterable[str], aggregate_field: str, description: str,
                    wait: float = Query(0, ge=0, le=MAX_WAIT_S,
                                        description="long-poll seconds when empty"),
                    principal: Principal = Depends(require_principal)) -> dict:
-        unknown = sorted(set(request.query_params) - _FEED_QUERY)
-        if unknown:  # a typo (`afetr=`) would silently read from the start
-            raise RequestValidationError([{"loc": ("query", name), "type": "extra_forbidden"}
-                                          for name in unknown])
+        if set(request.query_params) - _FEED_QUERY:
+            # A typo (`afetr=`) would silently read from the start. The name is not
+            # repeated: it is whatever the caller sent.
+            raise RequestValidationError([{"loc": ("query",), "type": "unknown_parameter"}])
         if not set(principal.roles) & allowed:
             raise HTTPException(403, "missing role: " + " or ".join(sorted(allowed)))
         loop = asyncio.get_running_loop()
