@@ -99,6 +99,7 @@ class CpuMeter:
     (other test runs): "other" says how much. Empty where /proc is missing."""
 
     target: BenchTarget
+    named: dict[int, str] = field(default_factory=dict)  # other services' pids, by name
     _start: dict[int, tuple[str, float]] = field(default_factory=dict)
     _wall: float = 0.0
     _machine: tuple[int, int] = (0, 0)
@@ -128,6 +129,8 @@ class CpuMeter:
         return figures
 
     def _classify(self, pid: int, cmdline: str) -> str:
+        if pid in self.named:
+            return self.named[pid]
         if pid == self.target.lab_pid:
             return "lab"
         if pid == self.target.broker_pid:

@@ -27,11 +27,12 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 from yigongti_contracts.patient_ref import check_character
 from yigongti_kit.auth import issue_token
 
-from .bench_common import summary_ms
+from .bench_common import BenchTarget, CpuMeter, summary_ms
 from .face_sandbox import FaceSandbox, load_key
 
 
@@ -70,9 +71,9 @@ async def _enrol(http: httpx.AsyncClient, base: str, office: dict, persons: int)
     return sorted(indexes)
 
 
-async def one_run(http: httpx.AsyncClient, base: str, counter: dict, sandbox: FaceSandbox,
+async def one_run(http: aiohttp.ClientSession, base: str, counter: dict, sandbox: FaceSandbox,
                   terminal: str, persons: list[str], *, rate: float, seconds: float,
-                  twice: float, run: int) -> dict[str, Any]:
+                  twice: float, run: int, meter: CpuMeter) -> dict[str, Any]:
     total = int(rate * seconds)
     rng = random.Random(run)
     doubles = set(rng.sample(range(total), int(total * twice / (1 + twice))))
@@ -89,24 +90,26 @@ async def one_run(http: httpx.AsyncClient, base: str, counter: dict, sandbox: Fa
         obn = f"B{run}-{i}-{k}"
         t0 = time.perf_counter()
         try:
-            v = await http.post(f"{base}/identity/verify", headers=counter, json={
-                "out_biz_no": obn, "visit_id": f"VB{run}-{i}-{k}", "credential_type": "face",
-                "credential": result})
-            if v.status_code != 200:
-                raise RuntimeError(f"verify {v.status_code}")
-            s = await http.post(f"{base}/settlements", headers=counter, json={
-                "out_biz_no": obn, "visit_id": f"VB{run}-{i}-{k}", "setting": "outpatient",
-                "settlement_token": v.json()["settlement_token"],
-                "lines": [{"item_code": "310100001", "category": "a", "quantity": 1,
-                           "unit_price": "86.50", "amount": "86.50",
-                           "served_at": "2026-01-05T02:00:00+00:00"}]})
-            if s.status_code != 200:
-                raise RuntimeError(f"settle {s.status_code}")
-            assert Decimal(s.json()["total"]) == Decimal("86.50")
+            async with http.post(f"{base}/identity/verify", headers=counter, json={
+                    "out_biz_no": obn, "visit_id": f"VB{run}-{i}-{k}",
+                    "credential_type": "face", "credential": result}) as v:
+                if v.status != 200:
+                    raise RuntimeError(f"verify {v.status}")
+                token = (await v.json())["settlement_token"]
+            async with http.post(f"{base}/settlements", headers=counter, json={
+                    "out_biz_no": obn, "visit_id": f"VB{run}-{i}-{k}", "setting": "outpatient",
+                    "settlement_token": token,
+                    "lines": [{"item_code": "310100001", "category": "a", "quantity": 1,
+                               "unit_price": "86.50", "amount": "86.50",
+                               "served_at": "2026-01-05T02:00:00+00:00"}]}) as s:
+                if s.status != 200:
+                    raise RuntimeError(f"settle {s.status}")
+                assert Decimal((await s.json())["total"]) == Decimal("86.50")
             latencies.append(time.perf_counter() - t0)
         except Exception as exc:  # noqa: BLE001 - counted and reported
             errors[str(exc)[:40]] = errors.get(str(exc)[:40], 0) + 1
 
+    meter.start()
     start = time.perf_counter()
     tasks = []
     for i, k, ec, result in plan:
@@ -117,8 +120,24 @@ async def one_run(http: httpx.AsyncClient, base: str, counter: dict, sandbox: Fa
         tasks.append(asyncio.create_task(flow(i, k, ec, result)))
     await asyncio.gather(*tasks)
     elapsed = time.perf_counter() - start
+    cpu = meter.stop()
+    done = max(1, len(latencies))
+    # CPU per settlement, by part (ms): what each change to the settle path saves,
+    # whatever else the machine was doing
+    per = {k: round(v / 100 * elapsed * 1000 / done, 2) for k, v in cpu.items()
+           if k != "machine_busy_pct"}
     return {"run": run, "settlements": len(latencies), "errors": errors,
-            "achieved_per_s": round(len(latencies) / elapsed, 1), **summary_ms(latencies)}
+            "achieved_per_s": round(len(latencies) / elapsed, 1), **summary_ms(latencies),
+            "cpu_ms_per_settlement": per, "machine_busy_pct": cpu.get("machine_busy_pct")}
+
+
+def _target(stack) -> BenchTarget:
+    return BenchTarget(
+        bootstrap=stack.bootstrap, broker_kind=stack.broker_kind or "embedded",
+        database_url=stack.database_url, keys=stack.keys,
+        lab_url=stack.services["settlement"].url, topic=stack.topic,
+        broker_pid=stack._broker.pid if getattr(stack, "_broker", None) else None,
+        database_name=stack.database_name)
 
 
 async def bench(stack, *, rate: float, persons: int, seconds: float, runs: int,
@@ -132,14 +151,21 @@ async def bench(stack, *, rate: float, persons: int, seconds: float, runs: int,
             audience="settlement", ttl_s=3600)}
 
     sandbox = FaceSandbox(load_key(keys.directory / "settlement" / "face-sandbox.pem"))
-    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
-    async with httpx.AsyncClient(timeout=30, limits=limits) as http:
-        population = await _enrol(http, base, bearer("office-1", "insurance_office"), persons)
+    # aiohttp for the timed flows: httpx cost the bench more CPU per request than
+    # the service spent answering it, on the same two cores
+    connector = aiohttp.TCPConnector(limit=200)
+    async with httpx.AsyncClient(timeout=30) as enrol_http, aiohttp.ClientSession(
+            connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as http:
+        population = await _enrol(enrol_http, base, bearer("office-1", "insurance_office"),
+                                  persons)
         for ec in population:  # the same key as the stack's sandbox process, in-process
             sandbox.enrol(ec, [1.0])
         counter = bearer(keys.terminal_id, "settlement_terminal")
+        meter = CpuMeter(_target(stack), named={
+            stack.services["settlement"].pid: "settlement",
+            **({stack._face_sandbox.pid: "face_sandbox"} if stack._face_sandbox else {})})
         results = [await one_run(http, base, counter, sandbox, keys.terminal_id, population,
-                                 rate=rate, seconds=seconds, twice=twice, run=r)
+                                 rate=rate, seconds=seconds, twice=twice, run=r, meter=meter)
                    for r in range(runs)]
     return {
         "rate_target_per_s": rate, "persons": persons, "seconds_per_run": seconds,
@@ -159,6 +185,8 @@ def report(f: dict[str, Any]) -> str:
     for r in f["runs"]:
         lines.append(f"  run {r['run']}: {r['settlements']} settled at {r['achieved_per_s']}/s, "
                      f"p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, errors {r['errors'] or 0}")
+        cpu = ", ".join(f"{k} {v}" for k, v in r["cpu_ms_per_settlement"].items())
+        lines.append(f"    CPU ms per settlement: {cpu} (machine {r['machine_busy_pct']} % busy)")
     lines.append(f"  medians: p50 {f['median_p50_ms']} ms, p99 {f['median_p99_ms']} ms "
                  f"(target p99 < {f['target_p99_ms']} ms), {f['median_achieved_per_s']}/s; "
                  f"service peak RSS {f['service_peak_rss_mib']} MiB")

@@ -113,12 +113,21 @@ def _security(kwargs: dict[str, Any]) -> BaseSecurity | None:
                 ssl_context=ssl_context, use_ssl=protocol == "SASL_SSL")
 
 
-def consumer_tuning(settings: KitSettings) -> dict[str, Any]:
-    """The consumer settings FastStream's subscriber passes to aiokafka."""
+def consumer_tuning(settings: KitSettings, *, fetch_max_wait_ms: int | None = None
+                    ) -> dict[str, Any]:
+    """The consumer settings FastStream's subscriber passes to aiokafka.
+
+    `fetch_max_wait_ms` lets a consumer no one waits on poll less: on the
+    embedded broker an empty fetch is answered after this wait whatever
+    arrives (so it is that consumer's latency), and every answer costs the
+    service and the broker CPU; Apache Kafka answers as soon as data comes."""
     kwargs = kafka_client_kwargs(settings, "consumer")
     keep = ("session_timeout_ms", "heartbeat_interval_ms", "fetch_max_wait_ms",
             "isolation_level", "auto_offset_reset", "max_poll_interval_ms")
-    return {k: kwargs[k] for k in keep if k in kwargs}
+    tuning = {k: kwargs[k] for k in keep if k in kwargs}
+    if fetch_max_wait_ms is not None:
+        tuning["fetch_max_wait_ms"] = fetch_max_wait_ms
+    return tuning
 
 
 BatchCallback = Callable[[tuple[ConsumerRecord, ...]], Awaitable[None]]
@@ -126,7 +135,8 @@ BatchCallback = Callable[[tuple[ConsumerRecord, ...]], Awaitable[None]]
 
 def add_batch_subscriber(broker: KafkaBroker, settings: KitSettings, *, topic: str,
                          group_id: str, handler: BatchCallback,
-                         listener: ConsumerRebalanceListener | None = None):
+                         listener: ConsumerRebalanceListener | None = None,
+                         fetch_max_wait_ms: int | None = None):
     """A FastStream batch subscriber with MANUAL acks and the raw parser and
     decoder, calling `handler` with each polled batch."""
     subscriber = broker.subscriber(
@@ -140,7 +150,7 @@ def add_batch_subscriber(broker: KafkaBroker, settings: KitSettings, *, topic: s
         decoder=raw_decoder,
         ack_policy=AckPolicy.MANUAL,
         include_in_schema=False,  # our AsyncAPI is contracts/asyncapi/*.yaml
-        **consumer_tuning(settings),
+        **consumer_tuning(settings, fetch_max_wait_ms=fetch_max_wait_ms),
     )
     subscriber(handler)
     return subscriber

@@ -64,6 +64,9 @@ class ServiceSpec:
     signed_intake: bool = True
     # Other services' events it reads (subscriptions.py), one per owner.
     subscriptions: tuple[Subscription, ...] = ()
+    # The intake consumer's fetch wait, where no one waits on the intake's
+    # outcome (kafka.consumer_tuning); None: the broker kind's default.
+    intake_fetch_max_wait_ms: int | None = None
     # Extra listeners a service runs beside HTTP (e.g. the lab's MLLP port):
     # started last, given the runtime; returns how to stop it (first at shutdown).
     extra: Callable[[ServiceRuntime], Awaitable[Callable[[], Awaitable[None]] | None]] | None = None
@@ -116,11 +119,13 @@ class ServiceRuntime:
         self.broker = build_broker(s)
         self.consumer = intake_consumer(self.spec, s, self.pool, on_ready=self.health.set_ready)
         group = s.consumer_group or self.spec.name
-        self._subscribe(self.consumer, self.consumer.topic, group)
+        self._subscribe(self.consumer, self.consumer.topic, group,
+                        self.spec.intake_fetch_max_wait_ms)
         self.subscription_consumers = subscription_consumers(
             self.spec, s, self.pool, on_ready=self.health.set_ready)
         for reader in self.subscription_consumers.values():
-            self._subscribe(reader, reader.topic, f"{group}.{reader.subscription.owner}.events.v1")
+            self._subscribe(reader, reader.topic, f"{group}.{reader.subscription.owner}.events.v1",
+                            reader.subscription.fetch_max_wait_ms)
         self.relay = Relay(
             database_url=s.database_url,
             schema=s.db_schema,
@@ -164,10 +169,11 @@ class ServiceRuntime:
             self._stop_extra = await self.spec.extra(self)
         log.info("%s started on %s:%s", self.spec.name, s.http_host, s.http_port)
 
-    def _subscribe(self, handler, topic: str, group_id: str) -> None:
+    def _subscribe(self, handler, topic: str, group_id: str,
+                   fetch_max_wait_ms: int | None = None) -> None:
         handler.subscriber = add_batch_subscriber(
             self.broker, self.settings, topic=topic, group_id=group_id, handler=handler,
-            listener=handler.listener())
+            listener=handler.listener(), fetch_max_wait_ms=fetch_max_wait_ms)
         self.subscribers.append(handler.subscriber)
 
     async def _start_kafka(self) -> None:

@@ -86,6 +86,9 @@ class Subscription:
     owner: str
     handlers: Mapping[str, EventHandler]
     park_grace: timedelta = DEFAULT_PARK_GRACE
+    # None: the broker kind's fetch wait; more for events no one waits on
+    # (kafka.consumer_tuning): fewer empty polls.
+    fetch_max_wait_ms: int | None = None
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.handlers) - set(published_by(self.owner)))

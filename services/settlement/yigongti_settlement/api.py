@@ -174,24 +174,26 @@ async def settle(body: SettleBody, request: Request,
         stored = await conn.fetchval("SELECT answer FROM settlements WHERE settlement_id = $1",
                                      settlement_id)
         if stored is not None:  # a retry: the same answer, the token not needed again
-            return (stored)
-        identity_id = await identity.redeem(conn, body.settlement_token)
-        if identity_id is None:
+            return JSONResponse(stored)
+        checked = await identity.redeem(conn, body.settlement_token)
+        if checked is None:
             return _refused("token_invalid", 403)
         try:
             req = SettlementRequested(
                 out_biz_no=body.out_biz_no, institution=principal.institution,
-                visit_id=body.visit_id, identity_id=identity_id, setting=body.setting,
-                mode=body.mode, lines=body.lines, posted_charges=body.posted_charges,
-                stay=body.stay, operator_id=principal.user, requested_at=datetime.now(UTC))
+                visit_id=body.visit_id, identity_id=checked["identity_id"],
+                setting=body.setting, mode=body.mode, lines=body.lines,
+                posted_charges=body.posted_charges, stay=body.stay, operator_id=principal.user,
+                requested_at=datetime.now(UTC))
         except ValueError as exc:
             return _refused("schema_violation", 422, [("body", str(exc).split("\n")[0][:60]
                                                        .replace(" ", "_").lower()[:20])])
-        async with conn.transaction():  # a refusal rolls all back: the token stays usable
-            try:
-                return await handlers.settle(conn, req, sender_institution=principal.institution)
-            except handlers.Refused as refused:
-                raise _Refusal(refused) from None
+        # A refusal raises out of the transaction: all is rolled back, the
+        # token stays usable.
+        try:
+            return JSONResponse(await handlers.settle_new(conn, req, checked))
+        except handlers.Refused as refused:
+            raise _Refusal(refused) from None
 
 
 class _Refusal(Exception):

@@ -20,6 +20,9 @@ def spec() -> ServiceSpec:
         migrations=Path(str(files("yigongti_settlement") / "migrations")),
         handlers=HANDLERS,
         subscriptions=SUBSCRIPTIONS,
+        # The intake carries what no counter waits on (a discharge settlement
+        # under treat first, pay later; a back-office reversal): see charges.py.
+        intake_fetch_max_wait_ms=100,
         routes=add_routes,
         extra=_load_keys,
     )

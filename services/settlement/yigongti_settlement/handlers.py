@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from functools import cache
 from importlib.resources import files
@@ -89,17 +89,58 @@ async def settle(conn: asyncpg.Connection, req: SettlementRequested, *,
         raise Refused("forbidden_institution", [("institution", "forbidden_institution")])
     settlement_id = settlement_id_of(req.institution, req.out_biz_no)
     await locking.lock_settlement(conn, settlement_id)
-    d = request_digest(req)
     done = await conn.fetchrow("SELECT request_digest, answer FROM settlements "
                                "WHERE settlement_id = $1", settlement_id)
     if done is not None:
-        if done["request_digest"] != d:
+        if done["request_digest"] != request_digest(req):
             raise Refused("out_biz_no_reused", [("out_biz_no", "reused")])
         return (done["answer"])
-    identity = await conn.fetchrow(
-        """SELECT * FROM identities WHERE identity_id = $1 AND institution = $2
-             AND status = 'verified'""", req.identity_id, req.institution)
-    if identity is None:
+    identity = await conn.fetchrow("SELECT * FROM identities WHERE identity_id = $1",
+                                   req.identity_id)
+    return await settle_new(conn, req, identity)
+
+
+# What a settlement decides on, read in one round trip once the person's lock
+# is held: the person, this year's accumulators, the history the audit rules
+# read (items of the last 120 days, stays, completed settlements of the last
+# day), the visit's latest completed settlement and its stay deductible.
+_FACTS = """
+    SELECT p.sex, p.died_on, p.region, p.scheme, p.assistance, p.formerly_poor,
+      (SELECT figures FROM accumulators WHERE person_id = $1 AND year = $2) AS figures,
+      (SELECT json_agg(json_build_array(item_code, service_date, quantity))
+         FROM settled_items WHERE person_id = $1 AND service_date > $3::date - 120) AS items,
+      (SELECT json_agg(json_build_array(visit_id, institution, admitted_on, discharged_on))
+         FROM stays WHERE person_id = $1) AS stays,
+      (SELECT json_agg(json_build_array(settlement_id, institution, settled_at))
+         FROM settlements WHERE person_id = $1 AND status = 'completed'
+          AND settled_at > db_now() - interval '1 day') AS recent,
+      (SELECT settlement_id FROM settlements WHERE visit_id = $4 AND status = 'completed'
+        ORDER BY seq DESC LIMIT 1) AS earlier_settlement,
+      (SELECT used FROM stay_deductibles WHERE visit_id = $4) AS stay_used
+    FROM persons p WHERE p.person_id = $1"""
+
+# A completed settlement's rows in one round trip: the accumulators, the items
+# the history rules will read, the settlement itself.
+_RECORD = """
+    WITH acc AS (
+        INSERT INTO accumulators (person_id, year, figures) VALUES ($1, $2, $3)
+        ON CONFLICT (person_id, year) DO UPDATE SET figures = excluded.figures),
+    items AS (
+        INSERT INTO settled_items (person_id, settlement_id, item_code, service_date, quantity)
+        SELECT $1, $4, * FROM unnest($5::text[], $6::date[], $7::integer[]))
+    INSERT INTO settlements (settlement_id, out_biz_no, institution, visit_id, identity_id,
+        person_id, patient_ref, request_digest, status, year, inputs, policy_version,
+        breakdown, answer, supplementary_of, settled_at)
+    VALUES ($4, $8, $9, $10, $11, $1, $12, $13, 'completed', $2, $14, $15, $16, $17, $18, $19)"""
+
+
+async def settle_new(conn: asyncpg.Connection, req: SettlementRequested,
+                     identity: asyncpg.Record | None) -> dict[str, Any]:
+    """A settlement not answered before: its attempt's lock (1) is held, and
+    `identity` is the check it names (None if there is none)."""
+    settlement_id = settlement_id_of(req.institution, req.out_biz_no)
+    if identity is None or identity["institution"] != req.institution \
+            or identity["status"] != "verified":
         raise Refused("identity_unknown", [("identity_id", "not_found")])
     if identity["visit_id"] != req.visit_id:
         raise Refused("identity_not_for_visit", [("visit_id", "mismatch")])
@@ -108,12 +149,13 @@ async def settle(conn: asyncpg.Connection, req: SettlementRequested, *,
         level = refdata.level_of(req.institution)
     except LookupError:
         raise Refused("unknown_institution", [("institution", "unknown")]) from None
-    await locking.lock_visit(conn, req.visit_id)
     person_id = identity["person_id"]
-    await locking.lock_person(conn, person_id)
-    person = await conn.fetchrow("SELECT * FROM persons WHERE person_id = $1", person_id)
+    await locking.lock_visit_and_person(conn, req.visit_id, person_id)
+    on = (req.stay.discharged_at if req.stay else req.requested_at).date()
+    year = on.year
+    facts = await conn.fetchrow(_FACTS, person_id, year, on, req.visit_id)
     ref = identity["patient_ref"]
-    if req.mode is SettlementMode.discharge and person["assistance"] == "none":
+    if req.mode is SettlementMode.discharge and facts["assistance"] == "none":
         # 先诊疗后付费 is for assistance recipients (DESIGN §5)
         raise Refused("not_eligible_for_treat_first", [("mode", "not_eligible")])
 
@@ -134,38 +176,31 @@ async def settle(conn: asyncpg.Connection, req: SettlementRequested, *,
     if not lines:
         raise Refused("nothing_to_settle", [("lines", "empty")])
     now = datetime.now(UTC)
-    on = (req.stay.discharged_at if req.stay else req.requested_at).date()
     try:
-        policy = policy_for(person["region"], on)
+        policy = policy_for(facts["region"], on)
     except NoPolicy:
         raise Refused("no_policy", [("region", "no_policy")]) from None
 
-    history = [supervision.ServiceItem(r["item_code"], r["service_date"], r["quantity"])
-               for r in await conn.fetch(
-                   """SELECT item_code, service_date, quantity FROM settled_items
-                      WHERE person_id = $1 AND service_date > $2::date - 120""",
-                   person_id, on)]
-    hits = supervision.bill_hits(items, sex=Sex(person["sex"]), died_on=person["died_on"],
+    history = [supervision.ServiceItem(code, date.fromisoformat(day), quantity)
+               for code, day, quantity in facts["items"] or ()]
+    hits = supervision.bill_hits(items, sex=Sex(facts["sex"]), died_on=facts["died_on"],
                                  presented_on=now.date(), history=history)
     if req.stay is not None:
-        earlier = [supervision.Stay(r["visit_id"], r["institution"], r["admitted_on"],
-                                    r["discharged_on"])
-                   for r in await conn.fetch("SELECT * FROM stays WHERE person_id = $1",
-                                             person_id)]
+        earlier = [supervision.Stay(visit, institution, date.fromisoformat(admitted),
+                                    date.fromisoformat(discharged))
+                   for visit, institution, admitted, discharged in facts["stays"] or ()]
         hits += supervision.readmission(
             supervision.Stay(req.visit_id, req.institution, req.stay.admitted_at.date(),
                              req.stay.discharged_at.date()), earlier)
-    recent = [supervision.SettlementSeen(r["settlement_id"], r["institution"], r["settled_at"])
-              for r in await conn.fetch(
-                  """SELECT settlement_id, institution, settled_at FROM settlements
-                     WHERE person_id = $1 AND status = 'completed'
-                       AND settled_at > db_now() - interval '1 day'""", person_id)]
+    recent = [supervision.SettlementSeen(sid, institution, datetime.fromisoformat(at))
+              for sid, institution, at in facts["recent"] or ()]
     hits += supervision.two_institutions(
         supervision.SettlementSeen(settlement_id, req.institution, now), recent)
     review = supervision.review(credit_of(req.institution), hits,
                                 supervision.sample_point(settlement_id))
     flags = [await supervision_flag(conn, settlement_id, ref, req.institution, h,
                                     to_review=review.to_review) for h in hits]
+    d = request_digest(req)
     if supervision.refuses(hits):
         reason = "deceased" if any(h.rule_id == supervision.DECEASED for h in hits) \
             else "audit_refused"
@@ -182,25 +217,15 @@ async def settle(conn: asyncpg.Connection, req: SettlementRequested, *,
             rejected_at=now)])
         return answer
 
-    year = on.year
-    acc_row = await conn.fetchval(
-        "SELECT figures FROM accumulators WHERE person_id = $1 AND year = $2", person_id, year)
-    before = _acc((acc_row) if acc_row else None)
-    stay_used = ZERO
-    if req.stay is not None:
-        stay_used = await conn.fetchval(
-            "SELECT used FROM stay_deductibles WHERE visit_id = $1", req.visit_id) or ZERO
+    before = _acc(facts["figures"])
+    stay_used = (facts["stay_used"] or ZERO) if req.stay is not None else ZERO
     inputs = payers.SettlementRequest(
         lines=tuple(lines),
-        person=payers.Person(Scheme(person["scheme"]), AssistanceCategory(person["assistance"])),
+        person=payers.Person(Scheme(facts["scheme"]), AssistanceCategory(facts["assistance"])),
         setting=CareSetting(req.setting.value), level=level, accumulators=before,
         stay_deductible_used=stay_used)
     b = payers.settle(policy, inputs)
     after = b.accumulators_after
-    await conn.execute(
-        """INSERT INTO accumulators (person_id, year, figures) VALUES ($1, $2, $3)
-           ON CONFLICT (person_id, year) DO UPDATE SET figures = excluded.figures""",
-        person_id, year, ({k: str(v) for k, v in after.as_dict().items()}))
     if req.stay is not None:
         await conn.execute(
             """INSERT INTO stay_deductibles (visit_id, used) VALUES ($1, $2)
@@ -211,32 +236,23 @@ async def settle(conn: asyncpg.Connection, req: SettlementRequested, *,
                    settlement_id) VALUES ($1, $2, $3, $4, $5, $6)""",
             person_id, req.visit_id, req.institution, req.stay.admitted_at.date(),
             req.stay.discharged_at.date(), settlement_id)
-    await conn.executemany(
-        """INSERT INTO settled_items (person_id, settlement_id, item_code, service_date, quantity)
-           VALUES ($1, $2, $3, $4, $5)""",
-        [(person_id, settlement_id, i.item_code, i.service_date, i.quantity) for i in items])
     if charges:
         await conn.execute(
             """UPDATE visit_charges SET settled_in = $1
                WHERE (source, charge_id) IN (SELECT * FROM unnest($2::text[], $3::text[]))""",
             settlement_id, [c["source"] for c in charges], [c["charge_id"] for c in charges])
-    earlier_settlement = await conn.fetchval(
-        """SELECT settlement_id FROM settlements WHERE visit_id = $1 AND status = 'completed'
-           ORDER BY seq DESC LIMIT 1""", req.visit_id)
+    earlier_settlement = facts["earlier_settlement"]
     breakdown = breakdown_json(b)
     answer = {"status": "completed", "settlement_id": settlement_id, "patient_ref": ref,
               **breakdown, "explanation": explain(b),
               "charges": [{"source": c["source"], "charge_id": c["charge_id"]} for c in charges],
               "supplementary_of": earlier_settlement, "settled_at": now.isoformat()}
     await conn.execute(
-        """INSERT INTO settlements (settlement_id, out_biz_no, institution, visit_id,
-               identity_id, person_id, patient_ref, request_digest, status, year, inputs,
-               policy_version, breakdown, answer, supplementary_of, settled_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'completed', $9, $10, $11, $12, $13, $14,
-                   $15)""",
-        settlement_id, req.out_biz_no, req.institution, req.visit_id, req.identity_id,
-        person_id, ref, d, year, (payers.request_to_json(inputs)), b.policy_version,
-        (breakdown), (answer), earlier_settlement, now)
+        _RECORD, person_id, year, {k: str(v) for k, v in after.as_dict().items()},
+        settlement_id, [i.item_code for i in items], [i.service_date for i in items],
+        [i.quantity for i in items], req.out_biz_no, req.institution, req.visit_id,
+        req.identity_id, ref, d, payers.request_to_json(inputs), b.policy_version, breakdown,
+        answer, earlier_settlement, now)
     events: list = [SettlementCompleted(
         settlement_id=settlement_id, visit_id=req.visit_id, patient_ref=ref,
         institution=req.institution, setting=req.setting, mode=req.mode,
@@ -248,7 +264,7 @@ async def settle(conn: asyncpg.Connection, req: SettlementRequested, *,
         steps=tuple(StepPart(rule=s.rule.value, amount=s.amount) for s in b.steps),
         supplementary_of=earlier_settlement, settled_at=now), *flags]
     formerly_poor = poverty_watch.is_formerly_poor(policy, b.assistance_category,
-                                                   person["formerly_poor"])
+                                                   facts["formerly_poor"])
     alert = poverty_watch.high_out_of_pocket(policy, formerly_poor, before.out_of_pocket,
                                              after.out_of_pocket)
     if alert is not None:
@@ -257,7 +273,7 @@ async def settle(conn: asyncpg.Connection, req: SettlementRequested, *,
                    formerly_poor) VALUES ($1, $2, $3, $4, $5)""",
             settlement_id, ref, alert.threshold, alert.out_of_pocket, formerly_poor)
         events.append(HighOutOfPocketAlert(
-            settlement_id=settlement_id, patient_ref=ref, region=person["region"],
+            settlement_id=settlement_id, patient_ref=ref, region=facts["region"],
             policy_version=alert.policy_version, formerly_poor=formerly_poor,
             threshold=alert.threshold, out_of_pocket=alert.out_of_pocket, raised_at=now))
     await emit_all(conn, events)

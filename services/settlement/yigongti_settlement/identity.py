@@ -20,7 +20,7 @@ import hmac
 import json
 import os
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -71,20 +71,46 @@ class Refused(Exception):
         self.terminal_id = terminal_id
 
 
-async def _terminal(conn: asyncpg.Connection, terminal_id: str, institution: str) -> None:
-    row = await conn.fetchrow("SELECT institution_id, active FROM terminals WHERE terminal_id = $1",
-                              terminal_id)
-    if row is None:
+# The facts a signed credential is decided on, in one round trip: the terminal
+# (registered? active? whose?) and the person the platform matched, with the
+# person's ref under the current key version (NULL if enrolled under an older
+# one only: persons.current_ref derives it).
+_SIGNED_FACTS = """
+    SELECT t.institution_id, t.active, p.person_id, p.died_on, r.patient_ref
+      FROM (SELECT 1) AS one
+      LEFT JOIN terminals t ON t.terminal_id = $1
+      LEFT JOIN persons p ON p.ec_index_no = $2
+      LEFT JOIN person_refs r ON r.person_id = p.person_id AND r.key_version = $3"""
+
+
+@dataclass(frozen=True)
+class _Person:
+    person_id: int
+    died_on: date | None
+    patient_ref: str | None  # under the current key version, when stored
+
+
+def _check_terminal(institution_id: str | None, active: bool | None, terminal_id: str,
+                    institution: str) -> None:
+    if institution_id is None:
         raise Refused(R.unknown_terminal, None)
-    if not row["active"]:
+    if not active:
         raise Refused(R.revoked_terminal, terminal_id)
-    if row["institution_id"] != institution:
+    if institution_id != institution:
         raise Refused(R.wrong_institution, terminal_id)
 
 
+async def _terminal(conn: asyncpg.Connection, terminal_id: str, institution: str) -> None:
+    row = await conn.fetchrow("SELECT institution_id, active FROM terminals WHERE terminal_id = $1",
+                              terminal_id)
+    _check_terminal(row and row["institution_id"], row and row["active"], terminal_id,
+                    institution)
+
+
 async def _signed(conn: asyncpg.Connection, keys: Keys, req: VerifyRequest, institution: str,
-                  caller_terminal: str, identity_id: str, now: datetime) -> tuple[int | None, str]:
-    """(person id or None, terminal id) of a face result or a voucher."""
+                  caller_terminal: str, identity_id: str, now: datetime
+                  ) -> tuple[_Person | None, str]:
+    """(the matched person or None, terminal id) of a face result or a voucher."""
     cred = req.credential
     payload = cred.get("payload") if isinstance(cred, dict) else None
     if not isinstance(payload, dict):
@@ -96,7 +122,9 @@ async def _signed(conn: asyncpg.Connection, keys: Keys, req: VerifyRequest, inst
         raise Refused(R.unknown_issuer)
     if payload.get("kind") != kind or not credentials.verify(cred, issuer):
         raise Refused(R.bad_signature)
-    await _terminal(conn, terminal_id, institution)
+    facts = await conn.fetchrow(_SIGNED_FACTS, terminal_id, str(payload.get("ec_index_no")),
+                                keys.current_version)
+    _check_terminal(facts["institution_id"], facts["active"], terminal_id, institution)
     if not credentials.fresh(payload, now):
         raise Refused(R.stale, terminal_id)
     number = str(payload.get("auth_no") or payload.get("voucher_no") or "")
@@ -110,26 +138,28 @@ async def _signed(conn: asyncpg.Connection, keys: Keys, req: VerifyRequest, inst
             raise Refused(R.face_mismatch, terminal_id)
         if payload.get("liveness_passed") is not True:
             raise Refused(R.low_liveness, terminal_id)
-    person_id = await conn.fetchval("SELECT person_id FROM persons WHERE ec_index_no = $1",
-                                    str(payload.get("ec_index_no")))
-    return person_id, terminal_id
+    if facts["person_id"] is None:
+        return None, terminal_id
+    return _Person(facts["person_id"], facts["died_on"], facts["patient_ref"]), terminal_id
 
 
 async def _by_id_number(conn: asyncpg.Connection, keys: Keys, req: VerifyRequest,
-                        institution: str, caller_terminal: str) -> tuple[int | None, str]:
+                        institution: str, caller_terminal: str) -> tuple[_Person | None, str]:
     await _terminal(conn, caller_terminal, institution)
     try:
         person_id = await persons.person_by_id_number(conn, keys,
                                                       str(req.credential.get("id_number")))
     except ValueError:
         return None, caller_terminal
-    if person_id is not None and req.credential_type is CredentialType.card:
-        stored = await conn.fetchval("SELECT card_sn_hash FROM persons WHERE person_id = $1",
-                                     person_id)
+    if person_id is None:
+        return None, caller_terminal
+    row = await conn.fetchrow("SELECT card_sn_hash, died_on FROM persons WHERE person_id = $1",
+                              person_id)
+    if req.credential_type is CredentialType.card:
         given = req.credential.get("card_sn")
-        if not given or stored != persons.card_hash(str(given)):
+        if not given or row["card_sn_hash"] != persons.card_hash(str(given)):
             return None, caller_terminal
-    return person_id, caller_terminal
+    return _Person(person_id, row["died_on"], None), caller_terminal
 
 
 async def verify(conn: asyncpg.Connection, keys: Keys, req: VerifyRequest, *,
@@ -147,20 +177,20 @@ async def verify(conn: asyncpg.Connection, keys: Keys, req: VerifyRequest, *,
     terminal_id: str | None = caller_terminal
     try:
         if req.credential_type in (CredentialType.face, CredentialType.qr_voucher):
-            person_id, terminal_id = await _signed(conn, keys, req, institution, caller_terminal,
-                                                   identity_id, now)
+            person, terminal_id = await _signed(conn, keys, req, institution, caller_terminal,
+                                                identity_id, now)
         elif req.credential_type in (CredentialType.card, CredentialType.id_number):
-            person_id, terminal_id = await _by_id_number(conn, keys, req, institution,
-                                                         caller_terminal)
+            person, terminal_id = await _by_id_number(conn, keys, req, institution,
+                                                      caller_terminal)
         else:
             raise Refused(R.bad_signature)
-        if person_id is None:
+        if person is None:
             raise Refused(R.not_enrolled, terminal_id)
     except Refused as refused:
         return await _reject(conn, identity_id, req, d, institution, refused)
-    person = await conn.fetchrow("SELECT * FROM persons WHERE person_id = $1", person_id)
-    ref = await persons.current_ref(conn, keys, person_id)
-    hit = supervision.deceased_credential(person["died_on"], now.date())
+    person_id = person.person_id
+    ref = person.patient_ref or await persons.current_ref(conn, keys, person_id)
+    hit = supervision.deceased_credential(person.died_on, now.date())
     if hit is not None:
         flag = await supervision_flag(conn, identity_id, ref, institution, hit, to_review=True)
         answer = await _reject(conn, identity_id, req, d, institution,
@@ -169,16 +199,18 @@ async def verify(conn: asyncpg.Connection, keys: Keys, req: VerifyRequest, *,
         return answer
     nonce = b64(os.urandom(16))
     expires = now + TOKEN_TTL
-    row = await conn.fetchrow(
-        """INSERT INTO identities (identity_id, institution, visit_id, terminal_id,
-               credential_type, request_digest, person_id, patient_ref, status, token_nonce,
-               token_expires_at, verified_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'verified', $9, $10, $11) RETURNING *""",
+    row = await conn.fetchrow(  # the check and its token, in one round trip
+        """WITH checked AS (
+               INSERT INTO identities (identity_id, institution, visit_id, terminal_id,
+                   credential_type, request_digest, person_id, patient_ref, status, token_nonce,
+                   token_expires_at, verified_at)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'verified', $9, $10, $11) RETURNING *),
+           token AS (
+               INSERT INTO tokens (token_hash, identity_id, expires_at)
+               SELECT $12, identity_id, token_expires_at FROM checked)
+           SELECT * FROM checked""",
         identity_id, institution, req.visit_id, terminal_id, req.credential_type.value, d,
-        person_id, ref, nonce, expires, now)
-    await conn.execute(
-        "INSERT INTO tokens (token_hash, identity_id, expires_at) VALUES ($1, $2, $3)",
-        token_hash(token_of(keys, identity_id, nonce)), identity_id, expires)
+        person_id, ref, nonce, expires, now, token_hash(token_of(keys, identity_id, nonce)))
     await emit_all(conn, [IdentityVerified(
         settlement_id=identity_id, visit_id=req.visit_id, patient_ref=ref,
         institution=institution, terminal_id=terminal_id, credential_type=req.credential_type,
@@ -214,12 +246,16 @@ def _answer(keys: Keys | None, row: asyncpg.Record) -> dict[str, Any]:
             "token_expires_at": row["token_expires_at"].isoformat()}
 
 
-async def redeem(conn: asyncpg.Connection, token: str) -> str | None:
-    """The identity check a token was issued for, once: used or expired, None."""
-    return await conn.fetchval(
-        """UPDATE tokens SET used_at = db_now()
-           WHERE token_hash = $1 AND used_at IS NULL AND expires_at > db_now()
-           RETURNING identity_id""", token_hash(token))
+async def redeem(conn: asyncpg.Connection, token: str) -> asyncpg.Record | None:
+    """The identity check a token was issued for, once (its row): used or
+    expired, None."""
+    return await conn.fetchrow(
+        """WITH redeemed AS (
+               UPDATE tokens SET used_at = db_now()
+                WHERE token_hash = $1 AND used_at IS NULL AND expires_at > db_now()
+               RETURNING identity_id)
+           SELECT identities.* FROM identities JOIN redeemed USING (identity_id)""",
+        token_hash(token))
 
 
 async def supervision_flag(conn: asyncpg.Connection, settlement_id: str, patient_ref: str,

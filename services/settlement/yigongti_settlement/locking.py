@@ -53,3 +53,11 @@ async def lock_visit(conn: asyncpg.Connection, visit_id: str) -> None:
 
 async def lock_person(conn: asyncpg.Connection, person_id: int) -> None:
     await lock(conn, "person", str(person_id))
+
+
+async def lock_visit_and_person(conn: asyncpg.Connection, visit_id: str, person_id: int) -> None:
+    """2 then 3 in one round trip (a select list is evaluated left to right)."""
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended('visit' || chr(31) || $1, 0)), "
+        "pg_advisory_xact_lock(hashtextextended('person' || chr(31) || $2, 0))",
+        visit_id, str(person_id))
