@@ -55,6 +55,7 @@ from yigongti_kit.intake_auth import TerminalSigner
 from .client import ACCEPTED_BY, REJECTED, record_value
 from .config import TerminalConfig
 from .queue import Queued
+from .sender import IntakeSender, LinkDown, route_cluster
 
 # Tube layouts, alternated: one tube, or two (chemistry + blood count): 1.5
 # tubes and 3.5 records per journey (the lab bench's journeys, bench_lab.py).
@@ -400,15 +401,18 @@ class AnswerWatcher:
         from aiokafka import AIOKafkaConsumer, TopicPartition
         from yigongti_kit.settings import KitSettings, kafka_client_kwargs
 
-        from .sender import route_cluster
-
         settings = KitSettings(service_name="terminal-load",
                                kafka_bootstrap_servers=self.target.bootstrap,
                                kafka_broker_kind=self.target.broker_kind)
         consumer = AIOKafkaConsumer(**{**kafka_client_kwargs(settings, "consumer"),
                                        "group_id": None})
         route_cluster(consumer._client.cluster, self.target.route)
-        await consumer.start()
+        try:
+            await asyncio.wait_for(consumer.start(), self.target.send_timeout_s)
+        except Exception as exc:  # noqa: BLE001 - any failure to connect is "link down"
+            with contextlib.suppress(Exception):
+                await consumer.stop()
+            raise LinkDown(type(exc).__name__) from exc
         self._consumer = consumer
         tps = []
         for topic in self.topics:
@@ -481,11 +485,9 @@ async def drive(target: LoadTarget, clinics: Sequence[Clinic], *, rate: float,
                 service: str = "lab") -> dict[str, Any]:
     """Send the clinics' records open loop at `rate` for `seconds`, then wait up
     to `drain_s` for the last answers; returns the figures (Tally.figures, plus
-    the run's settings; the achieved rate is per second of the sending phase,
-    until the broker took the last record). `console`: a rich Console for the live progress bar
+    the run's settings; the achieved rate is per second of the sending phase:
+    the slots' time, or longer when the broker took the last record later). `console`: a rich Console for the live progress bar
     (None: quiet). `bad`: deliberately refused records among them."""
-    from .sender import IntakeSender, LinkDown
-
     schedule = Schedule(clinics, rate=rate, seconds=seconds, bad=bad, service=service)
     tally = Tally()
     watcher = AnswerWatcher(target, tally, [service])
@@ -523,9 +525,12 @@ async def drive(target: LoadTarget, clinics: Sequence[Clinic], *, rate: float,
                         task = asyncio.create_task(send(sender, record, item))
                         sending.add(task)
                         task.add_done_callback(sending.discard)
+                    # On schedule, the last slot ends total/rate after the start; a
+                    # producer that lags stretches it to when the broker took the last.
+                    handed = time.perf_counter() - began + 1 / rate
                     if sending:
                         await asyncio.gather(*sending)
-                    sent_for = time.perf_counter() - began  # until the broker took the last
+                    sent_for = max(handed, time.perf_counter() - began)
                     live.update(tally, "answers")
                     deadline = time.perf_counter() + drain_s
                     while tally.open and time.perf_counter() < deadline:  # noqa: ASYNC110

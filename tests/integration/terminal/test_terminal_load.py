@@ -26,3 +26,30 @@ async def test_every_record_of_three_clinics_is_answered_or_refused_with_its_rea
     assert figures["refused_by_reason"] == {"unknown_test": 1}, figures
     assert figures["achieved_per_s"] > 0
     assert not math.isnan(figures["p50_ms"]) and figures["p50_ms"] <= figures["p99_ms"]
+
+
+async def test_yigongti_load_drives_registered_clinics_through_the_terminal_s_link(
+        clinic, database_url, schema):
+    """The command, as a county's IT staff run it against a running stack: the
+    terminal's own settings (here its link goes through the cuttable proxy),
+    new clinics registered in the lab's registry, the counts and figures."""
+    import asyncio
+    import json
+
+    from typer.testing import CliRunner
+    from yigongti_terminal.cli import app
+
+    out = clinic.config.home / "figures.json"
+    result = await asyncio.to_thread(
+        CliRunner().invoke, app,
+        ["--home", str(clinic.config.home), "load", "--rate", "4", "--clinics", "2",
+         "--seconds", "1.5", "--bad", "1", "--drain", "30", "--register-database",
+         database_url, "--schema", schema, "--json", str(out)],
+        env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "2 new clinic terminals" in text and "refused unknown_test" in text
+    figures = json.loads(out.read_text())
+    assert figures["sent"] == 6 and figures["lost"] == 0
+    assert figures["refused_by_reason"] == {"unknown_test": 1}
+    assert len(list((clinic.config.home / "load-clinics").glob("terminal_*.key"))) == 2
