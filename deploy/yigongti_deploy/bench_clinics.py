@@ -4,15 +4,17 @@ a chosen rate through the terminal's own client library
 lab's events, so that the load crosses services.
 
 On one embedded stack (broker, PostgreSQL; the lab, referral and settlement
-services, each its own process: referral and settlement consume
+services, each its own process; referral and settlement also consume
 lab.events.v1). K clinics, each a terminal of its own with its own key and
-patients, registered in the lab's terminal registry, send open loop at
-`--rate` records/s for `--seconds`: lab orders, the tubes collected, their
-dispatch (3.5 records per patient). Answered = the lab's event for the
-record on lab.events.v1; refused = IntakeRejected, by reason. Per run:
-sent / answered / refused / lost, the achieved rate, p50/p99 from handing a
-record to the producer to its answer, and the lab's peak RSS (VmHWM); the
-medians over the runs. Timings are reported, never asserted (STYLE.md).
+patients, registered with the lab and the referral service, send open loop
+at `--rate` records/s for `--seconds`: lab orders, the tubes collected, their
+dispatch, and for one patient in four an emergency upward referral (about
+3.75 records per patient). Answered = the service's event for the record on
+its events topic; refused = IntakeRejected, by reason. Per run: sent /
+answered / refused / lost (and per service), the achieved rate, p50/p99 from
+handing a record to the producer to its answer, and the lab's peak RSS
+(VmHWM); the medians over the runs. Timings are reported, never asserted
+(STYLE.md).
 
     python -m yigongti_deploy.bench_clinics [--rate 100] [--clinics 50]
         [--seconds 20] [--runs 3] [--bad 0] [--services lab,referral,settlement]
@@ -30,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from yigongti_kit.service import event_loop_runner
-from yigongti_terminal.load import LoadTarget, drive, make_clinics, register
+from yigongti_terminal.load import DRIVEN, LoadTarget, drive, make_clinics, register
 
 from .bench_referral import peak_rss_mib
 
@@ -39,21 +41,25 @@ DEFAULT_SERVICES = ("lab", "referral", "settlement")
 
 async def run_bench(stack, *, rate: float, clinics: int, seconds: float, runs: int,
                     bad: int = 0, drain_s: float = 60.0, console=None,
-                    warmup_s: float = 3.0, lab_schema: str = "lab") -> dict[str, Any]:
-    """Register `clinics` terminals in the stack's lab (its schema) and drive
-    them; returns the figures of each run and their medians."""
+                    warmup_s: float = 3.0,
+                    schemas: dict[str, str] | None = None) -> dict[str, Any]:
+    """Register `clinics` terminals with the stack's lab (and referral service,
+    when it runs) and drive them; returns the figures of each run and their
+    medians. `schemas`: a service's schema when it is not the service's name."""
+    driven = tuple(s for s in DRIVEN if s in stack.service_names)
     terminals = make_clinics(clinics, prefix="bench-clinic")
-    await register(stack.database_url, lab_schema, terminals)
+    for service in driven:
+        await register(stack.database_url, (schemas or {}).get(service, service), terminals)
     target = LoadTarget(stack.bootstrap, stack.broker_kind or "embedded", stack.topic_prefix,
                         send_timeout_s=30.0)
     lab_pid = stack.services["lab"].pid
     if warmup_s > 0:  # connections, the lab's first fetches, the terminals' cache
         await drive(target, terminals, rate=max(1.0, rate / 4), seconds=warmup_s,
-                    drain_s=drain_s)
+                    drain_s=drain_s, services=driven)
     results = []
     for n in range(runs):
         figures = await drive(target, terminals, rate=rate, seconds=seconds, bad=bad,
-                              drain_s=drain_s, console=console)
+                              drain_s=drain_s, console=console, services=driven)
         figures["lab_peak_rss_mib"] = peak_rss_mib(lab_pid)
         print(f"run {n + 1}: {json.dumps(figures)}", flush=True)
         results.append(figures)
@@ -87,7 +93,10 @@ def report(figures: dict[str, Any]) -> str:
     for n, r in enumerate(figures["runs"], 1):
         lines.append(f"  run {n}: sent {r['sent']}, answered {r['answered']}, refused "
                      f"{r['refused']} {r['refused_by_reason'] or ''}, lost {r['lost']}; "
-                     f"{r['achieved_per_s']}/s; p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms")
+                     f"{r['achieved_per_s']}/s; p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms; "
+                     + ", ".join(f"{k} {v['sent']}/{v['answered']}/{v['refused']}"
+                                 for k, v in r["by_service"].items())
+                     + " (sent/answered/refused)")
     lines.append(f"  medians: sent {m['sent']}, answered {m['answered']}, refused "
                  f"{m['refused']}, lost {m['lost']}; {m['achieved_per_s']}/s; p50 "
                  f"{m['p50_ms']} ms, p99 {m['p99_ms']} ms; lab peak RSS "

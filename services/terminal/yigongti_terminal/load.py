@@ -3,14 +3,16 @@ the way a terminal sends.
 
     clinics = make_clinics(20)                        # each its own key and patients
     await register(database_url, "lab", clinics)      # a dev or test stack's registry
-    figures = await drive(LoadTarget.from_config(config), clinics, rate=50, seconds=30)
+    figures = await drive(LoadTarget.from_config(config), clinics, rate=50, seconds=30,
+                          services=("lab",))
 
 Open loop: record n is due n/rate seconds after the start, whether or not the
 earlier ones were answered (a closed loop slows down with the service and
 hides its queue). Slots go round the clinics; each clinic sends its own lab
 journeys in order: the order, one collection per tube, the dispatch of its
 tubes, then the next patient (a new patient_ref each time, so mutual
-recognition never answers a repeat). Each record is captured with its ce_id
+recognition never answers a repeat). Driving the referral service too
+(`services=("lab", "referral")`), one patient in four is also referred up. Each record is captured with its ce_id
 fixed and signed by its clinic's key when sent (sender.IntakeSender, the
 terminal's own sender; the clinics share one producer connection).
 
@@ -38,6 +40,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +52,7 @@ from yigongti_contracts.common import Age, AgeUnit, Sex
 from yigongti_contracts.lab.codes import Priority, TubeType
 from yigongti_contracts.lab.parts import OrderedTest
 from yigongti_contracts.lab.v1 import LabOrderPlaced, SpecimenCollected, SpecimenDispatched
+from yigongti_contracts.registry import SERVICE_MODULES
 from yigongti_contracts.topics import topic_name
 from yigongti_kit.intake_auth import TerminalSigner
 
@@ -66,6 +70,11 @@ TUBE_SETS: tuple[tuple[tuple[TubeType, tuple[str, ...]], ...], ...] = (
 PRIORITIES = (Priority.routine, Priority.routine, Priority.urgent, Priority.stat)
 # The deliberately bad record: an order of a test no lab has (refused unknown_test).
 BAD_TEST = "NO-SUCH-TEST"
+# The services whose intake the generator sends to, and how often a patient is
+# also referred up (assumed: a mix that gives the referral service work, not a
+# clinical rate).
+DRIVEN = ("lab", "referral")
+REFERRAL_EVERY = 4
 
 
 # --- clinics -------------------------------------------------------------------------
@@ -162,11 +171,22 @@ async def register(database_url: str, schema: str, clinics: Sequence[Clinic]) ->
 # --- what a clinic sends ---------------------------------------------------------------
 
 
+def service_of(event: StrictModel) -> str:
+    """The service whose intake takes this kind of record."""
+    for name, module in SERVICE_MODULES.items():
+        if type(event) in module.INTAKE:
+            return name
+    raise ValueError(f"{type(event).__name__} is no service's intake")
+
+
 @dataclass(frozen=True)
 class Record:
     clinic: Clinic
-    service: str
     event: StrictModel
+
+    @property
+    def service(self) -> str:
+        return service_of(self.event)
 
     def captured(self, seq: int) -> Queued:
         """As the terminal's queue captures it: ce_id fixed, value bytes as sent."""
@@ -211,6 +231,45 @@ def bad_order(clinic: Clinic) -> LabOrderPlaced:
         tests=(OrderedTest(code=BAD_TEST),), ordered_at=datetime.now(UTC))
 
 
+@cache
+def _refer_to(institution_id: str) -> str:
+    """Where a clinic refers a patient needing a chest-pain centre: the first
+    candidate the referral rules give (refdata)."""
+    from yigongti_contracts import refdata
+
+    return refdata.load().upward_candidates(institution_id, "chest_pain_centre")[0].id
+
+
+def referral_request(clinic: Clinic, patient_ref: str | None = None) -> StrictModel:
+    """An emergency upward referral of a patient the clinic cannot treat (a STEMI
+    without a chest-pain centre), to the hospital the rules put first."""
+    referral = SERVICE_MODULES["referral"]
+    return referral.ReferralRequested.model_validate(dict(
+        referral_id=f"LR-{uuid.uuid4().hex[:16]}", direction="up",
+        from_institution=clinic.institution_id, to_institution=_refer_to(clinic.institution_id),
+        patient_ref=patient_ref or "v1:" + secrets.token_hex(32),
+        reason="critical_beyond_capability", urgency="emergency",
+        requested_by="load-doc-01", requested_at=datetime.now(UTC),
+        required_capability="chest_pain_centre"))
+
+
+def journey_for(services: Sequence[str]) -> Callable[[Clinic, int], list[StrictModel]]:
+    """A patient's records for the driven services: the lab journey, and every
+    REFERRAL_EVERY-th patient (every one without the lab) referred up."""
+    unknown = set(services) - set(DRIVEN)
+    if unknown or not services:
+        raise ValueError(f"the generator drives {', '.join(DRIVEN)}; not {sorted(unknown)}")
+
+    def journey(clinic: Clinic, index: int) -> list[StrictModel]:
+        events = lab_journey(clinic, index) if "lab" in services else []
+        if "referral" in services and (not events or index % REFERRAL_EVERY == 0):
+            ref = events[0].patient_ref if events else None
+            events.append(referral_request(clinic, ref))
+        return events
+
+    return journey
+
+
 # --- pacing (pure) ---------------------------------------------------------------------
 
 
@@ -233,19 +292,20 @@ class Schedule:
     spread over the run, carry a bad order instead."""
 
     def __init__(self, clinics: Sequence[Clinic], *, rate: float, seconds: float,
-                 bad: int = 0,
-                 journey: Callable[[Clinic, int], list[StrictModel]] = lab_journey,
-                 service: str = "lab") -> None:
+                 bad: int = 0, services: Sequence[str] = ("lab",),
+                 journey: Callable[[Clinic, int], list[StrictModel]] | None = None) -> None:
         if not clinics:
             raise ValueError("at least one clinic")
         if rate <= 0:
             raise ValueError("the rate is records per second, above 0")
+        if bad and "lab" not in services:
+            raise ValueError("the bad records are lab orders: drive the lab too")
         self.clinics = list(clinics)
         self.rate = rate
         self.total = planned(rate, seconds)
         self.bad_slots = spread(self.total, bad)
-        self.service = service
-        self._journey = journey
+        self.services = tuple(services)
+        self._journey = journey or journey_for(self.services)
         self._pending: dict[str, deque[StrictModel]] = {c.terminal_id: deque()
                                                           for c in self.clinics}
         self._journeys = 0
@@ -257,12 +317,12 @@ class Schedule:
     def record(self, n: int) -> Record:
         clinic = self.clinics[n % len(self.clinics)]
         if n in self.bad_slots:
-            return Record(clinic, self.service, bad_order(clinic))
+            return Record(clinic, bad_order(clinic))
         pending = self._pending[clinic.terminal_id]
         if not pending:
             pending.extend(self._journey(clinic, self._journeys))
             self._journeys += 1
-        return Record(clinic, self.service, pending.popleft())
+        return Record(clinic, pending.popleft())
 
 
 # --- counting (pure) ---------------------------------------------------------------
@@ -285,7 +345,9 @@ class Tally:
     refused: Counter = field(default_factory=Counter)  # reason code -> records
     send_failed: Counter = field(default_factory=Counter)  # why the producer failed
     latencies: list[float] = field(default_factory=list)  # seconds, send -> answer
-    _open: dict[str, float] = field(default_factory=dict)  # ce_id -> when handed over
+    # per service: Counter of "sent", "answered", "refused"
+    by_service: dict[str, Counter] = field(default_factory=dict)
+    _open: dict[str, tuple[float, str]] = field(default_factory=dict)  # ce_id -> (when, service)
     _by_answer: dict[tuple[str, str], str] = field(default_factory=dict)  # (type, value)
 
     @property
@@ -300,7 +362,8 @@ class Tally:
     def expect(self, item: Queued, at: float) -> None:
         """`item` is handed to the producer at `at`: count it and learn its answer."""
         self.sent += 1
-        self._open[item.ce_id] = at
+        self._open[item.ce_id] = (at, item.service)
+        self.by_service.setdefault(item.service, Counter())["sent"] += 1
         types, name = ACCEPTED_BY.get(item.ce_type, ((), ""))
         if types:
             value = json.loads(item.value).get(name)
@@ -311,6 +374,7 @@ class Tally:
         """The producer did not take it: not sent after all."""
         if self._open.pop(item.ce_id, None) is not None:
             self.sent -= 1
+            self.by_service[item.service]["sent"] -= 1
             self.send_failed[reason] += 1
 
     def seen(self, ce_type: str, data: dict[str, Any], at: float) -> str | None:
@@ -318,10 +382,11 @@ class Tally:
         record it answers, if any (counted once)."""
         if ce_type == REJECTED:
             ce_id = data.get("rejected_id")
-            started = self._open.pop(ce_id, None) if ce_id else None
-            if started is None:
+            opened = self._open.pop(ce_id, None) if ce_id else None
+            if opened is None:
                 return None
             self.refused[str(data.get("reason") or "unknown")] += 1
+            outcome = "refused"
         else:
             found = None
             for name in _ANSWER_FIELDS.get(ce_type, ()):
@@ -332,10 +397,13 @@ class Tally:
             if found is None:
                 return None
             ce_id = found
-            started = self._open.pop(ce_id, None)
-            if started is None:  # refused first, or another answer type came already
+            opened = self._open.pop(ce_id, None)
+            if opened is None:  # refused first, or another answer type came already
                 return None
             self.answered += 1
+            outcome = "answered"
+        started, service = opened
+        self.by_service[service][outcome] += 1
         self.latencies.append(at - started)
         return ce_id
 
@@ -351,6 +419,8 @@ class Tally:
             "sent": self.sent, "answered": self.answered,
             "refused": self.refused_total, "refused_by_reason": dict(sorted(self.refused.items())),
             "lost": self.open, "send_failed": dict(self.send_failed),
+            "by_service": {name: {k: counts[k] for k in ("sent", "answered", "refused")}
+                           for name, counts in sorted(self.by_service.items())},
             "seconds": round(seconds, 2),
             "achieved_per_s": round(self.sent / seconds, 1) if seconds > 0 else 0.0,
             "p50_ms": ms(50), "p99_ms": ms(99),
@@ -482,15 +552,15 @@ class _Live:
 
 async def drive(target: LoadTarget, clinics: Sequence[Clinic], *, rate: float,
                 seconds: float, bad: int = 0, drain_s: float = 30.0, console=None,
-                service: str = "lab") -> dict[str, Any]:
+                services: Sequence[str] = ("lab",)) -> dict[str, Any]:
     """Send the clinics' records open loop at `rate` for `seconds`, then wait up
     to `drain_s` for the last answers; returns the figures (Tally.figures, plus
     the run's settings; the achieved rate is per second of the sending phase:
     the slots' time, or longer when the broker took the last record later). `console`: a rich Console for the live progress bar
     (None: quiet). `bad`: deliberately refused records among them."""
-    schedule = Schedule(clinics, rate=rate, seconds=seconds, bad=bad, service=service)
+    schedule = Schedule(clinics, rate=rate, seconds=seconds, bad=bad, services=services)
     tally = Tally()
-    watcher = AnswerWatcher(target, tally, [service])
+    watcher = AnswerWatcher(target, tally, schedule.services)
     await watcher.start()
     live = _Live(console, schedule.total)
     sending: set[asyncio.Task] = set()
@@ -542,5 +612,5 @@ async def drive(target: LoadTarget, clinics: Sequence[Clinic], *, rate: float,
     finally:
         await watcher.stop()
     return {"rate_target_per_s": rate, "clinics": len(clinics), "planned": schedule.total,
-            "bad_planned": len(schedule.bad_slots), "service": service,
+            "bad_planned": len(schedule.bad_slots), "services": list(schedule.services),
             **tally.figures(sent_for)}

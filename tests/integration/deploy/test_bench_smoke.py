@@ -94,7 +94,7 @@ async def test_the_clinics_bench_drives_registered_clinics_and_reports_every_rec
         services={"lab": SimpleNamespace(pid=bench_target.lab_pid)}, service_names=["lab"])
     figures = await bench_clinics.run_bench(stack, rate=5, clinics=2, seconds=2, runs=1,
                                             bad=1, drain_s=30, warmup_s=0,
-                                            lab_schema=bench_target.lab_schema)
+                                            schemas={"lab": bench_target.lab_schema})
     (run,) = figures["runs"]
     assert run["sent"] == 10 and run["lost"] == 0
     assert run["answered"] == 9 and run["refused_by_reason"] == {"unknown_test": 1}

@@ -171,3 +171,43 @@ def test_schedule_refuses_nonsense(clinics):
         Schedule([], rate=1, seconds=1)
     with pytest.raises(ValueError):
         Schedule(clinics, rate=0, seconds=1)
+
+
+def test_with_the_referral_service_one_patient_in_four_is_also_referred_up(clinics):
+    from yigongti_contracts import refdata
+    from yigongti_terminal.load import REFERRAL_EVERY, journey_for, service_of
+
+    schedule = Schedule(clinics, rate=60, seconds=4, services=("lab", "referral"))
+    records = [schedule.record(n) for n in range(schedule.total)]
+    orders = [r.event for r in records if isinstance(r.event, LabOrderPlaced)]
+    referrals = [r for r in records if r.service == "referral"]
+    assert referrals and len(referrals) <= len(orders) // REFERRAL_EVERY + len(clinics)
+    data = refdata.load()
+    by_patient = {o.patient_ref: o for o in orders}
+    for r in referrals:
+        request = r.event
+        assert request.from_institution == r.clinic.institution_id
+        assert request.patient_ref in by_patient  # one of the clinic's lab patients
+        assert by_patient[request.patient_ref].ordering_institution == r.clinic.institution_id
+        first = data.upward_candidates(r.clinic.institution_id, "chest_pain_centre")[0]
+        assert request.to_institution == first.id
+    assert {service_of(r.event) for r in records} == {"lab", "referral"}
+    only = journey_for(("referral",))(clinics[0], 1)
+    assert [service_of(e) for e in only] == ["referral"]
+    with pytest.raises(ValueError):
+        journey_for(("settlement",))
+    with pytest.raises(ValueError):
+        Schedule(clinics, rate=1, seconds=1, bad=1, services=("referral",))
+
+
+def test_counts_are_kept_per_service(clinics):
+    schedule = Schedule(clinics, rate=60, seconds=4, services=("lab", "referral"))
+    tally = Tally()
+    items = [(_sent(tally, schedule, n, 0.0)) for n in range(schedule.total)]
+    referral = next((i, d) for i, d in items if i.service == "referral")
+    tally.seen("yigongti.referral.opened.v1", {"referral_id": referral[1]["referral_id"]}, 0.2)
+    lab = items[0]
+    tally.seen(REJECTED, {"rejected_id": lab[0].ce_id, "reason": "unknown_test"}, 0.1)
+    by = tally.figures(1.0)["by_service"]
+    assert by["referral"]["answered"] == 1 and by["lab"]["refused"] == 1
+    assert by["lab"]["sent"] + by["referral"]["sent"] == schedule.total
