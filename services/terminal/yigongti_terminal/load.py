@@ -33,6 +33,7 @@ import asyncio
 import contextlib
 import json
 import math
+import os
 import secrets
 import time
 import uuid
@@ -133,8 +134,9 @@ def save_clinics(directory: Path, clinics: Sequence[Clinic]) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     for clinic in clinics:
         path = directory / f"terminal_{clinic.terminal_id}.key"
-        path.write_text(clinic.private_pem())
-        path.chmod(0o600)
+        # Created readable by the owner only (never briefly world-readable).
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+            f.write(clinic.private_pem())
     fragment = directory / "terminals.yaml"
     fragment.write_text(yaml.safe_dump({"terminals": [c.registry_entry() for c in clinics]},
                                        sort_keys=False))

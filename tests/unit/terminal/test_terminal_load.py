@@ -211,3 +211,20 @@ def test_counts_are_kept_per_service(clinics):
     by = tally.figures(1.0)["by_service"]
     assert by["referral"]["answered"] == 1 and by["lab"]["refused"] == 1
     assert by["lab"]["sent"] + by["referral"]["sent"] == schedule.total
+
+
+def test_saved_clinics_come_back_with_their_keys_and_a_registry_fragment(tmp_path):
+    import yaml
+    from yigongti_kit.intake_auth import parse_terminals
+    from yigongti_terminal.load import load_clinics, save_clinics
+
+    assert load_clinics(tmp_path / "none") == []
+    made = make_clinics(2, prefix="t-save")
+    fragment = save_clinics(tmp_path / "keys", made)
+    back = load_clinics(tmp_path / "keys")
+    assert [(c.terminal_id, c.institution_id, c.signer.public_key_b64) for c in back] == \
+        [(c.terminal_id, c.institution_id, c.signer.public_key_b64) for c in made]
+    assert len(parse_terminals(fragment.read_text(), "fragment")) == 2  # a valid registry
+    assert "PRIVATE" not in fragment.read_text() and yaml.safe_load(fragment.read_text())
+    for key in (tmp_path / "keys").glob("terminal_*.key"):
+        assert key.stat().st_mode & 0o077 == 0
