@@ -135,6 +135,7 @@ bench: setup
 	$(BIN)/python -m yigongti_deploy.bench_diagnosis
 	$(BIN)/python -m yigongti_deploy.bench_settlement
 	$(BIN)/python -m yigongti_deploy.bench_referral
+	$(BIN)/python -m yigongti_deploy.bench_clinics
 
 lint: setup
 	$(BIN)/ruff check .

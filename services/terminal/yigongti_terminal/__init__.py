@@ -8,5 +8,6 @@
 - client.py   the library: capture, flush, lookups, feeds
 - messages.py every refusal in words a clinic nurse understands
 - readback.py the read-back rule of an acknowledgement
+- load.py     the load generator: many clinics at a chosen rate (`yigongti load`)
 - cli.py      the `yigongti` command (typer, rich)
 """

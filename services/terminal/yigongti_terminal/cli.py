@@ -923,5 +923,102 @@ def version() -> None:
     console.print("yigongti terminal 0.1.0")
 
 
+# --- load ------------------------------------------------------------------------------
+
+
+@app.command("load")
+def load_command(
+    rate: Annotated[float, typer.Option(help="Records per second, all clinics together "
+                                             "(open loop: sent on time, answered or not).")],
+    clinics: Annotated[int, typer.Option(help="How many clinics (terminals, each its own "
+                                              "key and patients).")] = 5,
+    seconds: Annotated[float, typer.Option(help="How long to send.")] = 10.0,
+    bad: Annotated[int, typer.Option(help="Deliberately bad orders among them (refused "
+                                          "unknown_test): the refusal path.")] = 0,
+    drain: Annotated[float, typer.Option(help="Seconds to wait for the last answers after "
+                                              "sending.")] = 30.0,
+    to: Annotated[str, typer.Option(help="The services sent to, comma-separated: lab "
+                                         "(orders, tubes, dispatches), referral (one patient "
+                                         "in four referred up).")] = "lab",
+    keys: Annotated[Path | None, typer.Option(
+        help="Where the clinics' keys and their registry fragment (terminals.yaml) are "
+             "kept. Default: load-clinics/ in the terminal's directory.")] = None,
+    register_database: Annotated[str | None, typer.Option(
+        envvar="YIGONGTI_LOAD_DATABASE_URL",
+        help="A development stack's PostgreSQL URL: add the clinics to each service's "
+             "terminal registry there. Otherwise add terminals.yaml to each service's "
+             "TERMINALS_FILE.")] = None,
+    schema: Annotated[list[str] | None, typer.Option(
+        help="A service's schema in that database as service=schema (default: the "
+             "service's name, as the stack has it); repeatable.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the figures to "
+                                                                  "this file.")] = None,
+) -> None:
+    """Drive many clinics' lab orders, collections and dispatches (and referrals) at a
+    chosen rate against a running county (this terminal's broker), with live counts
+    sent / answered / refused; prints the achieved rate and p50/p99 from send to answer.
+    Exit 0 when every record was answered or refused, 3 when some were not."""
+    import json as jsonlib
+
+    from . import load as loadgen
+
+    try:
+        config = load(_State.home)
+    except ConfigError as exc:
+        _fail(f"{messages.local('not_set_up')} ({exc})", UNAVAILABLE)
+    if clinics < 1 or rate <= 0 or seconds <= 0:
+        raise typer.BadParameter("--clinics, --rate and --seconds must be above 0")
+    driven = tuple(s.strip() for s in to.split(",") if s.strip())
+    if not driven or set(driven) - set(loadgen.DRIVEN):
+        raise typer.BadParameter(f"--to takes {', '.join(loadgen.DRIVEN)}")
+    schemas = {s: s for s in driven}
+    for item in schema or ():
+        name, sep, value = item.partition("=")
+        if not sep or name not in schemas or not value:
+            raise typer.BadParameter(f"--schema expects service=schema of {to}, got {item!r}")
+        schemas[name] = value
+    where = keys or config.home / "load-clinics"
+    kept = loadgen.load_clinics(where)
+    if len(kept) < clinics:
+        kept = loadgen.make_clinics(clinics)
+        fragment = loadgen.save_clinics(where, kept)
+        console.print(f"{clinics} new clinic terminals; their registry entries: {fragment}")
+    chosen = kept[:clinics]
+
+    async def work() -> dict:
+        if register_database:
+            for name in driven:
+                await loadgen.register(register_database, schemas[name], chosen)
+        return await loadgen.drive(loadgen.LoadTarget.from_config(config), chosen, rate=rate,
+                                   seconds=seconds, bad=bad, drain_s=drain, console=console,
+                                   services=driven)
+
+    try:
+        figures = asyncio.run(work())
+    except loadgen.LinkDown as exc:
+        _fail(messages.local("link_down").split(" The record")[0] + f" [link_down] ({exc})",
+              UNAVAILABLE)
+    table = Table(title=f"{figures['clinics']} clinics at {rate:g} records/s for {seconds:g} s")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for name in ("planned", "sent", "answered", "refused", "lost", "achieved_per_s",
+                 "p50_ms", "p99_ms", "max_ms"):
+        table.add_row(name.replace("_", " "), str(figures[name]))
+    for reason, count in figures["refused_by_reason"].items():
+        table.add_row(f"  refused {reason}", str(count))
+    for reason, count in figures["send_failed"].items():
+        table.add_row(f"  not sent ({reason})", str(count))
+    for name, counts in figures["by_service"].items():
+        table.add_row(f"{name}: sent / answered / refused",
+                      f"{counts['sent']} / {counts['answered']} / {counts['refused']}")
+    console.print(table)
+    if figures["lost"]:
+        console.print(f"[yellow]{figures['lost']} record(s) had no answer: is every clinic "
+                      "in the services' registries (terminals.yaml above)?[/yellow]")
+    if json_out:
+        json_out.write_text(jsonlib.dumps(figures, indent=2) + "\n")
+    raise typer.Exit(OK if not figures["lost"] and not figures["send_failed"] else NO_ANSWER)
+
+
 def main() -> None:
     app()

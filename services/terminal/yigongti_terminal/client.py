@@ -60,6 +60,12 @@ ACCEPTED_BY: dict[str, tuple[tuple[str, ...], str]] = {
 REJECTED = "yigongti.intake.rejected.v1"
 
 
+def record_value(event: StrictModel) -> bytes:
+    """The bytes a record carries: compact JSON of the contract model (fixed at
+    capture, so a resend carries the same value)."""
+    return json.dumps(event.model_dump(mode="json"), separators=(",", ":")).encode()
+
+
 class UnknownPatientOffline(Exception):
     """Offline, only a patient whose ref this terminal knows can be queued."""
 
@@ -121,7 +127,7 @@ class TerminalClient:
         module = services.contract(service)
         if type(event) not in module.INTAKE:
             raise ValueError(f"{type(event).__name__} is not an intake message of {service}")
-        value = json.dumps(event.model_dump(mode="json"), separators=(",", ":")).encode()
+        value = record_value(event)
         key = event.kafka_key()
         ref = getattr(event, "patient_ref", None)
         sender = self._sender()

@@ -60,9 +60,13 @@ def _route(producer: AIOKafkaProducer, route: dict[str, str]) -> None:
     """Reach brokers through other addresses than they advertise (a tunnel or
     relay at the clinic; the tests' cuttable proxy). aiokafka has no setting
     for it, so its metadata lookup is wrapped."""
+    route_cluster(producer.client.cluster, route)
+
+
+def route_cluster(cluster, route: dict[str, str]) -> None:
+    """The same for any aiokafka client's cluster metadata (a consumer's too)."""
     if not route:
         return
-    cluster = producer.client.cluster
     lookup = cluster.broker_metadata
 
     def routed(node_id):
@@ -110,9 +114,11 @@ class IntakeSender:
     def topic(self, service: str) -> str:
         return topic_name(f"{service}.intake.v1", self.topic_prefix)
 
-    async def send(self, item: Queued) -> None:
+    async def send(self, item: Queued, *, signer: TerminalSigner | None = None) -> None:
         """Sign `item` now and send it; LinkDown when the broker did not take it
-        in time (it may have: the resend is then a duplicate, applied once)."""
+        in time (it may have: the resend is then a duplicate, applied once).
+        `signer`: another terminal's key on this producer (the load generator's
+        clinics share one connection, each signing its own records)."""
         assert self._producer is not None, "use the sender as an async context manager"
         topic = self.topic(item.service)
         # The capture's trace goes on, even when the send is hours later in another
@@ -124,7 +130,7 @@ class IntakeSender:
                         "cloudevents.event_type": item.ce_type,
                         "cloudevents.event_id": item.ce_id},
         ):
-            headers = signed_headers(self.signer, item)
+            headers = signed_headers(signer or self.signer, item)
             try:
                 await asyncio.wait_for(
                     self._producer.send_and_wait(topic, value=item.value,

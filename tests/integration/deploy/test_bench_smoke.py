@@ -76,3 +76,29 @@ async def test_every_step_of_the_journey_is_found_in_the_lab(bench_target):
     active, missing = plan(caps)
     assert missing == {}
     assert [s.name for s in active] == [s.name for s in STEPS]
+
+
+@pytest.mark.timeout(120)
+async def test_the_clinics_bench_drives_registered_clinics_and_reports_every_record(
+    bench_target
+):
+    """bench_clinics with tiny numbers: every record answered or refused (the
+    one bad order as unknown_test), the figures and the report complete."""
+    from types import SimpleNamespace
+
+    from yigongti_deploy import bench_clinics
+
+    stack = SimpleNamespace(  # what run_bench reads of a Stack
+        database_url=bench_target.database_url, bootstrap=bench_target.bootstrap,
+        broker_kind=bench_target.broker_kind, topic_prefix=bench_target.topic_prefix,
+        services={"lab": SimpleNamespace(pid=bench_target.lab_pid)}, service_names=["lab"])
+    figures = await bench_clinics.run_bench(stack, rate=5, clinics=2, seconds=2, runs=1,
+                                            bad=1, drain_s=30, warmup_s=0,
+                                            schemas={"lab": bench_target.lab_schema})
+    (run,) = figures["runs"]
+    assert run["sent"] == 10 and run["lost"] == 0
+    assert run["answered"] == 9 and run["refused_by_reason"] == {"unknown_test": 1}
+    assert figures["refused_by_reason"] == {"unknown_test": 1}
+    assert run["lab_peak_rss_mib"] and run["lab_peak_rss_mib"] > 0
+    text = bench_clinics.report(figures)
+    assert "2 clinic terminals at 5 records/s" in text and "lost 0" in text
