@@ -45,7 +45,7 @@ from .benefits import (
     policy_by_version,
     policy_for,
 )
-from .events import emit_all
+from .events import emit_all, events_arguments, events_cte
 from .explanation import explain
 from .identity import supervision_flag
 
@@ -120,14 +120,15 @@ _FACTS = """
     FROM persons p WHERE p.person_id = $1"""
 
 # A completed settlement's rows in one round trip: the accumulators, the items
-# the history rules will read, the settlement itself.
-_RECORD = """
+# the history rules will read, the settlement itself and its events.
+_RECORD = f"""
     WITH acc AS (
         INSERT INTO accumulators (person_id, year, figures) VALUES ($1, $2, $3)
         ON CONFLICT (person_id, year) DO UPDATE SET figures = excluded.figures),
     items AS (
         INSERT INTO settled_items (person_id, settlement_id, item_code, service_date, quantity)
-        SELECT $1, $4, * FROM unnest($5::text[], $6::date[], $7::integer[]))
+        SELECT $1, $4, * FROM unnest($5::text[], $6::date[], $7::integer[])),
+    {events_cte(20)}
     INSERT INTO settlements (settlement_id, out_biz_no, institution, visit_id, identity_id,
         person_id, patient_ref, request_digest, status, year, inputs, policy_version,
         breakdown, answer, supplementary_of, settled_at)
@@ -247,12 +248,6 @@ async def settle_new(conn: asyncpg.Connection, req: SettlementRequested,
               **breakdown, "explanation": explain(b),
               "charges": [{"source": c["source"], "charge_id": c["charge_id"]} for c in charges],
               "supplementary_of": earlier_settlement, "settled_at": now.isoformat()}
-    await conn.execute(
-        _RECORD, person_id, year, {k: str(v) for k, v in after.as_dict().items()},
-        settlement_id, [i.item_code for i in items], [i.service_date for i in items],
-        [i.quantity for i in items], req.out_biz_no, req.institution, req.visit_id,
-        req.identity_id, ref, d, payers.request_to_json(inputs), b.policy_version, breakdown,
-        answer, earlier_settlement, now)
     events: list = [SettlementCompleted(
         settlement_id=settlement_id, visit_id=req.visit_id, patient_ref=ref,
         institution=req.institution, setting=req.setting, mode=req.mode,
@@ -276,7 +271,12 @@ async def settle_new(conn: asyncpg.Connection, req: SettlementRequested,
             settlement_id=settlement_id, patient_ref=ref, region=facts["region"],
             policy_version=alert.policy_version, formerly_poor=formerly_poor,
             threshold=alert.threshold, out_of_pocket=alert.out_of_pocket, raised_at=now))
-    await emit_all(conn, events)
+    await conn.execute(
+        _RECORD, person_id, year, {k: str(v) for k, v in after.as_dict().items()},
+        settlement_id, [i.item_code for i in items], [i.service_date for i in items],
+        [i.quantity for i in items], req.out_biz_no, req.institution, req.visit_id,
+        req.identity_id, ref, d, payers.request_to_json(inputs), b.policy_version, breakdown,
+        answer, earlier_settlement, now, *events_arguments(events))
     return answer
 
 

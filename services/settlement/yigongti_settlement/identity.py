@@ -34,7 +34,7 @@ from yigongti_contracts.settlement.v1 import AuditFlagRaised, IdentityRejected, 
 
 from . import locking, persons, supervision
 from .config import Keys, b64
-from .events import emit_all
+from .events import emit_all, events_arguments, events_cte
 
 TOKEN_TTL = timedelta(minutes=2)
 R = IdentityRejectionReason
@@ -199,22 +199,24 @@ async def verify(conn: asyncpg.Connection, keys: Keys, req: VerifyRequest, *,
         return answer
     nonce = b64(os.urandom(16))
     expires = now + TOKEN_TTL
-    row = await conn.fetchrow(  # the check and its token, in one round trip
-        """WITH checked AS (
+    verified = IdentityVerified(
+        settlement_id=identity_id, visit_id=req.visit_id, patient_ref=ref,
+        institution=institution, terminal_id=terminal_id, credential_type=req.credential_type,
+        token_expires_at=expires, verified_at=now)
+    row = await conn.fetchrow(  # the check, its token and its event in one round trip
+        f"""WITH checked AS (
                INSERT INTO identities (identity_id, institution, visit_id, terminal_id,
                    credential_type, request_digest, person_id, patient_ref, status, token_nonce,
                    token_expires_at, verified_at)
                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'verified', $9, $10, $11) RETURNING *),
            token AS (
                INSERT INTO tokens (token_hash, identity_id, expires_at)
-               SELECT $12, identity_id, token_expires_at FROM checked)
+               SELECT $12, identity_id, token_expires_at FROM checked),
+           {events_cte(13)}
            SELECT * FROM checked""",
         identity_id, institution, req.visit_id, terminal_id, req.credential_type.value, d,
-        person_id, ref, nonce, expires, now, token_hash(token_of(keys, identity_id, nonce)))
-    await emit_all(conn, [IdentityVerified(
-        settlement_id=identity_id, visit_id=req.visit_id, patient_ref=ref,
-        institution=institution, terminal_id=terminal_id, credential_type=req.credential_type,
-        token_expires_at=expires, verified_at=now)])
+        person_id, ref, nonce, expires, now, token_hash(token_of(keys, identity_id, nonce)),
+        *events_arguments([verified]))
     return _answer(keys, row)
 
 
