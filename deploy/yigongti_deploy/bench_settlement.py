@@ -84,6 +84,7 @@ async def one_run(http: aiohttp.ClientSession, base: str, counter: dict, sandbox
             # pre-signed (the terminal got it from the platform before it called us)
             plan.append((i, k, ec, sandbox.compare(ec, [1.0], 0.99, terminal)))
     latencies: list[float] = []
+    started: list[float] = []  # when each timed flow began, from the run's start
     errors: dict[str, int] = {}
 
     async def flow(i: int, k: int, ec: str, result: dict) -> None:
@@ -106,6 +107,7 @@ async def one_run(http: aiohttp.ClientSession, base: str, counter: dict, sandbox
                     raise RuntimeError(f"settle {s.status}")
                 assert Decimal((await s.json())["total"]) == Decimal("86.50")
             latencies.append(time.perf_counter() - t0)
+            started.append(t0 - start)
         except Exception as exc:  # noqa: BLE001 - counted and reported
             errors[str(exc)[:40]] = errors.get(str(exc)[:40], 0) + 1
 
@@ -126,7 +128,12 @@ async def one_run(http: aiohttp.ClientSession, base: str, counter: dict, sandbox
     # whatever else the machine was doing
     per = {k: round(v / 100 * elapsed * 1000 / done, 2) for k, v in cpu.items()
            if k != "machine_busy_pct"}
+    # the slowest flow begun in each second: where a run fell behind, if it did
+    worst: dict[int, float] = {}
+    for at, took in zip(started, latencies, strict=True):
+        worst[int(at)] = max(worst.get(int(at), 0.0), took)
     return {"run": run, "settlements": len(latencies), "errors": errors,
+            "slowest_ms_by_second": [round(1000 * worst[k], 1) for k in sorted(worst)],
             "achieved_per_s": round(len(latencies) / elapsed, 1), **summary_ms(latencies),
             "cpu_ms_per_settlement": per, "machine_busy_pct": cpu.get("machine_busy_pct")}
 
