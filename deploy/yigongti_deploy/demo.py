@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import signal
 import sys
 from types import SimpleNamespace
@@ -78,6 +79,7 @@ async def run(stack: Stack, keep_running: bool) -> int:
     # run is in its trace or linked to it.
     span = trace.get_tracer("yigongti.demo").start_span("demo journey")
     stack.journey_trace_id = format(span.get_span_context().trace_id, "032x")
+    j.facts["journey_span_id"] = format(span.get_span_context().span_id, "016x")
     rc = 0
     try:
         with trace.use_span(span, end_on_exit=True):
@@ -98,11 +100,27 @@ async def run(stack: Stack, keep_running: bool) -> int:
     print(f"\n{carried} of the {len(events.seen)} events carry the journey's trace context "
           "(the others are in traces linked to it: the analysers' HL7 messages)")
     _print("open:", demo_report.workstation(j, keep_running))
+    _write_record(j)
     print("\nOK: every step reached its expected state")
     if keep_running:
         _print("the stack stays up:", demo_report.try_lines(j))
         await _until_interrupted()
     return 0
+
+
+def _write_record(j: Journey) -> None:
+    """What the journey made, for exploring (--keep-running) and for the
+    end-to-end test: the services, the broker, the ids and times, the trace."""
+    stack = j.stack
+    record = {"services": {name: s.url for name, s in stack.services.items()},
+              "bootstrap": stack.bootstrap, "broker_kind": stack.broker_kind,
+              "topic_prefix": stack.topic_prefix, "keys": str(stack.keys.directory.resolve()),
+              "trace_id": stack.journey_trace_id,
+              # To continue the journey's trace when exploring (W3C traceparent).
+              "traceparent": f"00-{stack.journey_trace_id}-"
+                             f"{j.facts['journey_span_id']}-01",
+              "facts": {k: v for k, v in j.facts.items() if k != "settlement"}}
+    (stack.run_dir / "journey.json").write_text(json.dumps(record, default=str, indent=1))
 
 
 async def _until_interrupted() -> None:

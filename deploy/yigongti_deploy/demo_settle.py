@@ -97,6 +97,7 @@ async def settle(j: Journey) -> dict:
     if total != expected:
         raise StepFailed(f"settled {total} yuan of the visit's {expected} posted")
     j.facts["settlement"] = {**done, **completed, "explanation": done.get("explanation", "")}
+    j.facts["out_biz_no"] = out_biz_no
     j.did(f"nurse {NURSE}", TOWNSHIP, f"settled the visit by face scan: {total} yuan, "
                    f"the patient pays {completed['out_of_pocket']}",
                    "settlement.completed.v1")
