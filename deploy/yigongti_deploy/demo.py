@@ -27,8 +27,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import signal
 import sys
+import time
 from types import SimpleNamespace
 
 from aiokafka import AIOKafkaProducer
@@ -37,6 +39,8 @@ from yigongti_kit.telemetry import flush_spans, setup_telemetry
 
 from . import demo_ecg, demo_lab, demo_referral, demo_report, demo_settle, trace_summary
 from .demo_journey import LAB_CENTRE, TOWNSHIP, Events, Journey, StepFailed, Timeline, kafka_kwargs
+from .orthanc import URL_ENV as PACS_URL_ENV
+from .orthanc import OrthancMissing, require_orthanc
 from .stack import Stack
 
 STEPS = (
@@ -69,7 +73,9 @@ def _print(title: str, lines: list[str]) -> None:
         print(f"  {line}")
 
 
-async def run(stack: Stack, keep_running: bool) -> int:
+async def run(stack: Stack, keep_running: bool) -> tuple[int, int | None]:
+    """Play the journey and print what it gives: (exit code, the time in ns
+    from which the stack was left to explore, if it was)."""
     events = Events(stack)
     await events.start()
     producer = AIOKafkaProducer(**kafka_kwargs(stack, "producer"))
@@ -93,7 +99,7 @@ async def run(stack: Stack, keep_running: bool) -> int:
         await events.stop()
     _print("time of each step:", demo_report.step_times(j))
     if rc:
-        return rc
+        return rc, None
     _print("chest-pain-centre measures (from the events' own times):", demo_report.measures(j))
     _print("settlement breakdown (三重保障 一站式结算):", demo_report.settlement(j))
     carried = sum(1 for s in events.seen if s.trace_id == stack.journey_trace_id)
@@ -102,10 +108,12 @@ async def run(stack: Stack, keep_running: bool) -> int:
     _print("open:", demo_report.workstation(j, keep_running))
     _write_record(j)
     print("\nOK: every step reached its expected state")
-    if keep_running:
-        _print("the stack stays up:", demo_report.try_lines(j))
-        await _until_interrupted()
-    return 0
+    if not keep_running:
+        return 0, None
+    explored_from = time.time_ns()
+    _print("the stack stays up:", demo_report.try_lines(j))
+    await _until_interrupted()
+    return 0, explored_from
 
 
 def _write_record(j: Journey) -> None:
@@ -132,6 +140,12 @@ async def _until_interrupted() -> None:
 
 
 async def _main(keep_running: bool) -> int:
+    if not os.environ.get(PACS_URL_ENV):
+        try:  # the one system prerequisite: stop at once, saying how to install it
+            require_orthanc()
+        except OrthancMissing as exc:
+            print(f"yigongti-demo: {exc}", file=sys.stderr)
+            return 1
     # The scenario's township and the lab centre that serves it (demo_journey.py).
     stack = Stack(export_spans=True, institution_id=TOWNSHIP, lab_centre_id=LAB_CENTRE)
     # Every process of the run, the demo's too, appends its spans to one file in
@@ -141,7 +155,7 @@ async def _main(keep_running: bool) -> int:
     await stack.start()
     try:
         print(stack.describe())
-        rc = await run(stack, keep_running)
+        rc, explored_from = await run(stack, keep_running)
     except Exception as exc:  # noqa: BLE001 - a demo reports, then exits non-zero
         print(f"FAILED: {exc!r}", file=sys.stderr)
         rc = 1
@@ -156,8 +170,14 @@ async def _main(keep_running: bool) -> int:
         return rc
     flush_spans()
     spans = trace_summary.load(stack.traces_file)
+    if explored_from is not None:
+        # What was tried by hand afterwards (curl) starts traces of its own.
+        spans = [s for s in spans if s.start_ns < explored_from
+                 or s.trace_id == stack.journey_trace_id]
     summary = trace_summary.summary(spans, stack.journey_trace_id)
-    _print(f"the journey's trace, from {stack.traces_file} (OTLP JSON):", summary.lines())
+    _print(f"the journey's trace, from {stack.traces_file} (OTLP JSON):", summary.lines()
+           + (["(spans begun after the stack was left to explore are not counted)"]
+              if explored_from is not None else []))
     if summary.outside or summary.dangling_links:
         print("FAILED: spans outside the journey's trace, or links that do not resolve",
               file=sys.stderr)
