@@ -3,8 +3,9 @@ scenario, the journey's event log (every service's events topic), its
 timeline, the terminals that sign intake and the staff's HTTP clients.
 
 The scenario plays in 昌吉市 (Changji reference data, refdata changji.yaml): a
-township health centre without a chest-pain centre, and the city's people's
-hospital, which the reference data names the county chest-pain centre.
+township health centre without a chest-pain centre, whose ECGs the reference
+data sends to a remote ECG centre, and the city's people's hospital, which it
+names the county chest-pain centre, with the lab centre that serves both.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import json
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -246,7 +246,3 @@ def ok(answer: httpx.Response, what: str) -> dict:
     if answer.status_code >= 300:
         raise StepFailed(f"{what}: HTTP {answer.status_code} {answer.text[:200]}")
     return answer.json() if answer.content else {}
-
-
-def at(body: dict, name: str) -> datetime:
-    return datetime.fromisoformat(body[name]).astimezone(UTC)

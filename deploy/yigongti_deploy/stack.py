@@ -268,7 +268,6 @@ class Stack:
         # Spans of every service in one file, OTLP JSON (the demo's trace summary).
         self.traces_file: Path | None = self.run_dir / "spans.otlp.jsonl" if export_spans else None
         self.journey_trace_id: str | None = None
-        self.journey_span = None  # the demo's root span, while the journey runs
 
         self._broker: EmbeddedBroker | None = None
         self._postgres: EmbeddedPostgres | None = None
