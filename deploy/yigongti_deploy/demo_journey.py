@@ -10,6 +10,7 @@ names the county chest-pain centre, with the lab centre that serves both.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from contextlib import asynccontextmanager
@@ -129,6 +130,32 @@ class Events:
 
     async def one(self, suffix: str, **where) -> dict:
         return (await self.wait(suffix, **where))[0]
+
+    async def read_by(self, service: str, owners: tuple[str, ...]) -> None:
+        """Wait until `service` has read (committed its offsets past) everything
+        on the events topics of `owners` so far: what it keeps from them is in
+        its database. The offsets are looked up with the service's group id,
+        by assignment, so the service's group is not joined."""
+        assert self._reader is not None
+        deadline = time.monotonic() + DEADLINE_S
+        for owner in owners:
+            topic = self.stack.topic(f"{owner}.events.v1")
+            tps = [TopicPartition(topic, p) for p in self._reader.partitions_for_topic(topic)]
+            ends = await self._reader.end_offsets(tps)
+            looker = AIOKafkaConsumer(**{**kafka_kwargs(self.stack, "consumer"),
+                                         "group_id": f"{service}.{owner}.events.v1",
+                                         "enable_auto_commit": False})
+            await looker.start()
+            try:
+                looker.assign(tps)
+                for tp in tps:
+                    while ends[tp] and (await looker.committed(tp) or 0) < ends[tp]:
+                        if time.monotonic() > deadline:
+                            raise StepFailed(f"{service} has not read {topic} within "
+                                             f"{DEADLINE_S:.0f} s")
+                        await asyncio.sleep(0.05)
+            finally:
+                await looker.stop()
 
     def type_of(self, suffix: str) -> str:
         """The full type of the last event seen with that suffix."""

@@ -79,6 +79,7 @@ async def settle(j: Journey) -> dict:
                *await j.events.wait("lab.charges.posted.v1", count=len(TOWNSHIP_TESTS),
                                     visit_id=visit_id)]
     expected = sum(Decimal(c["amount"]) for c in charges)
+    await j.events.read_by("settlement", ("lab", "diagnosis"))
     out_biz_no = f"DEMO{uuid.uuid4().hex[:12]}"
     verified = await _face_token(j, visit_id, out_biz_no)
     async with _counter(j) as counter:
