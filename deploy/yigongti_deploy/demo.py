@@ -31,6 +31,7 @@ import os
 import signal
 import sys
 import time
+from collections import Counter
 from types import SimpleNamespace
 
 from aiokafka import AIOKafkaProducer
@@ -102,9 +103,13 @@ async def run(stack: Stack, keep_running: bool) -> tuple[int, int | None]:
         return rc, None
     _print("chest-pain-centre measures (from the events' own times):", demo_report.measures(j))
     _print("settlement breakdown (三重保障 一站式结算):", demo_report.settlement(j))
-    carried = sum(1 for s in events.seen if s.trace_id == stack.journey_trace_id)
-    print(f"\n{carried} of the {len(events.seen)} events carry the journey's trace context "
-          "(the others are in traces linked to it: the analysers' HL7 messages)")
+    own = Counter(s.ce_type.removeprefix("yigongti.") for s in events.seen
+                  if s.trace_id != stack.journey_trace_id)
+    print(f"\n{len(events.seen) - sum(own.values())} of the {len(events.seen)} events carry the "
+          "journey's trace context" + (
+              "; in traces of their own, linked to it where the analysers' HL7 messages enter "
+              "(HL7 v2 carries no trace context): "
+              + ", ".join(f"{t} ×{n}" for t, n in sorted(own.items())) if own else ""))
     _print("open:", demo_report.workstation(j, keep_running))
     _write_record(j)
     print("\nOK: every step reached its expected state")
