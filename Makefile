@@ -111,7 +111,7 @@ kubectl: $(STAMP)
 	.tools/checkov/bin/python -m pip install --quiet checkov==$(CHECKOV_VERSION)
 
 demo: setup
-	$(BIN)/yigongti-demo
+	$(BIN)/yigongti-demo $(ARGS)
 
 stack: setup
 	$(BIN)/yigongti-stack

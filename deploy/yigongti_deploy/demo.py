@@ -1,399 +1,158 @@
-"""`make demo`: the lab part of the reference journey (DESIGN §3 step 5) on
-the embedded stack.
+"""`make demo` (yigongti-demo): the reference journey (DESIGN §3) across the
+four services on the embedded stack, in one trace.
 
-A township branch's terminal (奇台县总医院乔仁乡分院) places a STAT order for an
-80-year-old man with chest pain — troponin, electrolytes, CBC — and records and
-dispatches the two tubes. At the county lab centre a technologist receives and
-inspects them over HTTP; the analysers send HL7 v2 ORU^R01 over MLLP; the
-technologist confirms, which raises the critical troponin and potassium (the
-clinic is told these at once); the clinic acknowledges with read-back from its
-terminal; the lab physician verifies, and only then does the clinic see the
-other results: until verification its feed shows the tubes as being tested.
-The clinic reads the report and its feed. Then the ECG step (demo_ecg.py):
-a SYNTHETIC 12-lead ECG uploaded, read at the county ECG centre and signed as
-a STEMI critical finding, which the clinic acknowledges with read-back. The
-demo prints every event as a timeline and exits non-zero if the expected
-events do not arrive.
+An 80-year-old man with chest pain walks into a township health centre
+(大西渠镇卫生院, 昌吉市), which has no chest-pain centre:
+ 1. the clinic identifies him by face scan (demo_settle.py);
+ 2. records a 12-lead ECG and sends it, made STAT (demo_ecg.py);
+ 3. the remote ECG centre claims it and reports a critical STEMI, which the
+    clinic acknowledges with read-back;
+ 4. the referral service suggests the county chest-pain centre; the referral
+    is requested, accepted, the patient departs and arrives (demo_referral.py);
+ 5. his blood is collected, dispatched, received, a critical troponin,
+    verified; at the county troponin is repeated with its override and
+    HbA1c is not (DuplicateTestAvoided) (demo_lab.py);
+ 6. the township visit is settled by face scan: three payers (demo_settle.py);
+ 7. a downward referral hands him back to the township, with follow-up rounds.
+
+It prints the timeline, the time of each step, the chest-pain-centre
+measures, the breakdown, the trace summary and where the diagnostician's
+page is (demo_report.py). Exit 0 when every step reached its expected state,
+else 1, naming the step that did not. `--keep-running` leaves the stack up
+with a token and curl lines to try, until Ctrl-C.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
+import os
+import signal
 import sys
 import time
-import uuid
 from collections import Counter
-from datetime import UTC, datetime, timedelta, timezone
 from types import SimpleNamespace
 
-import httpx
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from opentelemetry import propagate, trace
-from yigongti_contracts.common import Age, AgeUnit, Sex
-from yigongti_contracts.lab.codes import Priority, TubeType
-from yigongti_contracts.lab.parts import OrderedTest
-from yigongti_contracts.lab.v1 import (
-    CriticalValueAck,
-    LabOrderPlaced,
-    SpecimenCollected,
-    SpecimenDispatched,
-)
-from yigongti_kit.auth import issue_token
-from yigongti_kit.settings import KitSettings, kafka_client_kwargs
+from aiokafka import AIOKafkaProducer
+from opentelemetry import trace
 from yigongti_kit.telemetry import flush_spans, setup_telemetry
-from yigongti_kit.terminal import TerminalClient
-from yigongti_lab.mllp import send_mllp
 
-from . import trace_summary
+from . import demo_ecg, demo_lab, demo_referral, demo_report, demo_settle, trace_summary
+from .demo_journey import LAB_CENTRE, TOWNSHIP, Events, Journey, StepFailed, Timeline, kafka_kwargs
+from .orthanc import URL_ENV as PACS_URL_ENV
+from .orthanc import OrthancMissing, require_orthanc
 from .stack import Stack
 
-DEADLINE_S = 30.0
-CHINA = timezone(timedelta(hours=8))
-# A synthetic pseudonymous patient_ref: the demo never handles a national ID.
-DEMO_PATIENT = "v1:" + "5e" * 32
+STEPS = (
+    (1, "face-scan identification at the township", demo_settle.identify),
+    (2, "the STEMI ECG uploaded, triaged STAT", demo_ecg.upload_stat),
+    (3, "ECG claimed, reported critical, acknowledged", demo_ecg.report_critical),
+    (4, "referral suggested, requested, accepted, departed, arrived", demo_referral.refer_up),
+    (5, "troponin sample to verified report; repeats at the county", None),
+    (6, "face-scan settlement, three payers", demo_settle.settle),
+    (7, "downward referral with follow-up rounds", demo_referral.refer_down),
+)
 
 
-def _kafka_kwargs(stack: Stack, role: str) -> dict:
-    settings = KitSettings(service_name="demo", kafka_bootstrap_servers=stack.bootstrap,
-                           kafka_broker_kind=stack.broker_kind)
-    return kafka_client_kwargs(settings, role)
+async def _lab_step(j: Journey) -> None:
+    await demo_lab.township_sample(j)
+    await demo_lab.county_repeat(j)
 
 
-async def _events_reader(stack: Stack, topic: str) -> AIOKafkaConsumer:
-    consumer = AIOKafkaConsumer(**{**_kafka_kwargs(stack, "consumer"), "group_id": None})
-    await consumer.start()
-    partitions = consumer.partitions_for_topic(topic)
-    while not partitions:
-        await consumer._client.force_metadata_update()
-        partitions = consumer.partitions_for_topic(topic)
-    tps = [TopicPartition(topic, p) for p in partitions]
-    consumer.assign(tps)
-    await consumer.seek_to_beginning(*tps)
-    return consumer
+async def play(j: Journey) -> None:
+    """The seven steps in order; the first that fails raises StepFailed naming it."""
+    await demo_settle.enrol(j)
+    for number, title, run in STEPS:
+        async with j.step(number, title):
+            await (run or _lab_step)(j)
 
 
-class Timeline:
-    """Reads lab.events.v1 and prints the journey's events as they arrive."""
-
-    def __init__(self, reader: AIOKafkaConsumer, order_id: str, started: float) -> None:
-        self.reader = reader
-        self.order_id = order_id
-        self.started = started
-        self.seen: list[tuple[str, dict]] = []
-        self.trace_ids: list[tuple[str, str]] = []  # (ce_type, trace id of its traceparent)
-
-    def say(self, text: str) -> None:
-        print(f"[{_ms(self.started):8.1f} ms] {text}", flush=True)
-
-    async def wait_for(self, suffix: str, count: int = 1) -> list[dict]:
-        deadline = time.monotonic() + DEADLINE_S
-        while time.monotonic() < deadline:
-            found = [body for t, body in self.seen if t.endswith(suffix)]
-            if len(found) >= count:
-                return found
-            rejected = [body for t, body in self.seen if t.endswith("intake.rejected.v1")]
-            if rejected:
-                raise RuntimeError(f"intake rejected: {rejected[0]['reason']}")
-            for records in (await self.reader.getmany(timeout_ms=50)).values():
-                for r in records:
-                    body = json.loads(r.value)
-                    if self.order_id not in (body.get("order_id"), body.get("key")):
-                        continue
-                    headers = dict(r.headers)
-                    ce_type = headers["ce_type"].decode()
-                    self.seen.append((ce_type, body))
-                    parent = headers.get("traceparent", b"").decode()
-                    self.trace_ids.append((ce_type, parent.split("-")[1] if parent else "-"))
-                    self.say(f"lab → {ce_type.removeprefix('yigongti.lab.')} "
-                             f"(ce_aggseq {headers.get('ce_aggseq', b'-').decode()})"
-                             + _detail(body))
-        raise TimeoutError(f"no {suffix} within {DEADLINE_S:.0f} s")
+def _print(title: str, lines: list[str]) -> None:
+    print(f"\n{title}")
+    for line in lines:
+        print(f"  {line}")
 
 
-def _detail(body: dict) -> str:
-    if "reason" in body:
-        return f" reason={body['reason']}"
-    if "direction" in body:
-        return f" {body['test_code']} {body.get('value')} {body.get('unit')} ({body['direction']})"
-    if "observations" in body:
-        flags = ", ".join(f"{o['code']}={o.get('value') or o.get('coded_value')} {o['flag']}"
-                          for o in body["observations"])
-        return f" [{flags}]"
-    return ""
-
-
-def _oru(barcode: str, lines: list[tuple[str, str, str]], control_id: str) -> bytes:
-    """An analyser's HL7 v2.5 ORU^R01 for one tube (times in China Standard Time)."""
-    now = datetime.now(UTC).astimezone(CHINA).strftime("%Y%m%d%H%M%S")
-    segments = [
-        f"MSH|^~\\&|BS-2000M|Mindray|LIS|652325-L01|{now}||ORU^R01|{control_id}|P|2.5|||||"
-        "|UNICODE UTF-8",
-        f"OBR|1||{barcode}|^^^LAB|R||{now}",
-    ]
-    for i, (code, value, unit) in enumerate(lines, 1):
-        segments.append(f"OBX|{i}|NM|{code}^^99MRC||{value}|{unit}||||||F|||{now}")
-    return ("\r".join(segments) + "\r").encode()
-
-
-# The demo patient's face template (a feature vector; the sandbox alone keeps it)
-# and a synthetic national ID (checksum valid, nobody's): only settlement sees it.
-DEMO_FACE = [((i * 37) % 17 - 8) / 8 for i in range(64)]
-DEMO_EC_INDEX = "EC-DEMO-0001"
-
-
-def _demo_id_number() -> str:
-    from yigongti_contracts.patient_ref import check_character
-
-    body = "65232519450301" + f"{uuid.uuid4().int % 500 * 2 + 1:03d}"
-    return body + check_character(body)
-
-
-def _settlement_client(stack: Stack, user: str, role: str) -> httpx.AsyncClient:
-    assert stack.keys is not None
-    token = issue_token(stack.keys.auth_private_pem, user=user,
-                        institution=stack.keys.institution_id, roles=[role],
-                        audience="settlement")
-    return httpx.AsyncClient(base_url=stack.services["settlement"].url, timeout=10,
-                             headers={"Authorization": f"Bearer {token}"},
-                             event_hooks={"request": [_carry_trace]})
-
-
-async def enrol_demo_patient(stack: Stack) -> str:
-    """An 80-year-old on 低保, enrolled at the insurance office and at the face
-    sandbox; the clinic terminal gets his patient_ref by the look-up."""
-    assert stack.keys is not None
-    id_number = _demo_id_number()
-    async with _settlement_client(stack, "office-demo", "insurance_office") as office, \
-            _settlement_client(stack, stack.keys.terminal_id, "settlement_terminal") as counter, \
-            httpx.AsyncClient(base_url=stack.face_sandbox_url, timeout=10,
-                              event_hooks={"request": [_carry_trace]}) as sandbox:
-        (await office.post("/office/persons", json={
-            "id_number": id_number, "scheme": "resident", "assistance": "low_income",
-            "region": "652325", "ec_index_no": DEMO_EC_INDEX})).raise_for_status()
-        (await sandbox.post("/enrol", json={"ec_index_no": DEMO_EC_INDEX,
-                                            "template": DEMO_FACE})).raise_for_status()
-        looked = await counter.post("/patients/lookup", json={"id_number": id_number,
-                                                              "visit_id": "VIS-DEMO-LOOKUP"})
-        looked.raise_for_status()
-        return looked.json()["patient_ref"]
-
-
-async def settle_by_face(stack: Stack, visit_id: str) -> dict:
-    """At the counter, by face: the sandbox compares and signs, settlement checks
-    it and settles the visit's charges the lab posted (三重保障 一站式结算)."""
-    assert stack.keys is not None
-    terminal = stack.keys.terminal_id
-    out_biz_no = f"DEMO{uuid.uuid4().hex[:12]}"
-    async with _settlement_client(stack, terminal, "settlement_terminal") as counter, \
-            httpx.AsyncClient(base_url=stack.face_sandbox_url, timeout=10,
-                              event_hooks={"request": [_carry_trace]}) as sandbox:
-        result = (await sandbox.post("/compare", json={
-            "ec_index_no": DEMO_EC_INDEX, "probe": [x * 0.98 for x in DEMO_FACE],
-            "liveness": 0.97, "terminal_id": terminal})).json()
-        verified = await counter.post("/identity/verify", json={
-            "out_biz_no": out_biz_no, "visit_id": visit_id, "credential_type": "face",
-            "credential": result})
-        verified.raise_for_status()
-        for _ in range(100):  # the lab's charges reach settlement through Kafka
-            settled = await counter.post("/settlements", json={
-                "out_biz_no": out_biz_no, "visit_id": visit_id, "setting": "outpatient",
-                "posted_charges": True,
-                "settlement_token": verified.json()["settlement_token"]})
-            if settled.status_code != 422:
-                break
-            await asyncio.sleep(0.1)
-        settled.raise_for_status()
-        return settled.json()
-
-
-async def run_journey(stack: Stack) -> int:
-    assert stack.keys is not None and stack.mllp_port is not None
-    keys = stack.keys
-    institution = keys.institution_id
-    now = datetime.now(UTC)
-    with_settlement = "settlement" in stack.services
-    # One span for the whole journey, enrolment and settlement included: every
-    # span of the run is in its trace or linked to it.
-    span = trace.get_tracer("yigongti.demo").start_span("demo journey")
-    with trace.use_span(span, end_on_exit=False):
-        patient = await enrol_demo_patient(stack) if with_settlement else DEMO_PATIENT
-    order = LabOrderPlaced(
-        order_id=f"LO-{uuid.uuid4().hex[:10]}",
-        visit_id=f"VIS-{uuid.uuid4().hex[:8]}",
-        patient_ref=patient,
-        sex=Sex.male,
-        age=Age(value=80, unit=AgeUnit.years),
-        ordering_institution=institution,
-        ordering_clinician="qiaoren-doc-01",
-        priority=Priority.stat,
-        tests=tuple(OrderedTest(code=c) for c in ("CTNI", "K", "NA", "CBC")),
-        ordered_at=now,
-    )
-    serum = SpecimenCollected(barcode=f"QR{uuid.uuid4().hex[:10].upper()}",
-                              order_id=order.order_id, tests=("CTNI", "K", "NA"),
-                              tube=TubeType.serum_gold, collected_at=now,
-                              collector_id="qiaoren-nurse-02")
-    edta = SpecimenCollected(barcode=f"QR{uuid.uuid4().hex[:10].upper()}",
-                             order_id=order.order_id, tests=("CBC",), tube=TubeType.edta_k2,
-                             collected_at=now, collector_id="qiaoren-nurse-02")
-    tubes = (serum, edta)
-    dispatch = SpecimenDispatched(shipment_id=f"SH-{uuid.uuid4().hex[:8]}",
-                                  barcodes=tuple(t.barcode for t in tubes),
-                                  courier_id="courier-qitai-1", temperature_logger_id="box-17",
-                                  dispatched_at=now)
-    analyser_lines = {
-        serum.barcode: [("hsTnI", "850", "ng/L"), ("K", "6.8", "mmol/L"), ("Na", "138", "mmol/L")],
-        edta.barcode: [("WBC", "11.2", "10*9/L"), ("HGB", "128", "g/L"), ("PLT", "210", "10*9/L")],
-    }
-
-    reader = await _events_reader(stack, stack.topic("lab.events.v1"))
-    producer = AIOKafkaProducer(**_kafka_kwargs(stack, "producer"))
+async def run(stack: Stack, keep_running: bool) -> tuple[int, int | None]:
+    """Play the journey and print what it gives: (exit code, the time in ns
+    from which the stack was left to explore, if it was)."""
+    events = Events(stack)
+    await events.start()
+    producer = AIOKafkaProducer(**kafka_kwargs(stack, "producer"))
     await producer.start()
-    clinic = TerminalClient(keys.signer(), producer, stack.topic("lab.intake.v1"))
-    lab_url = stack.services["lab"].url
-    timeline = Timeline(reader, order.order_id, time.monotonic())
+    j = Journey(stack, events, Timeline(), producer=producer)
+    # One span for the whole journey, enrolment included: every span of the
+    # run is in its trace or linked to it.
+    span = trace.get_tracer("yigongti.demo").start_span("demo journey")
+    stack.journey_trace_id = format(span.get_span_context().trace_id, "032x")
+    j.facts["journey_span_id"] = format(span.get_span_context().span_id, "016x")
+    rc = 0
     try:
-        with trace.use_span(span, end_on_exit=False):
-            trace_id = format(span.get_span_context().trace_id, "032x")
-            timeline.say(f"clinic terminal → LabOrderPlaced {order.order_id} (STAT: "
-                         f"{', '.join(t.code for t in order.tests)})")
-            await clinic.publish(order)
-            for tube in tubes:
-                timeline.say(f"clinic terminal → SpecimenCollected {tube.barcode} "
-                             f"({tube.tube.value}: {', '.join(tube.tests)})")
-                await clinic.publish(tube)
-            timeline.say(f"clinic terminal → SpecimenDispatched {dispatch.shipment_id}")
-            await clinic.publish(dispatch)
-            await timeline.wait_for("specimen.in_transit.v1", count=2)
-
-            tech = _client(lab_url, keys, "tech-qitai-01", "652325-L01", "lab_technologist")
-            physician = _client(lab_url, keys, "phys-qitai-01", "652325-L01", "lab_physician")
-            async with tech, physician:
-                for tube in tubes:
-                    answer = await tech.post(f"/specimens/{tube.barcode}/receipt",
-                                             json={"inspection": INSPECTED_OK,
-                                                   "logger": BOX_LOG})
-                    timeline.say(f"technologist receives {tube.barcode}: HTTP "
-                                 f"{answer.status_code} {answer.json().get('state')}")
-                await timeline.wait_for("specimen.received.v1", count=2)
-                for i, tube in enumerate(tubes):
-                    ack = await send_mllp("127.0.0.1", stack.mllp_port,
-                                          _oru(tube.barcode, analyser_lines[tube.barcode],
-                                               f"{order.order_id[-6:]}{i}"))
-                    timeline.say(f"analyser → HL7 ORU^R01 {tube.barcode} over MLLP: ACK "
-                                 f"{_ack_code(ack)}")
-                await timeline.wait_for("results.reported.v1", count=2)
-                for tube in tubes:
-                    answer = await tech.post(f"/specimens/{tube.barcode}/confirm")
-                    timeline.say(f"technologist confirms {tube.barcode}: HTTP "
-                                 f"{answer.status_code}")
-                raised = await timeline.wait_for("critical_value.raised.v1", count=2)
-                for critical in raised:
-                    timeline.say(f"clinic terminal → CriticalValueAck {critical['critical_id']} "
-                                 "(read back)")
-                    await clinic.publish(CriticalValueAck(
-                        order_id=order.order_id, critical_id=critical["critical_id"],
-                        received_by="qiaoren-doc-01", read_back_confirmed=True,
-                        acknowledged_at=datetime.now(UTC)))
-                await timeline.wait_for("critical_value.acknowledged.v1", count=2)
-                answer = await physician.post(f"/orders/{order.order_id}/verify")
-                timeline.say(f"lab physician verifies the report: HTTP {answer.status_code}")
-                await timeline.wait_for("report.verified.v1")
-                await timeline.wait_for("charges.posted.v1", count=4)
-            report = await _read_report(stack, order.order_id, institution)
-    except (TimeoutError, RuntimeError) as exc:
+        with trace.use_span(span, end_on_exit=True):
+            print("\nthe journey (elapsed · who · where: what, [the event that shows it]):")
+            await play(j)
+    except StepFailed as exc:
         print(f"\nFAILED: {exc}", file=sys.stderr)
-        return 1
+        rc = 1
     finally:
         await producer.stop()
-        await reader.stop()
-
-    print(f"\nthe report of {order.order_id} as the clinic reads it over HTTP "
-          f"(HTTP {report['status']}):")
-    for obs in report["body"].get("observations", []):
-        print(f"  {obs['code']:<5} {obs['value'] or obs['coded_value']:>6} {obs['unit'] or '':<8}"
-              f" ref {obs['reference_low'] or ''}–{obs['reference_high'] or ''}  {obs['flag']}"
-              f"{'  CRITICAL' if obs['critical'] else ''}  verified by {obs['verified_by']}")
-    kinds = Counter(e["resource"]["resourceType"] for e in report["fhir"].get("entry", []))
-    status = next((e["resource"]["status"] for e in report["fhir"].get("entry", [])
-                   if e["resource"]["resourceType"] == "DiagnosticReport"), "missing")
-    print(f"as HL7 FHIR R4 (GET /orders/{order.order_id}/fhir, HTTP {report['fhir_status']}): "
-          f"a Bundle of {', '.join(f'{n} {kind}' for kind, n in sorted(kinds.items()))}; "
-          f"the DiagnosticReport is {status}")
-    kinds = Counter(".".join(i["type"].split(".")[2:-1]) for i in report["feed"]
-                    if i["order_id"] == order.order_id)
-    print(f"the clinic's feed (GET /feed) holds {sum(kinds.values())} items of the order: "
-          + ", ".join(f"{kind} ×{n}" if n > 1 else kind for kind, n in kinds.items())
-          + " (results only with the verified report; before it, the tubes show as "
-            "in testing and only the critical values are told)")
-    own = [t for t, tid in timeline.trace_ids if tid != trace_id]
-    print(f"trace id {trace_id}: carried by {len(timeline.trace_ids) - len(own)} of the "
-          f"{len(timeline.trace_ids)} events"
-          + (f"; {len(own)} start a trace of their own where the analyser's HL7 message "
-             "enters (HL7 v2 carries no trace context)" if own else ""))
-    print(f"\nOK: the lab journey completed in {_ms(timeline.started):.0f} ms, "
-          f"{len(timeline.seen)} events")
-    stack.journey_trace_id = trace_id
-    if with_settlement:
-        with trace.use_span(span, end_on_exit=False):
-            done = await settle_by_face(stack, order.visit_id)
-        print(f"\nat the counter, by face (sandbox of the national platform): settlement "
-              f"{done['settlement_id']}, total {done['total']} yuan: basic {done['basic']}, "
-              f"critical illness {done['critical_illness']}, assistance {done['assistance']}, "
-              f"the patient pays {done['out_of_pocket']}")
-        print("what he reads:\n  " + done["explanation"].replace("\n", "\n  "))
-    stack.journey_span = span  # ended by _main once the ECG step ran in it too
-    return 0
+        await events.stop()
+    _print("time of each step:", demo_report.step_times(j))
+    if rc:
+        return rc, None
+    _print("chest-pain-centre measures (from the events' own times):", demo_report.measures(j))
+    _print("settlement breakdown (三重保障 一站式结算):", demo_report.settlement(j))
+    own = Counter(s.ce_type.removeprefix("yigongti.") for s in events.seen
+                  if s.trace_id != stack.journey_trace_id)
+    print(f"\n{len(events.seen) - sum(own.values())} of the {len(events.seen)} events carry the "
+          "journey's trace context" + (
+              "; in traces of their own, linked to it where the analysers' HL7 messages enter "
+              "(HL7 v2 carries no trace context): "
+              + ", ".join(f"{t} ×{n}" for t, n in sorted(own.items())) if own else ""))
+    _print("open:", demo_report.workstation(j, keep_running))
+    _write_record(j)
+    print("\nOK: every step reached its expected state")
+    if not keep_running:
+        return 0, None
+    explored_from = time.time_ns()
+    _print("the stack stays up:", demo_report.try_lines(j))
+    await _until_interrupted()
+    return 0, explored_from
 
 
-INSPECTED_OK = {"not_haemolysed": True, "not_lipaemic": True, "not_clotted": True,
-                "volume_sufficient": True, "right_tube": True, "label_matches": True}
-BOX_LOG = {"logger_id": "box-17", "min_celsius": "3.1", "max_celsius": "6.4",
-           "minutes_outside_band": 0}
+def _write_record(j: Journey) -> None:
+    """What the journey made, for exploring (--keep-running) and for the
+    end-to-end test: the services, the broker, the ids and times, the trace."""
+    stack = j.stack
+    record = {"services": {name: s.url for name, s in stack.services.items()},
+              "bootstrap": stack.bootstrap, "broker_kind": stack.broker_kind,
+              "topic_prefix": stack.topic_prefix, "keys": str(stack.keys.directory.resolve()),
+              "trace_id": stack.journey_trace_id,
+              # To continue the journey's trace when exploring (W3C traceparent).
+              "traceparent": f"00-{stack.journey_trace_id}-"
+                             f"{j.facts['journey_span_id']}-01",
+              "facts": {k: v for k, v in j.facts.items() if k != "settlement"}}
+    (stack.run_dir / "journey.json").write_text(json.dumps(record, default=str, indent=1))
 
 
-def _ack_code(ack: bytes) -> str:
-    for segment in ack.decode(errors="replace").split("\r"):
-        if segment.startswith("MSA|"):
-            return segment.split("|")[1]
-    return "?"
+async def _until_interrupted() -> None:
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stopping.set)
+    await stopping.wait()
 
 
-def _client(base_url: str, keys, user: str, institution: str, role: str) -> httpx.AsyncClient:
-    token = issue_token(keys.auth_private_pem, user=user, institution=institution,
-                        roles=[role], audience="lab")
-    return httpx.AsyncClient(base_url=base_url, timeout=10,
-                             headers={"Authorization": f"Bearer {token}"},
-                             event_hooks={"request": [_carry_trace]})
-
-
-async def _carry_trace(request: httpx.Request) -> None:
-    """The staff's HTTP calls continue the journey's trace (W3C traceparent)."""
-    propagate.inject(request.headers)
-
-
-async def _read_report(stack: Stack, order_id: str, institution: str) -> dict:
-    assert stack.keys is not None
-    token = issue_token(stack.keys.auth_private_pem, user="qiaoren-doc-01",
-                        institution=institution, roles=["clinician"], audience="lab")
-    async with httpx.AsyncClient(base_url=stack.services["lab"].url, timeout=10,
-                                 event_hooks={"request": [_carry_trace]}) as client:
-        headers = {"Authorization": f"Bearer {token}"}
-        response = await client.get(f"/orders/{order_id}/report", headers=headers)
-        as_fhir = await client.get(f"/orders/{order_id}/fhir", headers=headers)
-        feed = await client.get("/feed", params={"limit": 500, "wait": 2}, headers=headers)
-        return {"status": response.status_code, "body": response.json(),
-                "fhir_status": as_fhir.status_code, "fhir": as_fhir.json(),
-                "feed": feed.json().get("items", [])}
-
-
-def _ms(started: float) -> float:
-    return (time.monotonic() - started) * 1000
-
-
-async def _main() -> int:
-    stack = Stack(services=["lab", "diagnosis", "settlement"], export_spans=True)
+async def _main(keep_running: bool) -> int:
+    if not os.environ.get(PACS_URL_ENV):
+        try:  # the one system prerequisite: stop at once, saying how to install it
+            require_orthanc()
+        except OrthancMissing as exc:
+            print(f"yigongti-demo: {exc}", file=sys.stderr)
+            return 1
+    # The scenario's township and the lab centre that serves it (demo_journey.py).
+    stack = Stack(export_spans=True, institution_id=TOWNSHIP, lab_centre_id=LAB_CENTRE)
     # Every process of the run, the demo's too, appends its spans to one file in
     # the OTLP JSON encoding; the journey's trace is summarised from it at the end.
     setup_telemetry("demo", SimpleNamespace(otel_traces_file=str(stack.traces_file)))
@@ -401,52 +160,57 @@ async def _main() -> int:
     await stack.start()
     try:
         print(stack.describe())
-        rc = await run_journey(stack)
-        if rc == 0:
-            with trace.use_span(stack.journey_span, end_on_exit=True):
-                rc = await _ecg_step(stack)
+        rc, explored_from = await run(stack, keep_running)
     except Exception as exc:  # noqa: BLE001 - a demo reports, then exits non-zero
         print(f"FAILED: {exc!r}", file=sys.stderr)
-        for name, service in stack.services.items():
-            print(f"--- {name} log ---\n{service.log_tail()}", file=sys.stderr)
-        return 1
+        rc = 1
     finally:
+        if keep_running:
+            print("stopping …", flush=True)
+        logs = {name: s.log_path for name, s in stack.services.items()}
         await stack.stop()  # the services export their last spans as they stop
+    if rc:
+        for name, path in logs.items():
+            print(f"--- {name}: {path}, its errors:\n{_errors(path)}", file=sys.stderr)
+        return rc
     flush_spans()
-    if rc == 0 and stack.journey_trace_id:
-        print(f"\nthe journey's trace, from {stack.traces_file} (OTLP JSON):")
-        for line in trace_summary.summary(trace_summary.load(stack.traces_file),
-                                          stack.journey_trace_id).lines():
-            print(f"  {line}")
-    return rc
+    spans = trace_summary.load(stack.traces_file)
+    if explored_from is not None:
+        # What was tried by hand afterwards (curl) starts traces of its own.
+        spans = [s for s in spans if s.start_ns < explored_from
+                 or s.trace_id == stack.journey_trace_id]
+    summary = trace_summary.summary(spans, stack.journey_trace_id)
+    _print(f"the journey's trace, from {stack.traces_file} (OTLP JSON):", summary.lines()
+           + (["(spans begun after the stack was left to explore are not counted)"]
+              if explored_from is not None else []))
+    if summary.outside or summary.dangling_links:
+        print("FAILED: spans outside the journey's trace, or links that do not resolve",
+              file=sys.stderr)
+        return 1
+    return 0
 
 
-async def _ecg_step(stack: Stack) -> int:
-    """The ECG step (demo_ecg.py) with a terminal and a reader of the events."""
-    from .demo_ecg import run_ecg_step
-
-    topic = stack.topic("diagnosis.events.v1")
-    reader = await _events_reader(stack, topic)
-    producer = AIOKafkaProducer(**_kafka_kwargs(stack, "producer"))
-    await producer.start()
+def _errors(path, last: int = 10) -> str:
+    """The last ERROR lines of a service's log (the rest is in the file)."""
     try:
-        terminal = TerminalClient(stack.keys.signer(), producer,
-                                  stack.topic("diagnosis.intake.v1"))
-        return await run_ecg_step(stack, terminal, reader, topic)
-    finally:
-        await producer.stop()
-        await reader.stop()
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return "(no log)"
+    return "\n".join([line for line in lines if '"level": "ERROR"' in line][-last:]) or "(none)"
 
 
 def main(argv: list[str] | None = None) -> None:
-    import argparse
-
-    argparse.ArgumentParser(
+    parser = argparse.ArgumentParser(
         prog="yigongti-demo",
-        description="Starts the one-machine stack, plays the lab journey of the reference "
-        "scenario and prints its timeline; exits non-zero if an expected event does not "
-        "arrive.").parse_args(argv)
-    raise SystemExit(asyncio.run(_main()))
+        description="Starts the one-machine stack with every service, plays the reference "
+        "journey (face-scan identification, STEMI ECG, critical finding, referral up, lab "
+        "with critical values and mutual recognition, settlement, referral down) and "
+        "prints its timeline; exits non-zero naming the step that did not complete.")
+    parser.add_argument("--keep-running", action="store_true",
+                        help="leave the stack up afterwards, print a token and curl lines "
+                        "to try, and wait for Ctrl-C")
+    args = parser.parse_args(argv)
+    raise SystemExit(asyncio.run(_main(args.keep_running)))
 
 
 if __name__ == "__main__":

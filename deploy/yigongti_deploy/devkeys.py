@@ -67,7 +67,11 @@ def write_dev_keys(
     *,
     terminal_id: str = DEMO_TERMINAL_ID,
     institution_id: str = DEMO_INSTITUTION_ID,
+    lis_institution_id: str = LIS_INSTITUTION_ID,
 ) -> DevKeys:
+    """`institution_id`: the demo terminal's township; `lis_institution_id`: the
+    lab centre whose LIS bridge signs the analysers' results (the one that
+    serves that township in the reference data)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     auth_private, auth_public = generate_keypair()
@@ -75,7 +79,8 @@ def write_dev_keys(
     _write(directory / "auth_public.pem", auth_public)
 
     terminal_pem, entry = _terminal(directory, terminal_id, institution_id)
-    _, lis_entry = _terminal(directory, LIS_TERMINAL_ID, LIS_INSTITUTION_ID)
+    lis_terminal_id = f"lis-{lis_institution_id}"
+    _, lis_entry = _terminal(directory, lis_terminal_id, lis_institution_id)
     referral_entries = [_terminal(directory, t, inst)[1] for t, inst in REFERRAL_TERMINALS.items()]
     terminals_file = directory / "terminals.yaml"
     _write(terminals_file, yaml.safe_dump({"terminals": [entry, lis_entry, *referral_entries]},
@@ -88,9 +93,9 @@ def write_dev_keys(
         institution_id,
         terminal_pem,
         terminals_file,
-        LIS_TERMINAL_ID,
-        LIS_INSTITUTION_ID,
-        directory / f"terminal_{LIS_TERMINAL_ID}.key",
+        lis_terminal_id,
+        lis_institution_id,
+        directory / f"terminal_{lis_terminal_id}.key",
     )
 
 

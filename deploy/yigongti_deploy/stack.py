@@ -39,7 +39,7 @@ from pathlib import Path
 
 import httpx
 
-from .devkeys import DevKeys, write_dev_keys
+from .devkeys import DEMO_INSTITUTION_ID, LIS_INSTITUTION_ID, DevKeys, write_dev_keys
 from .embedded import (
     LOCAL_POSTGRES_URL,
     EmbeddedBroker,
@@ -239,6 +239,8 @@ class Stack:
         keep_database: bool = False,
         ready_timeout: float = 90.0,
         export_spans: bool = False,
+        institution_id: str = DEMO_INSTITUTION_ID,
+        lab_centre_id: str = LIS_INSTITUTION_ID,
     ):
         stamp = time.strftime("%Y%m%d_%H%M%S")
         self.run_id = f"{stamp}_{secrets.token_hex(2)}"
@@ -249,6 +251,9 @@ class Stack:
         self.keep_database = keep_database
         self.ready_timeout = ready_timeout
         self.topic_prefix = os.environ.get("TOPIC_PREFIX", "")
+        # The dev terminal's township and the lab centre whose LIS bridge the lab runs.
+        self.institution_id = institution_id
+        self.lab_centre_id = lab_centre_id
 
         self.bootstrap: str | None = None
         self.broker_kind: str | None = None
@@ -263,7 +268,6 @@ class Stack:
         # Spans of every service in one file, OTLP JSON (the demo's trace summary).
         self.traces_file: Path | None = self.run_dir / "spans.otlp.jsonl" if export_spans else None
         self.journey_trace_id: str | None = None
-        self.journey_span = None  # the demo's root span, while the journey runs
 
         self._broker: EmbeddedBroker | None = None
         self._postgres: EmbeddedPostgres | None = None
@@ -303,7 +307,8 @@ class Stack:
         self.database_url = await create_database(self.admin_database_url, self.database_name)
         self._database_created = True
         await self._create_topics()
-        self.keys = write_dev_keys(self.run_dir / "keys")
+        self.keys = write_dev_keys(self.run_dir / "keys", institution_id=self.institution_id,
+                                   lis_institution_id=self.lab_centre_id)
         if "settlement" in self.service_names:
             await self._start_face_sandbox()
         self.timings["setup"] = time.monotonic() - t0
