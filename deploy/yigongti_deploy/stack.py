@@ -187,6 +187,23 @@ class ServiceProcess:
                     )
                 await asyncio.sleep(0.1)
 
+    async def wait_component(self, name: str, timeout_s: float = 120.0) -> None:
+        """Wait until /readyz lists component `name` as ready (e.g. diagnosis's
+        "analyser", its ECG measurement worker, seconds after the service is up)."""
+        deadline = time.monotonic() + timeout_s
+        async with httpx.AsyncClient(timeout=2.0) as client:
+            while True:
+                try:
+                    body = (await client.get(self.url + "/readyz")).json()
+                    if body["components"].get(name, {}).get("ready"):
+                        return
+                except (httpx.HTTPError, ValueError, KeyError, AttributeError):
+                    pass
+                if not self.running or time.monotonic() > deadline:
+                    raise TimeoutError(f"{self.name}: {name} not ready after {timeout_s:.0f} s;"
+                                       f" log {self.log_path}:\n{self.log_tail()}")
+                await asyncio.sleep(0.1)
+
     async def wait_exit(self, timeout_s: float = 30.0) -> int:
         """Wait for the process to end by itself (e.g. killed at a fault point)."""
         if self._proc is None:

@@ -16,16 +16,31 @@ from .handlers import HANDLERS
 from .workstation.routes import mount as mount_workstation
 
 log = logging.getLogger(__name__)
+ANALYSER = "analyser"  # the readiness component of the measurement worker
 
 
 async def start_analyser(runtime):
     """The measurement worker process (measure.py): spawned now, neurokit2
-    imported there in the background so the first upload does not wait for it."""
+    imported there in the background so the first upload does not wait for it.
+    /readyz lists it as component "analyser" (not required: uploads are
+    accepted meanwhile and measured once it is warm), so ops and the demo see
+    when an ECG would be measured at once."""
     from .measure import Analyser
 
     analyser = Analyser()
     runtime.app.state.analyser = analyser
-    warm = asyncio.create_task(analyser.start())
+    runtime.health.set_ready(ANALYSER, False, "importing neurokit2")
+
+    async def warm_up() -> None:
+        try:
+            await analyser.start()
+        except Exception as exc:  # noqa: BLE001 - measured later, or read without
+            log.error("the ECG measurement worker failed to start: %r", exc)
+            runtime.health.set_ready(ANALYSER, False, "worker failed to start")
+            return
+        runtime.health.set_ready(ANALYSER, True)
+
+    warm = asyncio.create_task(warm_up())
 
     async def stop() -> None:
         if not warm.done():
