@@ -109,7 +109,7 @@ def _cpu(parts: dict[str, float]) -> str:
         return ""
     names = {"postgres_shared_and_other_dbs": "postgres (shared, other dbs)"}
     shown = [f"{names.get(k, k)} {v:.0f}%" for k, v in sorted(parts.items(), key=lambda x: -x[1])
-             if k != "machine_busy_pct" and v >= 1]
+             if not k.startswith("machine_") and v >= 1]
     return (f"CPU, % of one core: {', '.join(shown)}; machine "
             f"{parts.get('machine_busy_pct', 0):.0f}% busy")
 

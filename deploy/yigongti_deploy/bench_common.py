@@ -102,7 +102,7 @@ class CpuMeter:
     named: dict[int, str] = field(default_factory=dict)  # other services' pids, by name
     _start: dict[int, tuple[str, float]] = field(default_factory=dict)
     _wall: float = 0.0
-    _machine: tuple[int, int] = (0, 0)
+    _machine: tuple[int, int, int] = (0, 0, 0)
 
     def start(self) -> CpuMeter:
         self._start = _processes()
@@ -122,10 +122,13 @@ class CpuMeter:
             used = cpu - self._start.get(pid, (cmdline, 0.0))[1]
             part = self._classify(pid, cmdline)
             parts[part] = parts.get(part, 0.0) + used
-        total, idle = _machine_ticks()
-        busy = 1 - (idle - self._machine[1]) / max(1, total - self._machine[0])
+        total, idle, steal = _machine_ticks()
+        spent = max(1, total - self._machine[0])
+        busy = 1 - (idle - self._machine[1]) / spent
         figures = {k: round(100 * v / wall, 1) for k, v in sorted(parts.items())}
         figures["machine_busy_pct"] = round(100 * busy, 1)
+        # a virtual machine's CPU taken by its host: runs with much of it are slower
+        figures["machine_steal_pct"] = round(100 * (steal - self._machine[2]) / spent, 1)
         return figures
 
     def _classify(self, pid: int, cmdline: str) -> str:
@@ -177,10 +180,13 @@ def _is_descendant(pid: int, ancestor: int) -> bool:
     return False
 
 
-def _machine_ticks() -> tuple[int, int]:
+def _machine_ticks() -> tuple[int, int, int]:
+    """All CPU ticks, the idle ones (idle, iowait) and the stolen ones."""
     try:
         with open("/proc/stat") as f:
             values = [int(v) for v in f.readline().split()[1:]]
     except OSError:
-        return 0, 0
-    return sum(values), values[3] + values[4]
+        return 0, 0, 0
+    # user nice system idle iowait irq softirq steal guest guest_nice: guest
+    # time is already in user, so the sum counts it twice
+    return sum(values[:8]), values[3] + values[4], values[7] if len(values) > 7 else 0
