@@ -207,9 +207,7 @@ def report(f: dict[str, Any]) -> str:
 
 
 async def _main(args: argparse.Namespace) -> int:
-    from .stack import Stack
-
-    from .stack import ServiceProcess
+    from .stack import ServiceProcess, Stack
 
     stack = Stack(services=["settlement"])
     await stack.start()
