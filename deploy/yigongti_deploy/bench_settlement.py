@@ -150,7 +150,8 @@ def _target(stack) -> BenchTarget:
 
 
 async def bench(stack, *, rate: float, persons: int, seconds: float, runs: int,
-                twice: float, replicas: list | None = None) -> dict[str, Any]:
+                twice: float, replicas: list | None = None, warmup: float = 3.0
+                ) -> dict[str, Any]:
     keys = stack.keys
     processes = [stack.services["settlement"], *(replicas or [])]
     bases = [p.url for p in processes]
@@ -175,11 +176,15 @@ async def bench(stack, *, rate: float, persons: int, seconds: float, runs: int,
         meter = CpuMeter(_target(stack), named={
             **{p.pid: "settlement" for p in processes},
             **({stack._face_sandbox.pid: "face_sandbox"} if stack._face_sandbox else {})})
+        if warmup > 0:  # untimed: the pools' connections, prepared statements, caches
+            await one_run(http, bases, counter, sandbox, keys.terminal_id, population,
+                          rate=rate, seconds=warmup, twice=twice, run=-1, meter=meter)
         results = [await one_run(http, bases, counter, sandbox, keys.terminal_id, population,
                                  rate=rate, seconds=seconds, twice=twice, run=r, meter=meter)
                    for r in range(runs)]
     return {
         "rate_target_per_s": rate, "persons": persons, "seconds_per_run": seconds,
+        "warmup_s": warmup,
         "twice_share": twice, "runs": results,
         "median_p50_ms": statistics.median(r["p50_ms"] for r in results),
         "median_p99_ms": statistics.median(r["p99_ms"] for r in results),
@@ -221,7 +226,7 @@ async def _main(args: argparse.Namespace) -> int:
             await replica.wait_ready(stack.ready_timeout)
         figures = await bench(stack, rate=args.rate, persons=args.persons,
                               seconds=args.seconds, runs=args.runs, twice=args.twice,
-                              replicas=replicas)
+                              replicas=replicas, warmup=args.warmup)
     finally:
         for replica in replicas:
             await replica.stop()
@@ -241,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--twice", type=float, default=0.05)
+    parser.add_argument("--warmup", type=float, default=3.0,
+                        help="seconds at the rate before the timed runs (not reported)")
     # Production runs at least two (k8s: the ScaledObject's minReplicaCount), on
     # cores of their own; on this two-core machine a second replica only adds
     # contention with PostgreSQL and the bench (measured: 132/s with two, 146

@@ -206,6 +206,7 @@ class Relay:
         topic_prefix: str = "",
         batch_size: int = 500,
         poll_interval: float = 0.05,
+        min_wait: float | None = None,
         prune_every: float = 600.0,
         outbox_retention: timedelta = timedelta(days=7),
         inbox_retention: timedelta = timedelta(days=7),
@@ -217,6 +218,10 @@ class Relay:
         self.topic_prefix = topic_prefix
         self.batch_size = batch_size
         self.poll_interval = poll_interval
+        # The pause after a round that published: short, the next events go at
+        # once; longer, they leave in batches (fewer queries and produce
+        # requests per event) for services whose events no one waits on.
+        self.min_wait = POLL_MIN_S if min_wait is None else min_wait
         self.prune_every = prune_every
         self.outbox_retention = outbox_retention
         self.inbox_retention = inbox_retention
@@ -287,7 +292,7 @@ class Relay:
             self.on_ready("relay", True, "")
             loop = asyncio.get_running_loop()
             next_prune = next_dead_letters = loop.time()
-            idle = POLL_MIN_S
+            idle = self.min_wait
             while not self._stopping.is_set():
                 sent = await self.publish_pending(conn, producer)
                 # Published (or found nothing to publish): the fault is over, and
@@ -305,7 +310,8 @@ class Relay:
                     continue
                 # Polled, not notified (migrations/0006): soon again while rows
                 # come, then less often, at most every poll_interval when idle.
-                idle = POLL_MIN_S if sent else min(idle * 2, self.poll_interval)
+                idle = self.min_wait if sent else min(idle * 2, max(self.poll_interval,
+                                                                     self.min_wait))
                 await self._sleep(idle)
         finally:
             self.is_leader = False

@@ -67,6 +67,9 @@ class ServiceSpec:
     # The intake consumer's fetch wait, where no one waits on the intake's
     # outcome (kafka.consumer_tuning); None: the broker kind's default.
     intake_fetch_max_wait_ms: int | None = None
+    # The relay's pause after publishing (outbox.Relay.min_wait); None: 2 ms,
+    # for events someone waits on (a critical value on its way to a clinic).
+    relay_min_wait_s: float | None = None
     # Extra listeners a service runs beside HTTP (e.g. the lab's MLLP port):
     # started last, given the runtime; returns how to stop it (first at shutdown).
     extra: Callable[[ServiceRuntime], Awaitable[Callable[[], Awaitable[None]] | None]] | None = None
@@ -114,7 +117,7 @@ class ServiceRuntime:
                     await load_terminals(conn, s.terminals_file)
         finally:
             await conn.close()
-        self.pool = await create_pool(s.database_url, s.db_schema)
+        self.pool = await create_pool(s.database_url, s.db_schema, max_size=s.db_pool_max_size)
 
         self.broker = build_broker(s)
         self.consumer = intake_consumer(self.spec, s, self.pool, on_ready=self.health.set_ready)
@@ -131,6 +134,7 @@ class ServiceRuntime:
             schema=s.db_schema,
             topic_prefix=s.topic_prefix,
             producer_factory=lambda: AIOKafkaProducer(**kafka_client_kwargs(s, "producer")),
+            min_wait=self.spec.relay_min_wait_s,
             outbox_retention=timedelta(hours=s.outbox_retention_h),
             inbox_retention=timedelta(hours=s.inbox_retention_h),
             on_ready=self.health.set_ready,

@@ -190,6 +190,12 @@ class KitSettings(BaseSettings):
         description="Port of /metrics (Prometheus text format), apart from the API's port "
         "so the Ingress never routes it (0 = any free port).",
     )
+    db_pool_max_size: int = Field(
+        16, ge=2, le=200,
+        description="Most PostgreSQL connections the service's pool opens (HTTP actions "
+        "and handlers share it). Each holds a transaction for a few statements; keep "
+        "replicas × this under the server's max_connections.",
+    )
     db_auth_retry_s: float = Field(
         300, gt=0,
         description="Seconds a refused database login (a rotated password) is retried "
