@@ -26,7 +26,6 @@ import argparse
 import json
 import logging
 import statistics
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ from typing import Any
 from yigongti_kit.service import event_loop_runner
 from yigongti_terminal.load import DRIVEN, LoadTarget, drive, make_clinics, register
 
+from .bench_common import on_own_stack, write_figures
 from .bench_referral import peak_rss_mib
 
 DEFAULT_SERVICES = ("lab", "referral", "settlement")
@@ -128,26 +128,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 async def _main(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from .stack import Stack
-
     services = [s for s in args.services.split(",") if s]
     if "lab" not in services:
         raise SystemExit("the clinics send to the lab: --services must include lab")
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    stack = Stack(args.run_dir / f"bench-clinics-stack-{stamp}", services=services)
-    print(f"starting the embedded stack ({', '.join(services)}) …", flush=True)
-    await stack.start()
-    try:
-        figures = await run_bench(stack, rate=args.rate, clinics=args.clinics,
-                                  seconds=args.seconds, runs=args.runs, bad=args.bad,
-                                  drain_s=args.drain, console=Console())
-    finally:
-        await stack.stop()
+    figures, stamp = await on_own_stack(
+        args.run_dir, "clinics", services,
+        lambda stack: run_bench(stack, rate=args.rate, clinics=args.clinics,
+                                seconds=args.seconds, runs=args.runs, bad=args.bad,
+                                drain_s=args.drain, console=Console()))
     print(report(figures))
-    path = args.run_dir / f"bench-clinics-{stamp}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(figures, indent=2) + "\n")
-    print(f"figures: {path}")
+    write_figures(args.run_dir, "clinics", stamp, figures)
     return 0
 
 

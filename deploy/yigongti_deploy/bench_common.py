@@ -3,11 +3,13 @@ settings for it, and percentiles."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from yigongti_kit.settings import KitSettings, kafka_client_kwargs
@@ -85,6 +87,34 @@ def summary_ms(seconds: Sequence[float]) -> dict[str, float | int]:
         "p99_ms": round(percentile(values, 99) * 1000, 2),
         "max_ms": round(values[-1] * 1000, 2) if values else math.nan,
     }
+
+
+# --- a bench on a stack of its own -------------------------------------------------
+
+
+async def on_own_stack(run_dir: Path, name: str, services: list[str],
+                       measure: Callable[[Any], Awaitable[dict[str, Any]]]
+                       ) -> tuple[dict[str, Any], str]:
+    """Start an embedded Stack of `services` for the bench `name` (its logs
+    under run_dir), run `measure(stack)`, stop it; (figures, time stamp)."""
+    from .stack import Stack
+
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    stack = Stack(run_dir / f"bench-{name}-stack-{stamp}", services=services)
+    print(f"starting the embedded stack ({', '.join(services)}) …", flush=True)
+    await stack.start()
+    try:
+        return await measure(stack), stamp
+    finally:
+        await stack.stop()
+
+
+def write_figures(run_dir: Path, name: str, stamp: str, figures: dict[str, Any]) -> Path:
+    path = run_dir / f"bench-{name}-{stamp}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(figures, indent=2) + "\n")
+    print(f"figures: {path}")
+    return path
 
 
 # --- who used the CPU ---------------------------------------------------------------

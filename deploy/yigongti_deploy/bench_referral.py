@@ -43,7 +43,7 @@ from yigongti_kit.auth import issue_token
 from yigongti_kit.service import event_loop_runner
 from yigongti_kit.settings import KitSettings, kafka_client_kwargs
 
-from .bench_common import summary_ms
+from .bench_common import on_own_stack, summary_ms, write_figures
 
 TARGET_P99_MS = 100.0
 PROBE_CLINIC = "652301-B01"  # 佃坝镇分院: no chest-pain centre; the county's is nearest
@@ -238,21 +238,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def _main(args: argparse.Namespace) -> int:
-    from .stack import Stack
-
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    stack = Stack(args.run_dir / f"bench-referral-stack-{stamp}", services=["referral"])
-    print("starting the embedded stack (referral) …", flush=True)
-    await stack.start()
-    try:
-        figures = await run_bench(stack, rate=args.rate, seconds=args.seconds, runs=args.runs)
-    finally:
-        await stack.stop()
+    figures, stamp = await on_own_stack(
+        args.run_dir, "referral", ["referral"],
+        lambda stack: run_bench(stack, rate=args.rate, seconds=args.seconds, runs=args.runs))
     print(report(figures))
-    path = args.run_dir / f"bench-referral-{stamp}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(figures, indent=2) + "\n")
-    print(f"figures: {path}")
+    write_figures(args.run_dir, "referral", stamp, figures)
     return 0
 
 
