@@ -28,6 +28,7 @@ with a `curl` to reproduce it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import threading
@@ -38,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import httpx
 import hypothesis
 import requests
 import schemathesis
@@ -53,6 +55,7 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+from yigongti_kit.telemetry import JsonFormatter
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_headers_conformance, response_schema_conformance,
@@ -295,3 +298,36 @@ def _repro(case, headers: dict, failure: Exception) -> str:
     message = str(failure).strip().splitlines()
     detail = " | ".join(line.strip() for line in message[:6] if line.strip())[:500]
     return f"{detail}\n    {case.as_curl_command(headers=headers)}"
+
+
+async def fuzz_service(service: str, base_url: str, callers: Mapping[str, Mapping[str, str]],
+                       seeds: Mapping[str, Sequence[str]], *, max_examples: int,
+                       reader: str = "clinician", drop_paths: Sequence[str] = (),
+                       fixed: Mapping[str, Mapping[str, Mapping]] | None = None
+                       ) -> FuzzReport:
+    """`fuzz` the document `service` serves (read with `reader`'s token, less
+    `drop_paths`), with the process's log lines captured as the service writes
+    them; prints the run's counts."""
+    async with httpx.AsyncClient(base_url=base_url, headers=dict(callers[reader])) as client:
+        served = await client.get("/openapi.json")
+    assert served.status_code == 200, served.text
+    document = served.json()
+    for path in drop_paths:
+        del document["paths"][path]
+    logs = LogCapture(JsonFormatter(service))
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(logs)
+    root.setLevel(logging.INFO)
+    try:
+        report = await asyncio.to_thread(fuzz, FuzzTarget(
+            base_url, document, callers, seeds, max_examples=max_examples,
+            fixed=fixed or {}), logs)
+    finally:
+        root.removeHandler(logs)
+        root.setLevel(level)
+    print(f"\nschemathesis: {report.requests} requests in {report.seconds:.0f} s"
+          f" ({report.http_seconds:.0f} s waiting for answers)")
+    for key, count in sorted(report.statuses.items()):
+        print(f"  {key}: {count}")
+    return report

@@ -6,15 +6,10 @@ answer or a log line."""
 
 from __future__ import annotations
 
-import asyncio
-import logging
-
-import httpx
 import pytest
 from diagflow import CLINIC, ECG_CENTRE, OTHER_CLINIC, PATIENT
-from openapi_fuzz import FuzzTarget, LogCapture, fuzz
+from openapi_fuzz import fuzz_service
 from yigongti_kit.auth import issue_token
-from yigongti_kit.telemetry import JsonFormatter
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore::hypothesis.errors.HypothesisDeprecationWarning")
@@ -49,23 +44,8 @@ async def test_the_diagnosis_service_keeps_its_openapi_contract_under_schemathes
              "patient_ref": [PATIENT]}
     who = callers(dx.dev_keys)
     base_url = f"http://127.0.0.1:{dx.env['HTTP_PORT']}"
-    async with httpx.AsyncClient(base_url=base_url, headers=who["clinician"]) as client:
-        served = await client.get("/openapi.json")
-    assert served.status_code == 200
-    document = served.json()
     # The kit's GET /feed is fuzzed by the lab's run; with its long-poll fixed to
     # wait=0, schemathesis's negative cases report the fixed (valid) query as invalid.
-    del document["paths"]["/feed"]
-    logs = LogCapture(JsonFormatter("diagnosis"))
-    root = logging.getLogger()
-    level = root.level
-    root.addHandler(logs)
-    root.setLevel(logging.INFO)
-    try:
-        report = await asyncio.to_thread(fuzz, FuzzTarget(
-            base_url, document, who, seeds, max_examples=MAX_EXAMPLES), logs)
-    finally:
-        root.removeHandler(logs)
-        root.setLevel(level)
-    print(f"\nschemathesis: {report.requests} requests in {report.seconds:.0f} s")
+    report = await fuzz_service("diagnosis", base_url, who, seeds, max_examples=MAX_EXAMPLES,
+                                drop_paths=["/feed"])
     assert not report.failures, report.summary()

@@ -6,10 +6,6 @@ See tests/openapi_fuzz.py; a service with an HTTP API gets a module like this on
 
 from __future__ import annotations
 
-import asyncio
-import logging
-
-import httpx
 import pytest
 from labflow import order
 from labjourney import (
@@ -29,9 +25,8 @@ from labjourney import (
     technologist,
     verified_order,
 )
-from openapi_fuzz import FuzzTarget, LogCapture, fuzz
+from openapi_fuzz import fuzz_service
 from yigongti_kit.auth import issue_token
-from yigongti_kit.telemetry import JsonFormatter
 
 # schemathesis's own strategies draw from `random`; Hypothesis says so, thousands of times.
 pytestmark = pytest.mark.filterwarnings(
@@ -117,23 +112,6 @@ async def test_the_lab_keeps_its_openapi_contract_under_schemathesis(lab, dev_ke
     seeds = await seed_every_state(lab, dev_keys)
     who = callers(dev_keys)
     base_url = f"http://{lab.settings.http_host}:{lab.settings.http_port}"
-    async with httpx.AsyncClient(base_url=base_url, headers=who["clinician"]) as client:
-        served = await client.get("/openapi.json")
-    assert served.status_code == 200
-    logs = LogCapture(JsonFormatter("lab"))
-    root = logging.getLogger()
-    level = root.level
-    root.addHandler(logs)
-    root.setLevel(logging.INFO)
-    try:
-        report = await asyncio.to_thread(fuzz, FuzzTarget(
-            base_url, served.json(), who, seeds, max_examples=MAX_EXAMPLES,
-            fixed={"GET /feed": {"query": {"wait": 0}}}), logs)
-    finally:
-        root.removeHandler(logs)
-        root.setLevel(level)
-    print(f"\nschemathesis: {report.requests} requests in {report.seconds:.0f} s"
-          f" ({report.http_seconds:.0f} s waiting for answers)")
-    for key, count in sorted(report.statuses.items()):
-        print(f"  {key}: {count}")
+    report = await fuzz_service("lab", base_url, who, seeds, max_examples=MAX_EXAMPLES,
+                                fixed={"GET /feed": {"query": {"wait": 0}}})
     assert not report.failures, report.summary()

@@ -6,16 +6,11 @@ a log line."""
 
 from __future__ import annotations
 
-import asyncio
-import logging
-
-import httpx
 import pytest
-from openapi_fuzz import FuzzTarget, LogCapture, fuzz
+from openapi_fuzz import fuzz_service
 from referralflow import COUNTY, DAFENG, TOWNSHIP, accept, down, now, of, up
 from yigongti_contracts.referral import v1
 from yigongti_kit.auth import issue_token
-from yigongti_kit.telemetry import JsonFormatter
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore::hypothesis.errors.HypothesisDeprecationWarning")
@@ -60,20 +55,6 @@ async def test_the_referral_api_keeps_its_openapi_contract(referral) -> None:
     who = callers(referral)
     settings = referral.runtime.settings
     base_url = f"http://{settings.http_host}:{settings.http_port}"
-    async with httpx.AsyncClient(base_url=base_url, headers=who["clinician"]) as client:
-        served = await client.get("/openapi.json")
-    assert served.status_code == 200
-    logs = LogCapture(JsonFormatter("referral"))
-    root = logging.getLogger()
-    level = root.level
-    root.addHandler(logs)
-    root.setLevel(logging.INFO)
-    try:
-        report = await asyncio.to_thread(fuzz, FuzzTarget(
-            base_url, served.json(), who, seeds, max_examples=MAX_EXAMPLES,
-            fixed={"GET /feed": {"query": {"wait": 0}}}), logs)
-    finally:
-        root.removeHandler(logs)
-        root.setLevel(level)
-    print(f"\nschemathesis: {report.requests} requests in {report.seconds:.0f} s")
+    report = await fuzz_service("referral", base_url, who, seeds, max_examples=MAX_EXAMPLES,
+                                fixed={"GET /feed": {"query": {"wait": 0}}})
     assert not report.failures, report.summary()
