@@ -11,7 +11,9 @@ held until commit:
 
 - An identity check (identity.verify) takes 1 only: it changes no
   accumulator, and a retry of the same outBizNo waits for the first answer.
-- A settlement (handlers.settle, both doors) takes 1, then 2, then 3; only
+- A settlement (handlers.settle_new, reached by both doors: the intake's
+  handlers.settle and the counter's POST /settlements, each of which takes 1
+  first) takes 2 then 3, in one statement (`lock_visit_and_person`); only
   then does it read the accumulators, the visit's unsettled charges and the
   person's history it decides on. So two settlements of one person
   serialise on 3 (the second reads what the first wrote: the accumulators
