@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncpg
 from yigongti_contracts.base import StrictModel
-from yigongti_kit.outbox import add_events, outbox_arguments, outbox_cte
+from yigongti_kit.outbox import add_events, outbox_arguments
 
 SOURCE = "/yigongti/settlement"
 EVENTS_TOPIC = "settlement.events.v1"
@@ -19,12 +19,7 @@ async def emit_all(conn: asyncpg.Connection, events: list[StrictModel]) -> list[
                             source=SOURCE, aggregatetype=AGGREGATE)
 
 
-def events_cte(first: int) -> str:
-    """The outbox insert as a CTE for a statement sent anyway (its parameters
-    from $first: `events_arguments`)."""
-    return outbox_cte(first)
-
-
 def events_arguments(events: list[StrictModel]) -> list[list]:
+    """The arguments of the kit's `outbox_cte` for these events of ours."""
     return outbox_arguments([(e, None) for e in events], topic=EVENTS_TOPIC, source=SOURCE,
                             aggregatetype=AGGREGATE)

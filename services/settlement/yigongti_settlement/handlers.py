@@ -34,6 +34,7 @@ from yigongti_contracts.settlement.v1 import (
     StepPart,
 )
 from yigongti_kit.consumer import Handler, Intake, Rejection
+from yigongti_kit.outbox import outbox_cte
 
 from . import locking, payers, poverty_watch, supervision
 from .benefits import (
@@ -45,7 +46,7 @@ from .benefits import (
     policy_by_version,
     policy_for,
 )
-from .events import emit_all, events_arguments, events_cte
+from .events import emit_all, events_arguments
 from .explanation import explain
 from .identity import supervision_flag
 
@@ -128,7 +129,7 @@ _RECORD = f"""
     items AS (
         INSERT INTO settled_items (person_id, settlement_id, item_code, service_date, quantity)
         SELECT $1, $4, * FROM unnest($5::text[], $6::date[], $7::integer[])),
-    {events_cte(20)}
+    {outbox_cte(20)}
     INSERT INTO settlements (settlement_id, out_biz_no, institution, visit_id, identity_id,
         person_id, patient_ref, request_digest, status, year, inputs, policy_version,
         breakdown, answer, supplementary_of, settled_at)

@@ -31,10 +31,11 @@ from yigongti_contracts.settlement.codes import (
     settlement_id_of,
 )
 from yigongti_contracts.settlement.v1 import AuditFlagRaised, IdentityRejected, IdentityVerified
+from yigongti_kit.outbox import outbox_cte
 
 from . import locking, persons, supervision
 from .config import Keys, b64
-from .events import emit_all, events_arguments, events_cte
+from .events import emit_all, events_arguments
 
 TOKEN_TTL = timedelta(minutes=2)
 R = IdentityRejectionReason
@@ -212,7 +213,7 @@ async def verify(conn: asyncpg.Connection, keys: Keys, req: VerifyRequest, *,
            token AS (
                INSERT INTO tokens (token_hash, identity_id, expires_at)
                SELECT $12, identity_id, token_expires_at FROM checked),
-           {events_cte(13)}
+           {outbox_cte(13)}
            SELECT * FROM checked""",
         identity_id, institution, req.visit_id, terminal_id, req.credential_type.value, d,
         person_id, ref, nonce, expires, now, token_hash(token_of(keys, identity_id, nonce)),

@@ -38,7 +38,13 @@ from __future__ import annotations
 
 import asyncpg
 
-_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended($1 || chr(31) || $2, 0))"
+
+def _lock(kind: str, key: str) -> str:
+    return f"pg_advisory_xact_lock(hashtextextended({kind} || chr(31) || {key}, 0))"
+
+
+_LOCK = f"SELECT {_lock('$1', '$2')}"
+_LOCK_VISIT_AND_PERSON = "SELECT " + _lock("'visit'", "$1") + ", " + _lock("'person'", "$2")
 
 
 async def lock(conn: asyncpg.Connection, kind: str, key: str) -> None:
@@ -59,7 +65,4 @@ async def lock_person(conn: asyncpg.Connection, person_id: int) -> None:
 
 async def lock_visit_and_person(conn: asyncpg.Connection, visit_id: str, person_id: int) -> None:
     """2 then 3 in one round trip (a select list is evaluated left to right)."""
-    await conn.execute(
-        "SELECT pg_advisory_xact_lock(hashtextextended('visit' || chr(31) || $1, 0)), "
-        "pg_advisory_xact_lock(hashtextextended('person' || chr(31) || $2, 0))",
-        visit_id, str(person_id))
+    await conn.execute(_LOCK_VISIT_AND_PERSON, visit_id, str(person_id))
