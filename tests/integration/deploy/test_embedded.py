@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import asyncpg
 import harness
@@ -113,8 +114,12 @@ async def test_unsafe_database_names_are_refused():
         await drop_database("postgresql://127.0.0.1:1/x", "Robert'); --")
 
 
-def test_free_port_is_free():
-    assert not port_answers("127.0.0.1", free_port())
+def test_free_port_is_free_outside_the_ephemeral_range_and_never_given_twice():
+    low, _high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    ports = [free_port() for _ in range(300)]
+    assert len(set(ports)) == len(ports)
+    assert all(port < low for port in ports)
+    assert not any(port_answers("127.0.0.1", port) for port in ports[:20])
 
 
 async def test_embedded_postgres_starts_serves_and_is_deleted():

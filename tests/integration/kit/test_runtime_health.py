@@ -158,3 +158,42 @@ async def _ready(lab) -> bool:
 async def _backoff_is(relay, seconds: float) -> bool:
     await asyncio.sleep(0)
     return relay.backoff == seconds
+
+
+
+async def test_a_service_is_not_ready_until_every_listener_is_bound(kit_settings, topics):
+    """Seen once in CI: a service answered /readyz 200 on its HTTP port, then
+    failed to bind its metrics port and went down; whoever waited on /readyz
+    went on. Here the last listener (the lab's MLLP port, `spec.extra`) takes
+    half a second and then fails: /readyz must not say ready meanwhile."""
+    import dataclasses
+
+    from yigongti_deploy.embedded import free_port
+    from yigongti_kit.service import ServiceRuntime
+    from yigongti_lab.app import spec
+
+    async def bind_fails_late(runtime) -> None:
+        await asyncio.sleep(0.5)
+        raise OSError("address already in use")
+
+    await topics("lab")
+    http_port = free_port()
+    runtime = ServiceRuntime(dataclasses.replace(spec(), extra=bind_fails_late),
+                             kit_settings("lab", HTTP_PORT=str(http_port)))
+    starting = asyncio.create_task(runtime.start())
+    answers: list[int] = []
+    try:
+        async with httpx.AsyncClient(timeout=1) as http:
+            while not starting.done():
+                try:
+                    answers.append((await http.get(
+                        f"http://127.0.0.1:{http_port}/readyz")).status_code)
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.01)
+        with pytest.raises(OSError, match="already in use"):
+            await starting
+    finally:
+        await runtime.stop()
+    assert 503 in answers  # HTTP served while the last listener was still binding
+    assert 200 not in answers
