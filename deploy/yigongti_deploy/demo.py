@@ -173,10 +173,13 @@ async def _main(keep_running: bool) -> int:
         if keep_running:
             print("stopping …", flush=True)
         logs = {name: s.log_path for name, s in stack.services.items()}
+        # A service that died mid-run is the first thing to read about.
+        died = {name: s.returncode for name, s in stack.services.items() if not s.running}
         await stack.stop()  # the services export their last spans as they stop
     if rc:
         for name, path in logs.items():
-            print(f"--- {name}: {path}, its errors:\n{_errors(path)}", file=sys.stderr)
+            exited = f" (it exited with code {died[name]} during the run)" if name in died else ""
+            print(f"--- {name}: {path}, its errors{exited}:\n{_errors(path)}", file=sys.stderr)
         return rc
     flush_spans()
     spans = trace_summary.load(stack.traces_file)

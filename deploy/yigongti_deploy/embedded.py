@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
 import re
 import shutil
 import signal
@@ -46,11 +47,28 @@ _DB_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 LOCAL_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
+# Ports handed out below the kernel's ephemeral range (Linux default 32768-60999):
+# a port the OS picks there can be taken by any outgoing connection between our
+# check and the service's bind (seen once in CI: a service's metrics port).
+_PORTS = range(20000, 32768)
+_handed_out: set[int] = set()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nothing listens on right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
+    """A TCP port nothing listens on right now, outside the ephemeral range and
+    never handed out twice by this process."""
+    for _ in range(200):
+        port = random.choice(_PORTS)
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free port in {_PORTS.start}-{_PORTS.stop - 1} on {host}")
 
 
 def port_answers(host: str, port: int, timeout: float = 0.5) -> bool:

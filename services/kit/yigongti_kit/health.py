@@ -5,7 +5,9 @@ component "database", set by the runtime's probe), else 503: staff and
 clinics' HTTP keeps serving through a broker outage. Its body lists every
 component, ready or not, with a short reason (the consumer, each
 subscription, the relay, the timers, the broker), so ops see what waits.
-While shutting down, "shutdown" makes it 503 too.
+While shutting down, "shutdown" makes it 503 too; while starting,
+"listening" does, until every listener of the process (HTTP, metrics, the
+lab's MLLP port) is bound, so a process that is ready stays up.
 
 `/healthz` answers 200 while every part of the runtime that must run is
 alive, else 503 naming it: a part that died for good (a subscriber whose poll
@@ -25,7 +27,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 # Components whose failure makes the service not ready: HTTP cannot work without them.
-REQUIRED = frozenset({"database", "shutdown"})
+REQUIRED = frozenset({"database", "listening", "shutdown"})
 
 
 @dataclass

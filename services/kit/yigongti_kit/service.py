@@ -144,6 +144,7 @@ class ServiceRuntime:
                                   on_ready=self.health.set_ready)
         self.health.set_ready("consumer", False, "starting")
         self.health.set_ready("database", True)  # migrated and pooled just now
+        self.health.set_ready("listening", False, "starting")
         self.probes = Probes(
             pool=self.pool, health=self.health, schema=s.db_schema, service=self.spec.name,
             auth_retry_s=s.db_auth_retry_s,
@@ -171,6 +172,7 @@ class ServiceRuntime:
         self._tasks.append(metrics_task)
         if self.spec.extra is not None:
             self._stop_extra = await self.spec.extra(self)
+        self.health.set_ready("listening", True)
         log.info("%s started on %s:%s", self.spec.name, s.http_host, s.http_port)
 
     def _subscribe(self, handler, topic: str, group_id: str,
