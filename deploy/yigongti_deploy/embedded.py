@@ -47,16 +47,29 @@ _DB_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 LOCAL_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
-# Ports handed out below the kernel's ephemeral range (Linux default 32768-60999):
-# a port the OS picks there can be taken by any outgoing connection between our
-# check and the service's bind (seen once in CI: a service's metrics port).
-_PORTS = range(20000, 32768)
+def _below_ephemeral_ports() -> range:
+    """Ports below the kernel's ephemeral range (Linux default 32768-60999): a port
+    the OS picks inside it can be taken by any outgoing connection between our
+    check and the service's bind (seen once in CI: a service's metrics port)."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    return range(max(1024, low - 12768), low)
+
+
+_PORTS = _below_ephemeral_ports()
 _handed_out: set[int] = set()
 
 
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port nothing listens on right now, outside the ephemeral range and
-    never handed out twice by this process."""
+    never handed out twice by this process (the OS picks one where that range
+    leaves too little room below it)."""
+    if len(_PORTS) < 1000:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((host, 0))
+            return sock.getsockname()[1]
     for _ in range(200):
         port = random.choice(_PORTS)
         if port in _handed_out:
