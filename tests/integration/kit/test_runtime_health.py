@@ -7,6 +7,7 @@ scraped in Prometheus format."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 
 import httpx
@@ -14,8 +15,10 @@ import pytest
 from harness_proxy import TcpProxy
 from kitflow import wait_until
 from labflow import order
-from yigongti_deploy.embedded import EmbeddedBroker, create_topics
+from yigongti_deploy.embedded import EmbeddedBroker, create_topics, free_port
 from yigongti_kit.auth import issue_token
+from yigongti_kit.service import ServiceRuntime
+from yigongti_lab.app import spec
 
 
 async def _get(url: str) -> httpx.Response:
@@ -160,17 +163,11 @@ async def _backoff_is(relay, seconds: float) -> bool:
     return relay.backoff == seconds
 
 
-
 async def test_a_service_is_not_ready_until_every_listener_is_bound(kit_settings, topics):
     """Seen once in CI: a service answered /readyz 200 on its HTTP port, then
     failed to bind its metrics port and went down; whoever waited on /readyz
     went on. Here the last listener (the lab's MLLP port, `spec.extra`) takes
     half a second and then fails: /readyz must not say ready meanwhile."""
-    import dataclasses
-
-    from yigongti_deploy.embedded import free_port
-    from yigongti_kit.service import ServiceRuntime
-    from yigongti_lab.app import spec
 
     async def bind_fails_late(runtime) -> None:
         await asyncio.sleep(0.5)
